@@ -1,0 +1,261 @@
+package topic
+
+import "strings"
+
+// Trie is a set of topic filters with reference counts, so that a thousand clients holding
+// the same filter cost one entry. It answers which filters match a topic name by walking the
+// topic's levels with index arithmetic: matching allocates nothing.
+//
+// A Trie is not safe for concurrent use: its owner guards it (for example with a
+// sync.RWMutex, taking the read lock for Matches, Count, Len, Filters and MatchFunc). The zero
+// value is not usable; create one with NewTrie.
+type Trie struct {
+	root     *node
+	distinct int // filters whose count is above zero
+}
+
+// node is one level of a filter. Literal levels hang in a map; the wildcards get dedicated
+// slots, like nats-server's pwc/fwc, so that matching a level costs one map lookup plus two
+// pointer checks whatever the number of filters.
+type node struct {
+	literal map[string]*node // child per literal level; nil until the first one
+	plus    *node            // child for a '+' level
+	hash    *node            // child for a '#' level; always a leaf
+	count   int              // references to the filter that ends at this node
+	filter  string           // that filter, kept so matches can report it without building it
+}
+
+// NewTrie returns an empty Trie.
+func NewTrie() *Trie {
+	return &Trie{root: &node{}}
+}
+
+// Add inserts one reference to filter f and reports whether f was not present before (its
+// count went from 0 to 1). An invalid filter returns an error wrapping ErrInvalidFilter and
+// changes nothing.
+func (t *Trie) Add(f string) (added bool, err error) {
+	if err := ValidateFilter(f); err != nil {
+		return false, err
+	}
+	if n := t.find(f); n != nil && n.count > 0 {
+		n.count++
+		return false, nil
+	}
+	// Own the bytes: map keys and n.filter are slices of f, and f may be a slice of a larger
+	// buffer (a packet) that the trie must not keep alive.
+	f = strings.Clone(f)
+	n := t.root
+	for start := 0; start <= len(f); {
+		end := levelEnd(f, start)
+		n = n.childOrCreate(f[start:end])
+		start = end + 1
+	}
+	n.count, n.filter = 1, f
+	t.distinct++
+	return true, nil
+}
+
+// childOrCreate returns n's child for level, creating it if needed.
+func (n *node) childOrCreate(level string) *node {
+	slot := n.slot(level)
+	if slot != nil {
+		if *slot == nil {
+			*slot = &node{}
+		}
+		return *slot
+	}
+	child := n.literal[level]
+	if child == nil {
+		if n.literal == nil {
+			n.literal = make(map[string]*node)
+		}
+		child = &node{}
+		n.literal[level] = child
+	}
+	return child
+}
+
+// slot returns the wildcard slot for level, or nil for a literal level.
+func (n *node) slot(level string) **node {
+	switch level {
+	case "+":
+		return &n.plus
+	case "#":
+		return &n.hash
+	}
+	return nil
+}
+
+// child returns n's child for level, or nil.
+func (n *node) child(level string) *node {
+	if slot := n.slot(level); slot != nil {
+		return *slot
+	}
+	return n.literal[level]
+}
+
+// find returns the node where filter f ends, or nil if there is none. The node may have a
+// zero count when it only leads to longer filters.
+func (t *Trie) find(f string) *node {
+	n := t.root
+	for start := 0; start <= len(f) && n != nil; {
+		end := levelEnd(f, start)
+		n = n.child(f[start:end])
+		start = end + 1
+	}
+	return n
+}
+
+// Remove drops one reference to filter f and reports whether f is now gone (its count went
+// to 0). Removing an absent filter returns false. Nodes left without filters or children are
+// pruned, so memory follows the live filters, not the history of subscriptions.
+func (t *Trie) Remove(f string) (removed bool) {
+	if !t.root.remove(f, 0) {
+		return false
+	}
+	t.distinct--
+	return true
+}
+
+// remove drops one reference to f from the subtree under n, where f[start:] are the levels
+// still to walk, and reports whether f's count reached zero. On the way back up, children
+// left empty are unlinked.
+func (n *node) remove(f string, start int) (gone bool) {
+	if start > len(f) {
+		if n.count == 0 {
+			return false
+		}
+		n.count--
+		if n.count > 0 {
+			return false
+		}
+		n.filter = ""
+		return true
+	}
+	end := levelEnd(f, start)
+	level := f[start:end]
+	child := n.child(level)
+	if child == nil {
+		return false
+	}
+	gone = child.remove(f, end+1)
+	if gone && child.empty() {
+		n.unlink(level)
+	}
+	return gone
+}
+
+// empty reports whether n holds no filter and leads to none.
+func (n *node) empty() bool {
+	return n.count == 0 && n.plus == nil && n.hash == nil && len(n.literal) == 0
+}
+
+// unlink removes n's child for level.
+func (n *node) unlink(level string) {
+	if slot := n.slot(level); slot != nil {
+		*slot = nil
+		return
+	}
+	delete(n.literal, level)
+	if len(n.literal) == 0 {
+		n.literal = nil // a map never shrinks; drop it so churn does not keep buckets alive
+	}
+}
+
+// Count returns the reference count of filter f (0 if absent).
+func (t *Trie) Count(f string) int {
+	if n := t.find(f); n != nil {
+		return n.count
+	}
+	return 0
+}
+
+// Len returns the number of distinct filters.
+func (t *Trie) Len() int {
+	return t.distinct
+}
+
+// Filters returns the distinct filters, in no particular order.
+func (t *Trie) Filters() []string {
+	out := make([]string, 0, t.distinct)
+	t.root.each(func(n *node) {
+		if n.count > 0 {
+			out = append(out, n.filter)
+		}
+	})
+	return out
+}
+
+// each calls fn for n and every node below it.
+func (n *node) each(fn func(*node)) {
+	fn(n)
+	for _, child := range n.literal {
+		child.each(fn)
+	}
+	if n.plus != nil {
+		n.plus.each(fn)
+	}
+	if n.hash != nil {
+		n.hash.each(fn)
+	}
+}
+
+// nodeCount returns the number of nodes, root included; tests use it to check pruning.
+func (t *Trie) nodeCount() int {
+	count := 0
+	t.root.each(func(*node) { count++ })
+	return count
+}
+
+// stopAtFirst is the MatchFunc callback behind Matches. It captures nothing, so passing it
+// costs no allocation.
+func stopAtFirst(string, int) bool { return false }
+
+// Matches reports whether any filter in the trie matches topic name t. It stops at the first
+// match and does not allocate.
+func (t *Trie) Matches(topic string) bool {
+	return !t.walk(topic, stopAtFirst)
+}
+
+// MatchFunc calls fn for every distinct filter matching topic name t, with its reference
+// count, until fn returns false. Each filter is reported once. It allocates nothing itself.
+func (t *Trie) MatchFunc(topic string, fn func(filter string, count int) bool) {
+	t.walk(topic, fn)
+}
+
+// walk reports the filters matching topic to fn; it returns false if fn asked to stop.
+func (t *Trie) walk(topic string, fn func(string, int) bool) bool {
+	if !strings.HasPrefix(topic, "$") {
+		return t.root.walk(topic, 0, fn)
+	}
+	// A topic starting with '$' never matches a filter whose first level is a wildcard
+	// [MQTT-4.7.2-1]: from the root, follow the literal level only.
+	end := levelEnd(topic, 0)
+	if child := t.root.literal[topic[:end]]; child != nil {
+		return child.walk(topic, end+1, fn)
+	}
+	return true
+}
+
+// walk reports the filters under n that match topic[start:], the levels not consumed yet
+// (none when start > len(topic); "a/" has two levels, the second empty). It returns false if
+// fn asked to stop.
+func (n *node) walk(topic string, start int, fn func(string, int) bool) bool {
+	// '#' matches all remaining levels, and also none: "a/#" matches "a" [MQTT-4.7.1-2].
+	if n.hash != nil && !fn(n.hash.filter, n.hash.count) {
+		return false
+	}
+	if start > len(topic) {
+		return n.count == 0 || fn(n.filter, n.count)
+	}
+	end := levelEnd(topic, start)
+	// Levels compare exactly: case-sensitive, empty levels included [MQTT-4.7.3-4].
+	if child := n.literal[topic[start:end]]; child != nil && !child.walk(topic, end+1, fn) {
+		return false
+	}
+	// '+' matches exactly one level, an empty one too ("a/+" matches "a/").
+	if n.plus != nil && !n.plus.walk(topic, end+1, fn) {
+		return false
+	}
+	return true
+}
