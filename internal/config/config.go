@@ -1,0 +1,259 @@
+// Package config owns the one description of a moha cluster: the YAML cluster file
+// that names every node (broker, agent link and agent HTTP addresses), the load
+// balancers in front of them and the settings every agent shares. It parses the file
+// strictly (unknown keys are errors), fills in defaults, and validates the result,
+// reporting every problem at once with the field it concerns. `moha render ...`, each
+// `moha agent` and `moha up` all read (or, for `up`, write) this description.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Sentinel errors. Validation problems wrap ErrInvalid; Node wraps ErrUnknownNode.
+var (
+	ErrInvalid     = errors.New("config: invalid cluster description")
+	ErrUnknownNode = errors.New("config: unknown node")
+	ErrNoSecret    = errors.New("config: no cluster secret")
+)
+
+// Defaults that depend on a node (and so are applied per node by ApplyDefaults).
+const (
+	DefaultBrokerAddress = "127.0.0.1:1883"     // where the local mosquitto listens
+	DefaultClusterPort   = 7946                 // agent link port, on the broker's host
+	DefaultHTTPPort      = 9101                 // agent health/metrics port, on the broker's host
+	DefaultDataDir       = "/var/lib/mosquitto" // Debian's mosquitto persistence directory
+	DefaultKeepAlive     = 30 * time.Second     // MQTT keepalive of the agent's sessions
+	DefaultFirstPriority = 150                  // VRRP priority of the first load balancer host
+	DefaultOtherPriority = 100                  // ... and of every host after it
+	MinSecretLength      = 16                   // bytes of cluster secret, at least
+)
+
+// Cluster is the whole cluster file.
+type Cluster struct {
+	Name           string        `yaml:"name"`                  // cluster name, shown in rendered files and logs
+	Secret         string        `yaml:"secret,omitempty"`      // shared secret authenticating agent links (>= 16 bytes) ...
+	SecretFile     string        `yaml:"secret_file,omitempty"` // ... or a file holding it (exactly one of the two)
+	LinkTLS        *TLSFiles     `yaml:"link_tls,omitempty"`    // optional TLS for agent links: ca, cert and key
+	Window         int           `yaml:"window"`                // messages in flight per peer link before the sender waits for acks
+	BufferMessages int           `yaml:"buffer_messages"`       // messages held for a peer whose link is down
+	BufferBytes    ByteSize      `yaml:"buffer_bytes"`          // bytes held for a peer whose link is down
+	InterestGrace  Duration      `yaml:"interest_grace"`        // how long a down peer's interest is kept
+	Nodes          []Node        `yaml:"nodes"`                 // the brokers, each with its agent
+	LoadBalancers  LoadBalancers `yaml:"load_balancers"`        // HAProxy + keepalived in front of the nodes
+}
+
+// Node is one broker and the agent beside it.
+type Node struct {
+	Name    string `yaml:"name"`     // unique, [a-zA-Z0-9_-]{1,64}
+	Broker  Broker `yaml:"broker"`   // how the agent (and HAProxy) reach the broker
+	Cluster string `yaml:"cluster"`  // agent link address host:port (peers dial it); default <broker host>:7946
+	HTTP    string `yaml:"http"`     // agent HTTP address host:port (/healthz, /readyz, /metrics); default <broker host>:9101
+	DataDir string `yaml:"data_dir"` // absolute broker persistence directory for `render mosquitto`
+}
+
+// Broker is how to reach one node's mosquitto.
+type Broker struct {
+	Address   string    `yaml:"address"`            // host:port, default 127.0.0.1:1883
+	Username  string    `yaml:"username,omitempty"` // the agent's MQTT username, if the broker requires one
+	Password  string    `yaml:"password,omitempty"` // ... and its password
+	TLS       *TLSFiles `yaml:"tls,omitempty"`      // TLS to the broker: ca required, cert+key for client auth
+	KeepAlive Duration  `yaml:"keepalive"`          // MQTT keepalive of the agent's sessions, whole seconds
+}
+
+// TLSFiles names PEM files for one TLS connection. Relative paths in a cluster file are
+// resolved against the file's directory.
+type TLSFiles struct {
+	CA                 string `yaml:"ca"`                             // CA certificate(s) to verify the other side
+	Cert               string `yaml:"cert,omitempty"`                 // our certificate ...
+	Key                string `yaml:"key,omitempty"`                  // ... and its private key
+	ServerName         string `yaml:"server_name,omitempty"`          // name to verify instead of the dialled host
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty"` // testing only: skip verification
+}
+
+// LoadBalancers describes HAProxy and keepalived in front of the nodes.
+type LoadBalancers struct {
+	Port          int      `yaml:"port"`                  // client port on the load balancer
+	FloatingIP    string   `yaml:"floating_ip,omitempty"` // CIDR, e.g. 10.0.0.100/24 (only keepalived needs it)
+	Interface     string   `yaml:"interface"`             // VRRP interface
+	RouterID      int      `yaml:"virtual_router_id"`     // VRRP virtual router id, 1..255
+	Hosts         []LBHost `yaml:"hosts,omitempty"`       // the load balancer machines
+	MaxConn       int      `yaml:"maxconn"`               // HAProxy client connection limit
+	CheckInterval Duration `yaml:"check_interval"`        // HAProxy health check interval (whole ms)
+	ClientTimeout Duration `yaml:"client_timeout"`        // HAProxy idle timeout: longer than any MQTT keepalive (whole ms)
+}
+
+// LBHost is one load balancer machine.
+type LBHost struct {
+	Name     string `yaml:"name"`     // unique, [a-zA-Z0-9_-]{1,64}
+	Address  string `yaml:"address"`  // the machine's IP address or DNS name (no port)
+	Priority int    `yaml:"priority"` // VRRP priority 1..254; default 150 for the first host, 100 after
+}
+
+// Default returns a cluster with every cluster-wide default filled in and no nodes.
+// A zero (or absent) field in a cluster file means "use the default".
+func Default() Cluster {
+	return Cluster{
+		Name:           "moha",
+		Window:         4096,
+		BufferMessages: 100000,
+		BufferBytes:    64 << 20,
+		InterestGrace:  Duration(2 * time.Minute),
+		LoadBalancers: LoadBalancers{
+			Port:          1883,
+			Interface:     "eth0",
+			RouterID:      51,
+			MaxConn:       10000,
+			CheckInterval: Duration(time.Second),
+			ClientTimeout: Duration(10 * time.Minute),
+		},
+	}
+}
+
+// ApplyDefaults fills every zero field with its default: the cluster-wide ones of
+// Default, and per node the broker address, keepalive, data dir and the cluster and
+// HTTP addresses (the broker's host with ports 7946 and 9101). Empty lists become nil.
+// It is idempotent.
+func (c *Cluster) ApplyDefaults() {
+	d := Default()
+	setIfZero(&c.Name, d.Name)
+	setIfZero(&c.Window, d.Window)
+	setIfZero(&c.BufferMessages, d.BufferMessages)
+	setIfZero(&c.BufferBytes, d.BufferBytes)
+	setIfZero(&c.InterestGrace, d.InterestGrace)
+	lb, dlb := &c.LoadBalancers, d.LoadBalancers
+	setIfZero(&lb.Port, dlb.Port)
+	setIfZero(&lb.Interface, dlb.Interface)
+	setIfZero(&lb.RouterID, dlb.RouterID)
+	setIfZero(&lb.MaxConn, dlb.MaxConn)
+	setIfZero(&lb.CheckInterval, dlb.CheckInterval)
+	setIfZero(&lb.ClientTimeout, dlb.ClientTimeout)
+	for i := range lb.Hosts {
+		setIfZero(&lb.Hosts[i].Priority, hostPriority(i))
+	}
+	for i := range c.Nodes {
+		c.Nodes[i].applyDefaults()
+	}
+	if len(c.Nodes) == 0 {
+		c.Nodes = nil
+	}
+	if len(lb.Hosts) == 0 {
+		lb.Hosts = nil
+	}
+}
+
+func hostPriority(i int) int {
+	if i == 0 {
+		return DefaultFirstPriority
+	}
+	return DefaultOtherPriority
+}
+
+func (n *Node) applyDefaults() {
+	setIfZero(&n.Broker.Address, DefaultBrokerAddress)
+	setIfZero(&n.Broker.KeepAlive, Duration(DefaultKeepAlive))
+	setIfZero(&n.DataDir, DefaultDataDir)
+	// A broker address that does not parse gets no derived defaults; Validate reports it.
+	if host, _, err := net.SplitHostPort(n.Broker.Address); err == nil && host != "" {
+		setIfZero(&n.Cluster, net.JoinHostPort(host, strconv.Itoa(DefaultClusterPort)))
+		setIfZero(&n.HTTP, net.JoinHostPort(host, strconv.Itoa(DefaultHTTPPort)))
+	}
+}
+
+func setIfZero[T comparable](field *T, value T) {
+	var zero T
+	if *field == zero {
+		*field = value
+	}
+}
+
+// Node returns the node called name; the error lists the names the cluster knows.
+func (c *Cluster) Node(name string) (*Node, error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w %q: no cluster description", ErrUnknownNode, name)
+	}
+	names := make([]string, 0, len(c.Nodes))
+	for i := range c.Nodes {
+		if c.Nodes[i].Name == name {
+			return &c.Nodes[i], nil
+		}
+		names = append(names, c.Nodes[i].Name)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("%w %q: the cluster has no nodes", ErrUnknownNode, name)
+	}
+	return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownNode, name, strings.Join(names, ", "))
+}
+
+// SecretBytes returns the cluster secret, reading secret_file if that is how it is given.
+// Surrounding whitespace in the file (a trailing newline, typically) is not part of it.
+func (c *Cluster) SecretBytes() ([]byte, error) {
+	if c == nil {
+		return nil, ErrNoSecret
+	}
+	if c.Secret != "" {
+		return []byte(c.Secret), nil
+	}
+	if c.SecretFile == "" {
+		return nil, ErrNoSecret
+	}
+	secret, err := readSecretFile(c.SecretFile)
+	if err != nil {
+		return nil, err
+	}
+	if len(secret) < MinSecretLength {
+		return nil, fmt.Errorf("%w: secret_file %s holds %d bytes, need at least %d",
+			ErrNoSecret, c.SecretFile, len(secret), MinSecretLength)
+	}
+	return secret, nil
+}
+
+// readSecretFile reads a secret file without surrounding whitespace.
+func readSecretFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read secret_file: %w", err)
+	}
+	return bytes.TrimSpace(data), nil
+}
+
+// Marshal writes c as a cluster file. It contains the secret if one is set inline:
+// write it with mode 0600.
+func (c *Cluster) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("marshal cluster: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("marshal cluster: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// SplitHostPort splits "host:port" (IPv6 hosts in brackets) and checks the port is a
+// number in 1..65535. The host may be empty; Validate refuses that for node addresses.
+func SplitHostPort(addr string) (host string, port int, err error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q is not host:port", addr)
+	}
+	if portText == "" || strings.Trim(portText, "0123456789") != "" {
+		return "", 0, fmt.Errorf("%q: port %q is not a number", addr, portText)
+	}
+	port, err = strconv.Atoi(portText)
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("%q: port %s is not in 1..65535", addr, portText)
+	}
+	return host, port, nil
+}

@@ -1,0 +1,149 @@
+package render
+
+import (
+	"fmt"
+
+	"github.com/moha-project/moha/internal/config"
+)
+
+// HAProxyOptions adjusts the rendered HAProxy config.
+type HAProxyOptions struct {
+	// Bind replaces the client listener "*:<load_balancers.port>", e.g. "127.0.0.1:1883".
+	Bind string
+	// StatsBind, when set, adds an HTTP listener there with the stats page on /stats and
+	// Prometheus metrics on /metrics.
+	StatsBind string
+}
+
+// HAProxy renders a TCP-mode HAProxy 2.6 config for the cluster's load balancers
+// (see HAPROXY.md): only a valid MQTT CONNECT gets through, its client id picks the
+// node by consistent hashing, and a node counts as up while its agent's /readyz answers
+// 200. It has no log or daemon settings: run it with `haproxy -D -p <pidfile> -f <file>`
+// (or `-Ws` under systemd).
+func HAProxy(c *config.Cluster, opt HAProxyOptions) (string, error) {
+	if err := validCluster(c); err != nil {
+		return "", err
+	}
+	lb := &c.LoadBalancers
+	bind := fmt.Sprintf("*:%d", lb.Port)
+	if opt.Bind != "" {
+		bind = opt.Bind
+	}
+	if err := checkBind("bind", bind); err != nil {
+		return "", err
+	}
+	if opt.StatsBind != "" {
+		if err := checkBind("stats bind", opt.StatsBind); err != nil {
+			return "", err
+		}
+	}
+	inter, err := haproxyTime("load_balancers.check_interval", lb.CheckInterval.Std())
+	if err != nil {
+		return "", err
+	}
+	idle, err := haproxyTime("load_balancers.client_timeout", lb.ClientTimeout.Std())
+	if err != nil {
+		return "", err
+	}
+	servers, err := serverLines(c, inter)
+	if err != nil {
+		return "", err
+	}
+
+	var w writer
+	w.header(fmt.Sprintf("cluster %q (moha render haproxy)", c.Name))
+	writeGlobal(&w, lb.MaxConn, idle)
+	writeFrontend(&w, bind, lb.MaxConn)
+	writeBackend(&w, servers)
+	if opt.StatsBind != "" {
+		writeStats(&w, opt.StatsBind)
+	}
+	return w.String(), nil
+}
+
+// checkBind accepts "[host]:port" where host may be empty or "*" (every address).
+func checkBind(name, bind string) error {
+	if err := checkOptionText(name, bind); err != nil {
+		return err
+	}
+	if _, _, err := config.SplitHostPort(bind); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrOption, name, err)
+	}
+	return nil
+}
+
+// serverLines gives one backend server line per node: traffic to the broker address,
+// health checks to the agent's HTTP address.
+func serverLines(c *config.Cluster, inter string) ([]string, error) {
+	lines := make([]string, 0, len(c.Nodes))
+	for _, n := range c.Nodes {
+		host, port, err := splitAddr(fmt.Sprintf("node %s broker.address", n.Name), n.Broker.Address)
+		if err != nil {
+			return nil, err
+		}
+		checkHost, checkPort, err := splitAddr(fmt.Sprintf("node %s http", n.Name), n.HTTP)
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, fmt.Sprintf("server %s %s check port %d addr %s inter %s fall 2 rise 2",
+			n.Name, joinHostPort(host, port), checkPort, bracketIPv6(checkHost), inter))
+	}
+	return lines, nil
+}
+
+func writeGlobal(w *writer, maxConn int, idle string) {
+	w.line("global")
+	w.line("    maxconn %d", maxConn)
+	w.blank()
+	w.line("defaults")
+	w.line("    mode tcp")
+	w.line("    timeout connect 5s")
+	w.sectionComment("Idle limit for an MQTT connection: longer than any client's keepalive.")
+	w.line("    timeout client %s", idle)
+	w.line("    timeout server %s", idle)
+	w.blank()
+}
+
+func writeFrontend(w *writer, bind string, maxConn int) {
+	w.comment("MQTT clients. Only a valid MQTT CONNECT gets through; its client id picks the node.")
+	w.line("frontend mqtt")
+	w.line("    bind %s", bind)
+	w.line("    maxconn %d", maxConn)
+	w.line("    tcp-request inspect-delay 5s")
+	w.line("    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }")
+	w.line("    tcp-request content set-var(sess.cid) req.payload(0,0),mqtt_field_value(connect,client_identifier)")
+	w.line("    default_backend brokers")
+	w.blank()
+}
+
+func writeBackend(w *writer, servers []string) {
+	w.comment(
+		"Consistent hashing on the client id (through a variable: hashing the payload directly",
+		"is not deterministic on 2.6) sends a client back to the node holding its session while",
+		"that node is up. A node is up while its agent's /readyz answers 200: the agent knows",
+		"whether its broker is reachable and whether its side of the cluster has a majority.",
+		"Host names here are resolved once, when HAProxy starts.",
+	)
+	w.line("backend brokers")
+	w.line("    balance hash var(sess.cid)")
+	w.line("    hash-type consistent")
+	w.line("    option httpchk")
+	w.line("    http-check send meth GET uri /readyz")
+	w.line("    http-check expect status 200")
+	for _, s := range servers {
+		w.line("    %s", s)
+	}
+}
+
+func writeStats(w *writer, bind string) {
+	w.blank()
+	w.comment("HAProxy's own stats page (/stats) and Prometheus metrics (/metrics).")
+	w.line("frontend stats")
+	w.line("    mode http")
+	w.line("    bind %s", bind)
+	w.line("    timeout client 30s")
+	w.line("    stats enable")
+	w.line("    stats uri /stats")
+	w.line("    stats refresh 10s")
+	w.line("    http-request use-service prometheus-exporter if { path /metrics }")
+}

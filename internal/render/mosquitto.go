@@ -1,0 +1,149 @@
+package render
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/moha-project/moha/internal/config"
+)
+
+// MosquittoOptions adjusts the rendered mosquitto.conf.
+type MosquittoOptions struct {
+	// LogFile, when set, adds `log_dest file <LogFile>` next to the topic destination the
+	// agent needs. It must be an absolute path writable by the user mosquitto runs as.
+	LogFile string
+	// User, when set, is the account mosquitto keeps running as when started as root
+	// (its `user` option; mosquitto's default is the "mosquitto" account). `moha up`
+	// sets it to its own user so the broker can write the data directory it created.
+	User string
+}
+
+// logTypes are the log levels the agent needs on $SYS/broker/log/...: connects,
+// disconnects and takeovers (notice, error) and every subscribe and unsubscribe.
+// Never debug or all: they write a line for every PUBLISH.
+var logTypes = []string{"error", "warning", "notice", "information", "subscribe", "unsubscribe"}
+
+// Mosquitto renders the broker config the agent needs for node (see MOSQUITTO.md): a
+// listener on the node's broker address, authentication if the node's broker has a
+// username, persistence in the node's data_dir, the log lines the agent learns interest
+// from, and flow-control limits raised for the agent's traffic.
+func Mosquitto(c *config.Cluster, node string, opt MosquittoOptions) (string, error) {
+	if err := validCluster(c); err != nil {
+		return "", err
+	}
+	n, err := c.Node(node)
+	if err != nil {
+		return "", fmt.Errorf("render mosquitto: %w", err)
+	}
+	if err := checkLogFile(opt.LogFile); err != nil {
+		return "", err
+	}
+	host, port, err := splitAddr(fmt.Sprintf("node %s broker.address", n.Name), n.Broker.Address)
+	if err != nil {
+		return "", err
+	}
+	dataDir := strings.TrimRight(n.DataDir, "/") + "/"
+
+	var w writer
+	w.header(fmt.Sprintf("cluster %q, node %q (moha render mosquitto)", c.Name, n.Name))
+	if err := checkOptionText("user", opt.User); err != nil {
+		return "", err
+	}
+	if opt.User != "" {
+		w.comment("The account mosquitto runs as after starting as root.")
+		w.line("user %s", opt.User)
+		w.blank()
+	}
+	writeListener(&w, n, host, port, dataDir)
+	writePersistence(&w, dataDir)
+	writeLogging(&w, opt.LogFile)
+	writeLimits(&w)
+	return w.String(), nil
+}
+
+func checkLogFile(file string) error {
+	if file == "" {
+		return nil
+	}
+	if err := checkOptionText("log file", file); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(file) {
+		return fmt.Errorf("%w: log file %q is not an absolute path", ErrOption, file)
+	}
+	return nil
+}
+
+func writeListener(w *writer, n *config.Node, host string, port int, dataDir string) {
+	w.comment("The node's broker address: the agent and HAProxy connect here.")
+	w.line("listener %d %s", port, host)
+	if n.Broker.TLS != nil {
+		w.comment(
+			"The cluster file has the agent use TLS to this broker, but holds only the client side:",
+			"add certfile, keyfile (and cafile with require_certificate true for client",
+			"certificates) for this listener by hand.",
+		)
+	}
+	w.blank()
+	if n.Broker.Username == "" {
+		w.comment("The agent connects without a username: so may clients.")
+		w.line("allow_anonymous true")
+		w.blank()
+		return
+	}
+	passwd := path.Join(dataDir, "passwd")
+	w.comment(
+		"The agent connects with a username, so clients must authenticate. Create the",
+		"password file before starting mosquitto, owned by the user mosquitto runs as:",
+		fmt.Sprintf("  mosquitto_passwd -c %s %s", passwd, n.Broker.Username),
+	)
+	w.line("allow_anonymous false")
+	w.line("password_file %s", passwd)
+	w.blank()
+}
+
+func writePersistence(w *writer, dataDir string) {
+	w.comment(
+		"Sessions, queued messages and retained messages survive a restart. The directory",
+		"must be writable by the user mosquitto runs as (user mosquitto when started as root).",
+	)
+	w.line("persistence true")
+	w.line("persistence_location %s", dataDir)
+	w.line("autosave_interval 60")
+	w.blank()
+}
+
+func writeLogging(w *writer, logFile string) {
+	w.comment(
+		"The agent learns connects, disconnects, takeovers and subscriptions from",
+		"$SYS/broker/log/... One log_type per line: several on one line silently enable only",
+		"the first. Per-message log types would log every PUBLISH: keep them off.",
+	)
+	w.line("log_dest topic")
+	if logFile != "" {
+		w.line("log_dest file %s", logFile)
+	}
+	for _, t := range logTypes {
+		w.line("log_type %s", t)
+	}
+	w.comment("Without connection messages the agent cannot see clients come and go.")
+	w.line("connection_messages true")
+	w.blank()
+}
+
+func writeLimits(w *writer) {
+	w.comment(
+		"The agent's session receives every message published on this broker: queue deeply",
+		"rather than drop (the default is 1000, then silent loss).",
+	)
+	w.line("max_queued_messages 100000")
+	w.comment("Advertised to clients as Receive Maximum; the agent respects it when republishing.")
+	w.line("max_inflight_messages 20")
+	w.comment(
+		"The agent reconciles its interest table against the $SYS subscription counts:",
+		"publish them every second rather than every 10.",
+	)
+	w.line("sys_interval 1")
+}
