@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moha-project/moha/internal/agent"
+	"github.com/moha-project/moha/internal/config"
+)
+
+func newAgentCommand(stderr io.Writer) *cobra.Command {
+	var (
+		clusterFile, node, logLevel  string
+		brokerAddr, listen, httpAddr string
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --cluster FILE --node NAME",
+		Short: "Run the agent beside one Mosquitto broker",
+		Long: `Run the agent for one node of the cluster, beside (on the same host as) its
+Mosquitto broker. The cluster file describes every node; the agent finds itself
+by --node and treats the other nodes as its peers. Flags override the file.
+
+The broker must publish its log on $SYS topics: render its config with
+'moha render mosquitto --cluster FILE --node NAME'.
+
+HTTP endpoints (on the node's http address):
+  /healthz  the process is alive
+  /readyz   200 when the broker sessions are up and this node reaches a majority
+  /metrics  Prometheus metrics
+  /status   JSON: peers, links, interest, degraded flag, counters`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(stderr, logLevel)
+			if err != nil {
+				return err
+			}
+			c, err := config.Load(clusterFile)
+			if err != nil {
+				return err
+			}
+			n, err := c.Node(node)
+			if err != nil {
+				return err
+			}
+			if brokerAddr != "" {
+				n.Broker.Address = brokerAddr
+			}
+			if listen != "" {
+				n.Cluster = listen
+			}
+			if httpAddr != "" {
+				n.HTTP = httpAddr
+			}
+			if err := c.Validate(); err != nil {
+				return fmt.Errorf("invalid configuration after flags:\n%w", err)
+			}
+			a, err := agent.New(agent.Options{Cluster: c, Node: node, Logger: log})
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&clusterFile, "cluster", "cluster.yaml", "the cluster description (YAML)")
+	f.StringVar(&node, "node", "", "this node's name in the cluster file (required)")
+	f.StringVar(&brokerAddr, "broker", "", "override the local broker's host:port")
+	f.StringVar(&listen, "listen", "", "override the address peer agents connect to (host:port)")
+	f.StringVar(&httpAddr, "http", "", "override the HTTP address for health, metrics and status")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("node")
+	return cmd
+}

@@ -1,0 +1,248 @@
+// Package agent wires one moha agent: the two sessions with the local
+// broker (data and log), the interest table fed by the broker's log lines,
+// the mesh of links to peer agents, the forwarding loop, the republishing of
+// peers' messages into the local broker, and the HTTP endpoints. It owns the
+// goroutines that run them and nothing else: each piece lives in its own
+// package.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/forward"
+	"github.com/moha-project/moha/internal/interest"
+)
+
+// Options configure one agent. Cluster and Node are required.
+type Options struct {
+	Cluster *config.Cluster
+	Node    string
+	Logger  *slog.Logger
+	// HTTPListener, when set, is used instead of listening on the node's
+	// http address (tests pass a listener on 127.0.0.1:0).
+	HTTPListener net.Listener
+}
+
+// Agent is one running agent. Create it with New, run it with Run.
+type Agent struct {
+	node     *config.Node
+	cluster  *config.Cluster
+	log      *slog.Logger
+	registry *prometheus.Registry
+	metrics  *metrics
+
+	table       *interest.Table
+	router      *forward.Router
+	forwarder   *forward.Forwarder
+	mesh        *cluster.Mesh
+	republisher *republisher
+	brokerTLS   *tls.Config
+
+	httpLn    net.Listener
+	sessionUp atomic.Bool
+	lastCount atomic.Int64 // unix nanos of the last live subscription count
+	started   time.Time
+
+	mu       sync.Mutex
+	brokerOK string // last broker session error, "" while connected
+}
+
+// ErrBrokerLogging is returned when the broker does not publish the log
+// lines the agent needs: without them interest cannot be known at all.
+var ErrBrokerLogging = errors.New("agent: the broker publishes no connect lines on $SYS/broker/log (needs log_dest topic, log_type notice, connection_messages true; see `moha render mosquitto`)")
+
+// New validates the options and builds the agent without starting anything
+// but the HTTP listener.
+func New(opt Options) (*Agent, error) {
+	if opt.Cluster == nil {
+		return nil, errors.New("agent: no cluster configuration")
+	}
+	node, err := opt.Cluster.Node(opt.Node)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	logger := opt.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("node", node.Name)
+	a := &Agent{node: node, cluster: opt.Cluster, log: logger, started: time.Now(), brokerOK: "not connected yet"}
+	if a.brokerTLS, err = brokerTLSConfig(node); err != nil {
+		return nil, err
+	}
+	if err := a.build(); err != nil {
+		return nil, err
+	}
+	a.httpLn = opt.HTTPListener
+	if a.httpLn == nil {
+		if a.httpLn, err = net.Listen("tcp", node.HTTP); err != nil {
+			return nil, fmt.Errorf("agent: listen http %s: %w", node.HTTP, err)
+		}
+	}
+	return a, nil
+}
+
+// build creates the pieces and connects their callbacks.
+func (a *Agent) build() error {
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.metrics = newMetrics(a.registry)
+
+	secret, err := a.cluster.SecretBytes()
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	peers := map[string]string{}
+	for _, n := range a.cluster.Nodes {
+		if n.Name != a.node.Name {
+			peers[n.Name] = n.Cluster
+		}
+	}
+	serverTLS, clientTLS, err := linkTLSConfig(a.cluster)
+	if err != nil {
+		return err
+	}
+	a.router = forward.NewRouter(keys(peers))
+	a.republisher = newRepublisher(a.log, a.metrics)
+	a.mesh, err = cluster.New(cluster.Config{
+		Node:           a.node.Name,
+		Listen:         a.node.Cluster,
+		Peers:          peers,
+		Secret:         secret,
+		ServerTLS:      serverTLS,
+		ClientTLS:      clientTLS,
+		Window:         a.cluster.Window,
+		BufferMessages: a.cluster.BufferMessages,
+		BufferBytes:    int64(a.cluster.BufferBytes),
+		InterestGrace:  time.Duration(a.cluster.InterestGrace),
+		Logger:         a.log,
+		Registerer:     a.registry,
+	}, cluster.Handlers{
+		Deliver:   a.republisher.deliver,
+		Interest:  a.peerInterest,
+		LinkState: a.linkState,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry)
+	a.table = interest.NewTable([]string{a.dataClientID(), a.logClientID()}, a.localInterest)
+	a.mesh.Advertise(a.table.Advertised(), nil)
+	a.metrics.registerInterest(a.registry, a.table, a.router)
+	return nil
+}
+
+func (a *Agent) dataClientID() string { return "moha-" + a.node.Name }
+func (a *Agent) logClientID() string  { return "moha-" + a.node.Name + "-log" }
+
+// localInterest is the table's change callback: peers learn each change.
+func (a *Agent) localInterest(added, removed []string) {
+	a.mesh.Advertise(added, removed)
+}
+
+// peerInterest is the mesh's callback for a peer's interest.
+func (a *Agent) peerInterest(peer string, replace bool, added, removed []string) {
+	if bad := a.router.Apply(peer, replace, added, removed); len(bad) > 0 {
+		a.metrics.invalidPeerFilters.WithLabelValues(peer).Add(float64(len(bad)))
+		a.log.Warn("peer advertised invalid filters, ignored", "peer", peer, "count", len(bad), "first", bad[0])
+	}
+}
+
+func (a *Agent) linkState(peer string, up bool) {
+	if up {
+		a.log.Info("peer link up", "peer", peer)
+	} else {
+		a.log.Warn("peer link down", "peer", peer)
+	}
+}
+
+// Run runs the agent until ctx ends. It returns an error only for a
+// condition a restart cannot fix (bad broker logging, a port in use).
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+	wg.Go(func() {
+		if err := srv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cancel(fmt.Errorf("agent: http: %w", err))
+		}
+	})
+	wg.Go(func() {
+		<-ctx.Done()
+		shutdown, done := context.WithTimeout(context.Background(), 2*time.Second)
+		defer done()
+		_ = srv.Shutdown(shutdown)
+	})
+	wg.Go(func() {
+		if err := a.mesh.Run(ctx); err != nil && ctx.Err() == nil {
+			cancel(err)
+		}
+	})
+	wg.Go(func() { _ = a.forwarder.Run(ctx) })
+	wg.Go(func() {
+		if err := a.brokerLoop(ctx); err != nil {
+			cancel(err)
+		}
+	})
+	a.log.Info("agent started", "broker", a.node.Broker.Address, "cluster", a.node.Cluster, "http", a.httpLn.Addr().String())
+	<-ctx.Done()
+	err := context.Cause(ctx)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// HTTPAddr is the address the HTTP endpoints listen on.
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// Ready reports whether clients should be sent to this node, and why not.
+// A node is ready when its broker sessions are up and it can reach enough
+// peers to form a strict majority of the configured nodes with them
+// [DESIGN.md §6]: a node cut off alone must not take clients.
+func (a *Agent) Ready() (bool, string) {
+	if !a.sessionUp.Load() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return false, "broker session down: " + a.brokerOK
+	}
+	reach := 1
+	for _, p := range a.mesh.Status() {
+		if p.Up {
+			reach++
+		}
+	}
+	total := len(a.cluster.Nodes)
+	if reach*2 <= total {
+		return false, fmt.Sprintf("reaches %d of %d nodes, not a majority", reach, total)
+	}
+	return true, "ok"
+}
+
+func keys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Metrics returns the forwarding counters (tests assert them).
+func (a *Agent) Metrics() *forward.Metrics { return a.forwarder.Metrics() }

@@ -1,0 +1,252 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/session"
+)
+
+const (
+	// The data session outlives agent restarts: the broker queues what
+	// clients publish while the agent is away (DESIGN.md §1). A day bounds
+	// what a decommissioned agent leaves behind.
+	dataSessionExpiry = 24 * 60 * 60
+	subscriptionCount = "$SYS/broker/subscriptions/count"
+	// probeFilter is a subscription no message ever matches: it only moves
+	// the broker's subscription count (see nudgeCount).
+	probeFilter    = "$SYS/moha/probe"
+	ownLineTimeout = 5 * time.Second
+)
+
+// logFilters are what the log session subscribes; with the data session's
+// "#" they are the agent's own subscriptions in the broker's count.
+var logFilters = []string{"$SYS/broker/log/N", "$SYS/broker/log/E", "$SYS/broker/log/M/#", subscriptionCount}
+
+// brokerLoop keeps the two local sessions up, reconnecting with capped
+// backoff, until ctx ends or the broker turns out to be unusable.
+func (a *Agent) brokerLoop(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		connected, err := a.runBroker(ctx)
+		a.sessionUp.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrBrokerLogging) {
+			return err
+		}
+		a.setBrokerError(err)
+		a.metrics.brokerReconnects.Inc()
+		// Log lines were missed while the session was down: until the
+		// broker's subscription count proves the table right, over-state.
+		a.table.MarkDegraded("lost the broker session: " + err.Error())
+		if connected {
+			backoff = 100 * time.Millisecond
+		}
+		a.log.Warn("broker session ended, reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff + rand.N(backoff/2)):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (a *Agent) setBrokerError(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		a.brokerOK = ""
+	} else {
+		a.brokerOK = err.Error()
+	}
+}
+
+func (a *Agent) sessionConfig(clientID string) session.Config {
+	b := a.node.Broker
+	return session.Config{
+		Addr:      b.Address,
+		ClientID:  clientID,
+		Username:  b.Username,
+		Password:  b.Password,
+		TLS:       a.brokerTLS,
+		KeepAlive: uint16(time.Duration(b.KeepAlive) / time.Second),
+		Logger:    a.log,
+	}
+}
+
+// runBroker connects the log session, then the data session, and blocks
+// until either ends. connected reports whether both came up.
+func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
+	ownLine := make(chan struct{})
+	var sawOwn bool
+	logCfg := a.sessionConfig(a.logClientID())
+	logCfg.CleanStart = true
+	logSess, err := session.Dial(ctx, logCfg, func(d *session.Delivery) {
+		if !sawOwn && a.isOwnConnectLine(d) {
+			sawOwn = true
+			close(ownLine)
+		}
+		a.onLogLine(d)
+	})
+	if err != nil {
+		return false, fmt.Errorf("log session: %w", err)
+	}
+	defer logSess.Close()
+	// Set before subscribing: every live count the table sees includes the
+	// log session's filters and the data session's persistent "#".
+	a.table.SetOwnSubscriptions(1 + len(logFilters))
+	subs := make([]session.Subscription, len(logFilters))
+	for i, f := range logFilters {
+		subs[i] = session.Subscription{Filter: f, QoS: 1}
+	}
+	if err := logSess.Subscribe(ctx, subs...); err != nil {
+		return false, fmt.Errorf("log session: subscribe: %w", err)
+	}
+
+	dataCfg := a.sessionConfig(a.dataClientID())
+	dataCfg.SessionExpiry = dataSessionExpiry
+	dataCfg.ReceiveMaximum = 65535
+	dataSess, err := session.Dial(ctx, dataCfg, func(d *session.Delivery) { a.forwarder.Enqueue(delivery{d}) })
+	if err != nil {
+		return false, fmt.Errorf("data session: %w", err)
+	}
+	defer dataSess.Close()
+	select {
+	case <-ownLine:
+	case <-time.After(ownLineTimeout):
+		return false, ErrBrokerLogging
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	// No Local keeps the agent's republished messages from coming back;
+	// Retain As Published keeps retained flags; Retain Handling 2 keeps a
+	// resubscribe from replaying every retained message (MOSQUITTO.md).
+	err = dataSess.Subscribe(ctx, session.Subscription{Filter: "#", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 2})
+	if err != nil {
+		return false, fmt.Errorf("data session: subscribe: %w", err)
+	}
+	a.republisher.setSession(dataSess)
+	a.sessionUp.Store(true)
+	a.setBrokerError(nil)
+	a.log.Info("broker sessions up", "broker", a.node.Broker.Address, "session_present", dataSess.SessionPresent())
+
+	nudgeCtx, stopNudge := context.WithCancel(ctx)
+	defer stopNudge()
+	go a.nudgeCount(nudgeCtx, logSess)
+
+	select {
+	case <-ctx.Done():
+		return true, ctx.Err()
+	case <-dataSess.Done():
+		return true, fmt.Errorf("data session: %w", errOrClosed(dataSess.Err()))
+	case <-logSess.Done():
+		return true, fmt.Errorf("log session: %w", errOrClosed(logSess.Err()))
+	}
+}
+
+func errOrClosed(err error) error {
+	if err == nil {
+		return session.ErrClosed
+	}
+	return err
+}
+
+// nudgeCount makes the broker publish a fresh subscription count while the
+// table is degraded. Mosquitto publishes the count only when it differs from
+// the last value it published, so after an agent restart (its log session's
+// subscriptions gone and back within one interval) no count may ever come.
+// Toggling one probe subscription moves the count by one each time, and of
+// two neighbouring values at least one differs from the last published one.
+func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
+	const every = 2500 * time.Millisecond
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	probing := false
+	own := 1 + len(logFilters)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		degraded, _ := a.table.Degraded()
+		if !degraded || time.Since(time.Unix(0, a.lastCount.Load())) < every {
+			continue
+		}
+		var err error
+		if probing {
+			err = logSess.Unsubscribe(ctx, probeFilter)
+			// Set after the broker removed it: a count that still includes
+			// the probe is then at worst an over-statement.
+			a.table.SetOwnSubscriptions(own)
+		} else {
+			// Set before: a count without the probe reads as an over-statement.
+			a.table.SetOwnSubscriptions(own + 1)
+			err = logSess.Subscribe(ctx, session.Subscription{Filter: probeFilter, QoS: 0})
+		}
+		if err != nil {
+			a.log.Debug("subscription-count probe failed", "err", err)
+			continue
+		}
+		probing = !probing
+	}
+}
+
+// isOwnConnectLine reports whether d is the broker's connect line for the
+// data session: proof that the broker logs what the agent needs.
+func (a *Agent) isOwnConnectLine(d *session.Delivery) bool {
+	if d.Message.Topic != "$SYS/broker/log/N" {
+		return false
+	}
+	ev, err := interest.ParseLine(d.Message.Topic, d.Message.Payload)
+	return err == nil && ev.Kind == interest.Connected && ev.ClientID == a.dataClientID()
+}
+
+// onLogLine feeds one log-session message to the interest table. It runs
+// on the session's reader and does not block.
+func (a *Agent) onLogLine(d *session.Delivery) {
+	defer d.Ack()
+	m := &d.Message
+	if m.Topic == subscriptionCount {
+		a.log.Debug("broker subscription count", "payload", string(m.Payload), "retain", m.Retain)
+		if m.Retain {
+			return // the retained copy is a stale snapshot, not ordered with the log lines
+		}
+		a.lastCount.Store(time.Now().UnixNano())
+		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
+		if err != nil {
+			a.metrics.logErrors.Inc()
+			a.log.Warn("unreadable subscription count", "payload", truncate(string(m.Payload)))
+			return
+		}
+		a.table.Reconcile(n)
+		return
+	}
+	if err := a.table.Apply(m.Topic, m.Payload); err != nil {
+		a.metrics.logErrors.Inc()
+		a.log.Warn("broker log line not understood", "topic", m.Topic, "line", truncate(string(m.Payload)), "err", err)
+	}
+}
+
+func truncate(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
+}
+
+// delivery adapts a data-session delivery to the forwarder.
+type delivery struct{ d *session.Delivery }
+
+func (d delivery) Msg() *message.Message { return &d.d.Message }
+func (d delivery) Ack()                  { d.d.Ack() }

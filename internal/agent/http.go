@@ -1,0 +1,100 @@
+package agent
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/interest"
+)
+
+// handler serves /healthz, /readyz, /metrics and /status.
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := a.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_, _ = w.Write([]byte(why + "\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(a.Status())
+	})
+	return mux
+}
+
+// Status is the agent's state as /status reports it.
+type Status struct {
+	Node           string         `json:"node"`
+	Ready          bool           `json:"ready"`
+	ReadyReason    string         `json:"ready_reason"`
+	Degraded       bool           `json:"degraded"`
+	DegradedReason string         `json:"degraded_reason,omitempty"`
+	Broker         BrokerStatus   `json:"broker"`
+	Interest       interest.Stats `json:"interest"`
+	Advertised     []string       `json:"advertised"`
+	Peers          []PeerStatus   `json:"peers"`
+	ForwardQueue   int            `json:"forward_queue"`
+	InboundPending int            `json:"inbound_pending"`
+	Uptime         string         `json:"uptime"`
+}
+
+// BrokerStatus describes the sessions with the local broker.
+type BrokerStatus struct {
+	Address string `json:"address"`
+	Up      bool   `json:"up"`
+	Error   string `json:"error,omitempty"`
+}
+
+// PeerStatus is one peer as this agent sees it.
+type PeerStatus struct {
+	cluster.PeerStatus
+	InterestFilters int      `json:"interest_filters"`
+	Interest        []string `json:"interest,omitempty"`
+}
+
+// Status returns a snapshot of the agent's state.
+func (a *Agent) Status() Status {
+	ready, why := a.Ready()
+	degraded, reason := a.table.Degraded()
+	a.mu.Lock()
+	brokerErr := a.brokerOK
+	a.mu.Unlock()
+	s := Status{
+		Node: a.node.Name, Ready: ready, ReadyReason: why,
+		Degraded: degraded, DegradedReason: reason,
+		Broker:         BrokerStatus{Address: a.node.Broker.Address, Up: a.sessionUp.Load(), Error: brokerErr},
+		Interest:       a.table.Stats(),
+		Advertised:     limit(a.table.Advertised(), 100),
+		ForwardQueue:   a.forwarder.Pending(),
+		InboundPending: a.republisher.Pending(),
+		Uptime:         time.Since(a.started).Round(time.Second).String(),
+	}
+	for _, p := range a.mesh.Status() {
+		s.Peers = append(s.Peers, PeerStatus{
+			PeerStatus:      p,
+			InterestFilters: a.router.Filters(p.Name),
+			Interest:        limit(a.router.FilterList(p.Name), 100),
+		})
+	}
+	return s
+}
+
+// limit keeps /status readable for nodes with many filters.
+func limit(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

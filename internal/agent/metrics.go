@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moha-project/moha/internal/forward"
+	"github.com/moha-project/moha/internal/interest"
+)
+
+// metrics are the agent's own series; the mesh and the forwarder register
+// theirs on the same registry.
+type metrics struct {
+	logErrors          prometheus.Counter
+	brokerReconnects   prometheus.Counter
+	inboundPublished   *prometheus.CounterVec
+	inboundRejected    *prometheus.CounterVec
+	invalidPeerFilters *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		logErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moha_log_errors_total",
+			Help: "Broker log lines the agent could not parse or apply (interest then over-stated).",
+		}),
+		brokerReconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moha_broker_session_losses_total",
+			Help: "Times the agent lost its sessions with the local broker.",
+		}),
+		inboundPublished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_inbound_messages_total",
+			Help: "Messages from a peer that the local broker accepted.",
+		}, []string{"peer"}),
+		inboundRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_inbound_rejected_total",
+			Help: "Messages from a peer that the local broker refused (ACL, quota).",
+		}, []string{"peer"}),
+		invalidPeerFilters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_peer_invalid_filters_total",
+			Help: "Invalid topic filters a peer advertised (ignored).",
+		}, []string{"peer"}),
+	}
+	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.invalidPeerFilters)
+	return m
+}
+
+// registerInterest exports the interest tables as gauges read at scrape time.
+func (m *metrics) registerInterest(reg prometheus.Registerer, t *interest.Table, r *forward.Router) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_degraded",
+		Help: "1 while the agent cannot be sure it knows every local subscription and advertises # instead.",
+	}, func() float64 {
+		if d, _ := t.Degraded(); d {
+			return 1
+		}
+		return 0
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_local_interest_filters",
+		Help: "Distinct topic filters local clients hold.",
+	}, func() float64 { return float64(t.Stats().Filters) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_local_clients",
+		Help: "Local client sessions the agent knows (connected or persistent offline).",
+	}, func() float64 { return float64(t.Stats().Clients) }))
+	for _, p := range r.Peers() {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "moha_peer_interest_filters",
+			Help:        "Distinct topic filters a peer advertises.",
+			ConstLabels: prometheus.Labels{"peer": p},
+		}, func() float64 { return float64(r.Filters(p)) }))
+	}
+}

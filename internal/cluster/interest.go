@@ -1,0 +1,92 @@
+package cluster
+
+import (
+	"sort"
+	"sync"
+)
+
+// maxDeltaLog is how many recent deltas are kept for links that lag; a link
+// further behind gets a snapshot instead.
+const maxDeltaLog = 1024
+
+// localInterest is this node's advertised filter set, its version and the
+// recent deltas, shared by every link's writer.
+type localInterest struct {
+	mu      sync.Mutex
+	version uint64
+	set     map[string]struct{}
+	log     []interestDelta // consecutive versions, the last one == version
+}
+
+type interestDelta struct {
+	version        uint64
+	added, removed []string
+}
+
+// apply records a change and reports whether anything actually changed
+// (adding a present filter or removing an absent one is not a change).
+func (li *localInterest) apply(added, removed []string) bool {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	if li.set == nil {
+		li.set = make(map[string]struct{})
+	}
+	d := interestDelta{version: li.version + 1}
+	for _, f := range added {
+		if _, ok := li.set[f]; !ok {
+			li.set[f] = struct{}{}
+			d.added = append(d.added, f)
+		}
+	}
+	for _, f := range removed {
+		if _, ok := li.set[f]; ok {
+			delete(li.set, f)
+			d.removed = append(d.removed, f)
+		}
+	}
+	if len(d.added) == 0 && len(d.removed) == 0 {
+		return false
+	}
+	li.version = d.version
+	li.log = append(li.log, d)
+	if len(li.log) > maxDeltaLog {
+		li.log = append(li.log[:0:0], li.log[len(li.log)-maxDeltaLog/2:]...)
+	}
+	return true
+}
+
+// appendFrames appends to dst the frames that bring a link at version
+// *sent up to date (a snapshot when snapshot is set or the deltas it needs
+// were trimmed), and advances *sent. It returns dst unchanged when the
+// link is current.
+func (li *localInterest) appendFrames(dst []byte, sent *uint64, snapshot bool, scratch []byte) ([]byte, []byte) {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	if !snapshot && *sent == li.version {
+		return dst, scratch
+	}
+	first := li.version - uint64(len(li.log)) + 1 // version of li.log[0]
+	if snapshot || *sent+1 < first || *sent > li.version {
+		f := frame{typ: frameSnapshot, version: li.version, filters: li.sortedLocked()}
+		scratch = encodeFrameBody(scratch[:0], &f)
+		dst = appendFrame(dst, frameSnapshot, scratch)
+		*sent = li.version
+		return dst, scratch
+	}
+	for _, d := range li.log[*sent+1-first:] {
+		f := frame{typ: frameDelta, version: d.version, filters: d.added, removed: d.removed}
+		scratch = encodeFrameBody(scratch[:0], &f)
+		dst = appendFrame(dst, frameDelta, scratch)
+	}
+	*sent = li.version
+	return dst, scratch
+}
+
+func (li *localInterest) sortedLocked() []string {
+	out := make([]string, 0, len(li.set))
+	for f := range li.set {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,374 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var errReplaced = errors.New("cluster: link replaced by a newer connection")
+
+// maxUnacked bounds how many received messages may wait for their broker
+// acknowledgement; a peer sending beyond it ignores any sane window.
+const maxUnacked = 1 << 20
+
+// link is one authenticated connection to a peer: a reader and a writer
+// goroutine, ended together through ctx's cancel cause.
+type link struct {
+	peer     *peer
+	mesh     *Mesh
+	conn     net.Conn
+	br       *bufio.Reader
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	wake     chan struct{} // capacity 1: "the writer has something to look at"
+	finished chan struct{} // closed once the link is fully torn down
+
+	acks ackTracker
+
+	sendSnapshot    atomic.Bool // the peer asked for a snapshot
+	requestSnapshot atomic.Bool // the reader saw a delta gap: ask the peer for a snapshot
+
+	// reader-owned interest receive state
+	recvVersion  uint64
+	haveSnapshot bool
+	awaitingSnap bool
+}
+
+func newLink(ctx context.Context, p *peer, conn net.Conn, br *bufio.Reader) *link {
+	l := &link{
+		peer:     p,
+		mesh:     p.mesh,
+		conn:     conn,
+		br:       br,
+		wake:     make(chan struct{}, 1),
+		finished: make(chan struct{}),
+	}
+	l.ctx, l.cancel = context.WithCancelCause(ctx)
+	l.sendSnapshot.Store(true) // every link starts with a full snapshot
+	return l
+}
+
+func (l *link) wakeWriter() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run serves the link until either loop fails or ctx ends, and returns the cause.
+func (l *link) run() error {
+	stop := context.AfterFunc(l.ctx, func() { l.conn.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { l.cancel(l.readLoop()) })
+	wg.Go(func() { l.cancel(l.writeLoop()) })
+	wg.Wait()
+	l.conn.Close()
+	return context.Cause(l.ctx)
+}
+
+func (l *link) deadAfter() time.Duration { return 3 * l.mesh.cfg.Heartbeat }
+
+func (l *link) readLoop() error {
+	for {
+		if err := l.conn.SetReadDeadline(time.Now().Add(l.deadAfter())); err != nil {
+			return fmt.Errorf("set read deadline: %w", err)
+		}
+		typ, body, err := readFrame(l.br, maxFrameSize)
+		if err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		f, err := decodeFrame(typ, body)
+		if err != nil {
+			return err
+		}
+		if err := l.handle(&f); err != nil {
+			return err
+		}
+	}
+}
+
+func (l *link) handle(f *frame) error {
+	switch f.typ {
+	case frameSnapshot:
+		l.peer.reportInterest(true, f.filters, nil)
+		l.recvVersion, l.haveSnapshot, l.awaitingSnap = f.version, true, false
+	case frameDelta:
+		l.handleDelta(f)
+	case frameSnapshotRequest:
+		l.sendSnapshot.Store(true)
+		l.wakeWriter()
+	case framePublishBatch:
+		return l.deliver(f)
+	case frameAck:
+		return l.peer.ack(l, f.upTo)
+	case frameHeartbeat:
+	}
+	return nil
+}
+
+// handleDelta applies a delta in sequence; on a gap it asks for a snapshot
+// once and ignores deltas until the snapshot arrives.
+func (l *link) handleDelta(f *frame) {
+	if l.awaitingSnap {
+		return
+	}
+	if !l.haveSnapshot || f.version != l.recvVersion+1 {
+		l.mesh.log.Info("interest delta out of sequence: requesting snapshot", "peer", l.peer.name,
+			"have", l.recvVersion, "got", f.version)
+		l.awaitingSnap = true
+		l.requestSnapshot.Store(true)
+		l.wakeWriter()
+		return
+	}
+	l.peer.reportInterest(false, f.filters, f.removed)
+	l.recvVersion = f.version
+}
+
+// deliver hands a batch to the broker side in order. Acks for it are
+// coalesced: the writer is woken once, after the whole batch.
+func (l *link) deliver(f *frame) error {
+	if err := l.acks.receive(f.firstSeq, len(f.msgs)); err != nil {
+		return err
+	}
+	deliverFn := l.mesh.handlers.Deliver
+	for i := range f.msgs {
+		seq := f.firstSeq + uint64(i)
+		ack := func() {
+			if l.acks.complete(seq) {
+				l.wakeWriter()
+			}
+		}
+		if deliverFn == nil {
+			ack()
+			continue
+		}
+		deliverFn(l.peer.name, f.msgs[i], ack)
+	}
+	n := uint64(len(f.msgs))
+	l.peer.recvMessages.Add(n)
+	l.peer.pm.recvMessages.Add(float64(n))
+	if l.acks.endBatch() {
+		l.wakeWriter()
+	}
+	return nil
+}
+
+// writer is the writer goroutine's state.
+type writer struct {
+	l        *link
+	bw       *bufio.Writer
+	scratch  []byte // frame body being encoded
+	frames   []byte // interest frames
+	batch    []item
+	sentAck  uint64
+	interest uint64 // local interest version the peer has
+}
+
+func (l *link) writeLoop() error {
+	w := &writer{l: l, bw: bufio.NewWriterSize(l.conn, 64<<10)}
+	heartbeat := l.mesh.cfg.Heartbeat
+	idle := time.NewTimer(heartbeat)
+	defer idle.Stop()
+	for {
+		wrote, err := w.writeReady()
+		if err != nil {
+			return err
+		}
+		if wrote {
+			if err := w.flush(); err != nil {
+				return err
+			}
+			idle.Reset(heartbeat)
+			continue // more may have become ready meanwhile
+		}
+		select {
+		case <-l.ctx.Done():
+			return context.Cause(l.ctx)
+		case <-l.wake:
+		case <-idle.C:
+			w.writeFrame(frameHeartbeat, nil)
+			if err := w.flush(); err != nil {
+				return err
+			}
+			idle.Reset(heartbeat)
+		}
+	}
+}
+
+func (w *writer) flush() error {
+	if err := w.l.conn.SetWriteDeadline(time.Now().Add(w.l.deadAfter())); err != nil {
+		return fmt.Errorf("set write deadline: %w", err)
+	}
+	if err := w.bw.Flush(); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// writeReady writes everything that is ready: interest, a snapshot
+// request, message batches while the window allows, and one coalesced ACK.
+// Errors from bw surface at flush.
+func (w *writer) writeReady() (wrote bool, err error) {
+	l := w.l
+	w.frames, w.scratch = l.mesh.interest.appendFrames(w.frames[:0], &w.interest, l.sendSnapshot.Swap(false), w.scratch)
+	if len(w.frames) > 0 {
+		w.bw.Write(w.frames)
+		wrote = true
+	}
+	if l.requestSnapshot.Swap(false) {
+		w.writeFrame(frameSnapshotRequest, nil)
+		wrote = true
+	}
+	for {
+		var firstSeq uint64
+		firstSeq, w.batch = l.peer.takeBatch(l, w.batch[:0])
+		if len(w.batch) == 0 {
+			break
+		}
+		w.writeBatch(firstSeq)
+		wrote = true
+		// Under sustained load the writer is never idle: ack often enough
+		// that the peer's window does not stall on us.
+		if l.acks.completed()-w.sentAck >= uint64(l.mesh.cfg.Window/2) {
+			w.writeAck()
+		}
+	}
+	if l.acks.completed() > w.sentAck {
+		w.writeAck()
+		wrote = true
+	}
+	return wrote, nil
+}
+
+// writeFrame writes length | type | body. bufio.Writer errors are sticky
+// and reported by the next flush.
+func (w *writer) writeFrame(typ byte, body []byte) {
+	var hdr [binary.MaxVarintLen64 + 1]byte
+	n := binary.PutUvarint(hdr[:], uint64(len(body)+1))
+	hdr[n] = typ
+	w.bw.Write(hdr[:n+1])
+	w.bw.Write(body)
+}
+
+func (w *writer) writeBatch(firstSeq uint64) {
+	w.scratch = binary.AppendUvarint(w.scratch[:0], firstSeq)
+	w.scratch = binary.AppendUvarint(w.scratch, uint64(len(w.batch)))
+	for i := range w.batch {
+		w.scratch = appendMessage(w.scratch, &w.batch[i].msg)
+	}
+	w.writeFrame(framePublishBatch, w.scratch)
+	p := w.l.peer
+	n := uint64(len(w.batch))
+	p.sentMessages.Add(n)
+	p.batchesSent.Add(1)
+	p.pm.fwdMessages.Add(float64(n))
+	clear(w.batch) // do not keep payloads alive until the next batch
+}
+
+func (w *writer) writeAck() {
+	upTo := w.l.acks.completed()
+	w.scratch = binary.AppendUvarint(w.scratch[:0], upTo)
+	w.writeFrame(frameAck, w.scratch)
+	w.sentAck = upTo
+	w.l.peer.ackFramesSent.Add(1)
+	w.l.peer.pm.ackFrames.Inc()
+}
+
+// ackTracker turns acknowledgements that arrive in any order into a
+// cumulative "everything up to base was accepted".
+type ackTracker struct {
+	mu         sync.Mutex
+	base       uint64 // every seq <= base is complete
+	received   uint64 // highest seq delivered
+	done       fifo[bool]
+	delivering bool // inside a batch: the reader wakes the writer at its end
+	advanced   bool // base moved while delivering
+}
+
+// receive registers a batch of n messages starting at firstSeq, which must
+// follow the previous batch.
+func (t *ackTracker) receive(firstSeq uint64, n int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if firstSeq != t.received+1 {
+		return fmt.Errorf("%w: batch starts at seq %d, expected %d", ErrProtocol, firstSeq, t.received+1)
+	}
+	if t.received+uint64(n)-t.base > maxUnacked {
+		return fmt.Errorf("%w: more than %d messages unacknowledged", ErrProtocol, maxUnacked)
+	}
+	for range n {
+		t.done.push(false)
+	}
+	t.received += uint64(n)
+	t.delivering = true
+	return nil
+}
+
+// complete marks seq accepted; it reports whether the writer should be
+// woken (base moved and no batch is being delivered). Repeats are ignored.
+func (t *ackTracker) complete(seq uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if seq <= t.base || seq > t.received {
+		return false
+	}
+	t.done.buf[t.done.head+int(seq-t.base-1)] = true
+	moved := false
+	for t.done.len() > 0 && t.done.buf[t.done.head] {
+		t.done.pop()
+		t.base++
+		moved = true
+	}
+	if t.delivering {
+		t.advanced = t.advanced || moved
+		return false
+	}
+	return moved
+}
+
+// endBatch ends a delivery and reports whether base moved during it.
+func (t *ackTracker) endBatch() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	moved := t.advanced
+	t.delivering, t.advanced = false, false
+	return moved
+}
+
+func (t *ackTracker) completed() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.base
+}
+
+// countingConn counts the bytes a link moves, for its peer.
+type countingConn struct {
+	net.Conn
+	peer atomic.Pointer[peer] // nil until the handshake named the peer
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if p := c.peer.Load(); p != nil && n > 0 {
+		p.recvBytes.Add(uint64(n))
+		p.pm.bytesRead.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if p := c.peer.Load(); p != nil && n > 0 {
+		p.sentBytes.Add(uint64(n))
+		p.pm.fwdBytes.Add(float64(n))
+	}
+	return n, err
+}

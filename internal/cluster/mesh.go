@@ -1,0 +1,570 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	crand "crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/moha-project/moha/internal/message"
+)
+
+// Handlers are the mesh's calls into the agent.
+type Handlers struct {
+	// Deliver is called for each message a peer forwarded, in the order that
+	// peer sent them, from that link's reader goroutine; it must not block.
+	// ack must be called exactly once when the local broker accepted the
+	// republish (QoS 0: when written); acks may come from any goroutine, in
+	// any order. The message's slices may alias a shared frame buffer: they
+	// are never modified by the mesh. Nil: messages are acked and discarded.
+	Deliver func(peer string, m message.Message, ack func())
+	// Interest reports a peer's advertised filters: replace=true means added
+	// is the complete set (a snapshot; also sent with an empty set when the
+	// peer is gone past InterestGrace); replace=false means apply added and
+	// removed. Called from mesh goroutines, never concurrently for one peer,
+	// in order. Optional.
+	Interest func(peer string, replace bool, added, removed []string)
+	// LinkState is called when a peer's link goes up or down. Optional.
+	LinkState func(peer string, up bool)
+}
+
+// Sentinel errors.
+var (
+	ErrClosed  = errors.New("cluster: mesh closed")
+	ErrRunning = errors.New("cluster: mesh already running")
+)
+
+const (
+	handshakeTimeout       = 5 * time.Second
+	maxPendingHandshakes   = 64
+	defaultJanitorInterval = time.Second
+)
+
+// Mesh is this node's set of links to its peers.
+type Mesh struct {
+	cfg      Config
+	handlers Handlers
+	log      *slog.Logger
+	metrics  *metrics
+	epoch    uint64
+	hs       *handshaker
+	peers    map[string]*peer
+	names    []string
+	interest localInterest
+	notes    notifier
+	ready    chan struct{}
+	runDone  chan struct{}
+
+	handshakeTimeout time.Duration // a field so tests can shorten it
+	handshakes       chan struct{} // semaphore for unauthenticated connections
+
+	mu         sync.Mutex
+	addr       net.Addr
+	unknownLog rateLimit
+	running    bool
+	closed     bool
+	cancel     context.CancelCauseFunc
+}
+
+// New validates cfg (every problem reported, one line per field), applies
+// the defaults and registers the metrics. Nothing runs until Run.
+func New(cfg Config, h Handlers) (*Mesh, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: register metrics: %w", err)
+	}
+	var epoch [8]byte
+	if _, err := crand.Read(epoch[:]); err != nil {
+		return nil, fmt.Errorf("cluster: epoch: %w", err)
+	}
+	m := &Mesh{
+		cfg:              cfg,
+		handlers:         h,
+		log:              cfg.Logger.With("node", cfg.Node),
+		metrics:          met,
+		epoch:            binary.BigEndian.Uint64(epoch[:]),
+		peers:            make(map[string]*peer, len(cfg.Peers)),
+		names:            sortedKeys(cfg.Peers),
+		notes:            newNotifier(),
+		ready:            make(chan struct{}),
+		runDone:          make(chan struct{}),
+		handshakeTimeout: handshakeTimeout,
+		handshakes:       make(chan struct{}, maxPendingHandshakes),
+	}
+	for _, name := range m.names {
+		m.peers[name] = newPeer(m, name, cfg.Peers[name])
+	}
+	m.hs = &handshaker{node: cfg.Node, epoch: m.epoch, secret: cfg.Secret, known: m.mayDialUs}
+	return m, nil
+}
+
+// mayDialUs: only configured peers whose name sorts lower dial this node.
+func (m *Mesh) mayDialUs(name string) bool {
+	p := m.peers[name]
+	return p != nil && !p.dials
+}
+
+// Run listens, dials the peers whose names sort higher than this node's,
+// and serves every link until ctx is done or Close is called; then it
+// closes the links, waits for every goroutine, reports Dropped for messages
+// whose outcome is still owed, and returns nil. A listen failure is
+// returned at once. Run may be called once.
+func (m *Mesh) Run(ctx context.Context) error {
+	m.mu.Lock()
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return ErrClosed
+	case m.running:
+		m.mu.Unlock()
+		return ErrRunning
+	}
+	m.running = true
+	ctx, cancel := context.WithCancelCause(ctx)
+	m.cancel = cancel
+	m.mu.Unlock()
+	defer close(m.runDone)
+	defer cancel(nil)
+
+	notesDone := make(chan struct{})
+	go func() { defer close(notesDone); m.notes.run() }()
+	defer func() { m.notes.stop(); <-notesDone }()
+	defer m.shutdownPeers()
+
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", m.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("cluster: listen %s: %w", m.cfg.Listen, err)
+	}
+	m.mu.Lock()
+	m.addr = ln.Addr()
+	m.mu.Unlock()
+	close(m.ready)
+	m.log.Info("cluster listening", "addr", ln.Addr().String(), "peers", len(m.peers))
+	m.serve(ctx, ln)
+	return nil
+}
+
+// serve runs every mesh goroutine and waits for all of them after ctx ends.
+func (m *Mesh) serve(ctx context.Context, ln net.Listener) {
+	start := time.Now()
+	for _, p := range m.peers {
+		p.mu.Lock()
+		p.since, p.downSince = start, start
+		p.mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { m.acceptLoop(ctx, ln, &wg) })
+	wg.Go(func() { m.janitor(ctx) })
+	for _, p := range m.peers {
+		if p.dials {
+			wg.Go(func() { m.dialLoop(ctx, p) })
+		}
+	}
+	<-ctx.Done()
+	ln.Close()
+	wg.Wait()
+}
+
+func (m *Mesh) shutdownPeers() {
+	for _, name := range m.names {
+		m.peers[name].shutdown()
+	}
+}
+
+// Ready is closed once Run is listening; Addr is valid from then on. A
+// caller that must also see a listen failure selects on Ready and on Run
+// returning.
+func (m *Mesh) Ready() <-chan struct{} { return m.ready }
+
+// Addr is the bound listen address, nil before Ready is closed.
+func (m *Mesh) Addr() net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.addr
+}
+
+// Close stops Run (if it runs) and waits for it to return. Safe to call
+// twice, and before Run (which then returns ErrClosed). It must not be
+// called from a handler or a done callback.
+func (m *Mesh) Close() error {
+	m.mu.Lock()
+	already := m.closed
+	m.closed = true
+	running, cancel := m.running, m.cancel
+	m.mu.Unlock()
+	if running {
+		cancel(ErrClosed)
+		<-m.runDone
+		return nil
+	}
+	if !already {
+		m.shutdownPeers()
+		m.notes.stop()
+		m.notes.run() // no Run will deliver what Sends posted: do it here
+	}
+	return nil
+}
+
+// Peers returns the configured peer names, sorted.
+func (m *Mesh) Peers() []string { return append([]string(nil), m.names...) }
+
+// Status returns one entry per peer, sorted by name.
+func (m *Mesh) Status() []PeerStatus {
+	out := make([]PeerStatus, 0, len(m.names))
+	for _, name := range m.names {
+		out = append(out, m.peers[name].status())
+	}
+	return out
+}
+
+// Advertise records a change of this node's interest and sends it to every
+// connected peer as a numbered delta; every new link starts with a full
+// snapshot of the current set. It never blocks on the network.
+func (m *Mesh) Advertise(added, removed []string) {
+	if !m.interest.apply(added, removed) {
+		return
+	}
+	for _, p := range m.peers {
+		p.mu.Lock()
+		l := p.link
+		p.mu.Unlock()
+		if l != nil {
+			l.wakeWriter()
+		}
+	}
+}
+
+// Send queues msg for peer; the mesh owns msg's slices from now on.
+// done(outcome) is called exactly once, from a mesh goroutine, and must not
+// block: Acked when the peer acknowledged it; Buffered as soon as it is
+// queued while the peer's link is down (or when the link goes down with it
+// unacknowledged: it stays queued and is resent when the link returns);
+// Dropped when the buffer is over its limits while the peer is down, the
+// peer is gone or unknown, the message cannot fit a frame, or the mesh
+// stops before an outcome. While the link is up and the buffer is full,
+// Send blocks until there is room or ctx ends; it then returns ctx.Err()
+// and does not call done. After the mesh stopped it returns ErrClosed
+// without calling done. done may be nil.
+func (m *Mesh) Send(ctx context.Context, peerName string, msg message.Message, done func(Outcome)) error {
+	p := m.peers[peerName]
+	if p == nil {
+		m.mu.Lock()
+		suppressed, ok := m.unknownLog.allow(time.Now(), 1)
+		m.mu.Unlock()
+		if ok {
+			m.log.Warn("dropping message for unknown peer", "peer", peerName, "topic", msg.Topic, "suppressed", suppressed)
+		}
+		m.notify(done, Dropped)
+		return nil
+	}
+	it := item{msg: msg, done: done, size: msg.Size()}
+	if encodedSize(&msg)+64 > maxFrameSize {
+		p.drop(it, dropTooLarge)
+		return nil
+	}
+	for {
+		wait, err := p.enqueue(it)
+		if wait == nil {
+			return err
+		}
+		select {
+		case <-wait:
+			p.stopWaiting()
+		case <-ctx.Done():
+			p.stopWaiting()
+			return ctx.Err()
+		}
+	}
+}
+
+// notify reports an outcome from the notifier goroutine, never from the
+// caller's own goroutine (which may hold locks the callback needs).
+func (m *Mesh) notify(done func(Outcome), o Outcome) {
+	if done != nil {
+		m.notes.post(func() { done(o) })
+	}
+}
+
+// janitor declares peers gone once they were down for InterestGrace.
+func (m *Mesh) janitor(ctx context.Context) {
+	grace := m.cfg.InterestGrace
+	tick := min(max(grace/10, 5*time.Millisecond), defaultJanitorInterval)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, name := range m.names {
+				m.peers[name].expireIfGone(now, grace)
+			}
+		}
+	}
+}
+
+// acceptLoop accepts peer connections; each handshake runs in its own
+// goroutine (at most maxPendingHandshakes at once) owned by wg.
+func (m *Mesh) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			m.log.Warn("accept failed", "err", err)
+			if !sleepCtx(ctx, 50*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		select {
+		case m.handshakes <- struct{}{}:
+		default:
+			m.rejected(conn.RemoteAddr(), reject(reasonBusy, "too many pending handshakes"))
+			conn.Close()
+			continue
+		}
+		wg.Go(func() { m.acceptConn(ctx, conn) })
+	}
+}
+
+func (m *Mesh) acceptConn(ctx context.Context, raw net.Conn) {
+	cc := &countingConn{Conn: raw}
+	conn, br, theirs, err := m.handshakeAccept(ctx, cc)
+	<-m.handshakes
+	if err != nil {
+		raw.Close()
+		if ctx.Err() == nil {
+			m.rejected(raw.RemoteAddr(), err)
+		}
+		return
+	}
+	p := m.peers[theirs.node]
+	cc.peer.Store(p)
+	m.serveLink(ctx, p, conn, br, theirs)
+}
+
+// handshakeAccept runs TLS (if configured) and the acceptor's handshake
+// under the handshake deadline.
+func (m *Mesh) handshakeAccept(ctx context.Context, raw net.Conn) (net.Conn, *bufio.Reader, hello, error) {
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	conn := raw
+	if err := conn.SetDeadline(time.Now().Add(m.handshakeTimeout)); err != nil {
+		return nil, nil, hello{}, err
+	}
+	if m.cfg.ServerTLS != nil {
+		tc := tls.Server(raw, m.cfg.ServerTLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, nil, hello{}, &rejectError{reason: reasonTLS, err: err}
+		}
+		conn = tc
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	theirs, err := m.hs.accept(conn, br)
+	if err != nil {
+		return nil, nil, hello{}, err
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		return nil, nil, hello{}, err
+	}
+	return conn, br, theirs, nil
+}
+
+// rejected logs one line and counts a refused connection.
+func (m *Mesh) rejected(remote net.Addr, err error) {
+	reason := rejectReason(err)
+	m.metrics.rejected.WithLabelValues(reason).Inc()
+	m.log.Warn("peer connection rejected", "remote", remote.String(), "reason", reason, "err", err)
+}
+
+// dialLoop keeps a link to p up: dial, serve until the link ends, back off
+// (capped exponential with jitter), repeat until ctx ends.
+func (m *Mesh) dialLoop(ctx context.Context, p *peer) {
+	backoff := m.cfg.BackoffMin
+	failures := 0
+	for {
+		err := m.dialAndServe(ctx, p)
+		if ctx.Err() != nil {
+			return
+		}
+		var he *handshakeError
+		switch {
+		case errors.As(err, &he):
+			failures++
+			m.rejected(he.remote, he.err)
+		case err != nil:
+			failures++
+			level := slog.LevelDebug
+			if failures == 1 {
+				level = slog.LevelInfo
+			}
+			m.log.Log(ctx, level, "dial peer failed", "peer", p.name, "addr", p.addr, "attempt", failures, "err", err)
+		default:
+			failures, backoff = 0, m.cfg.BackoffMin
+		}
+		if !sleepCtx(ctx, jitter(backoff)) {
+			return
+		}
+		backoff = min(2*backoff, m.cfg.BackoffMax)
+	}
+}
+
+// dialAndServe dials p once and, if the handshake succeeds, serves the
+// link until it ends (returning nil). A failed handshake is a *handshakeError.
+func (m *Mesh) dialAndServe(ctx context.Context, p *peer) error {
+	d := net.Dialer{Timeout: m.handshakeTimeout}
+	raw, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return fmt.Errorf("dial peer %s: %w", p.addr, err)
+	}
+	cc := &countingConn{Conn: raw}
+	conn, br, theirs, err := m.handshakeDial(ctx, cc, p)
+	if err != nil {
+		raw.Close()
+		return &handshakeError{remote: raw.RemoteAddr(), err: err}
+	}
+	cc.peer.Store(p)
+	m.serveLink(ctx, p, conn, br, theirs)
+	return nil
+}
+
+func (m *Mesh) handshakeDial(ctx context.Context, raw net.Conn, p *peer) (net.Conn, *bufio.Reader, hello, error) {
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	conn := raw
+	if err := conn.SetDeadline(time.Now().Add(m.handshakeTimeout)); err != nil {
+		return nil, nil, hello{}, err
+	}
+	if m.cfg.ClientTLS != nil {
+		cfg := m.cfg.ClientTLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(p.addr)
+		}
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, nil, hello{}, &rejectError{reason: reasonTLS, err: err}
+		}
+		conn = tc
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	theirs, err := m.hs.dial(conn, br, p.name)
+	if err != nil {
+		return nil, nil, hello{}, err
+	}
+	if err := conn.SetDeadline(time.Time{}); err != nil {
+		return nil, nil, hello{}, err
+	}
+	return conn, br, theirs, nil
+}
+
+// serveLink installs an authenticated connection as p's link and serves it
+// until it ends.
+func (m *Mesh) serveLink(ctx context.Context, p *peer, conn net.Conn, br *bufio.Reader, theirs hello) {
+	l := newLink(ctx, p, conn, br)
+	p.install(l, theirs.epoch)
+	m.log.Info("link up", "peer", p.name, "remote", conn.RemoteAddr().String(), "epoch", theirs.epoch)
+	cause := l.run()
+	p.detach(l)
+	close(l.finished)
+	if ctx.Err() == nil {
+		m.log.Info("link down", "peer", p.name, "err", cause)
+	}
+}
+
+// handshakeError is a dialed connection refused during the handshake (by
+// either side); the dial loop logs and counts it once.
+type handshakeError struct {
+	remote net.Addr
+	err    error
+}
+
+func (e *handshakeError) Error() string {
+	return "handshake with " + e.remote.String() + ": " + e.err.Error()
+}
+func (e *handshakeError) Unwrap() error { return e.err }
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleepCtx waits d; false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// notifier runs done callbacks on its own goroutine, in the order posted,
+// so Send never calls back into its caller's goroutine.
+type notifier struct {
+	mu      sync.Mutex
+	queue   []func()
+	wake    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+}
+
+func newNotifier() notifier {
+	return notifier{wake: make(chan struct{}, 1), stopped: make(chan struct{})}
+}
+
+func (n *notifier) post(f func()) {
+	n.mu.Lock()
+	n.queue = append(n.queue, f)
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (n *notifier) stop() { n.once.Do(func() { close(n.stopped) }) }
+
+// run calls posted callbacks until stopped, then drains what is left.
+func (n *notifier) run() {
+	for {
+		n.mu.Lock()
+		batch := n.queue
+		n.queue = nil
+		n.mu.Unlock()
+		for _, f := range batch {
+			f()
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		select {
+		case <-n.wake:
+		case <-n.stopped:
+			n.mu.Lock()
+			empty := len(n.queue) == 0
+			n.mu.Unlock()
+			if empty {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package cluster
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the mesh's collectors; they exist (unregistered) even when
+// the config has no Registerer, so the code never checks for nil.
+type metrics struct {
+	linkUp       *prometheus.GaugeVec
+	connects     *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	fwdMessages  *prometheus.CounterVec
+	fwdBytes     *prometheus.CounterVec
+	recvMessages *prometheus.CounterVec
+	bytesRead    *prometheus.CounterVec
+	queue        *prometheus.GaugeVec
+	inflight     *prometheus.GaugeVec
+	dropped      *prometheus.CounterVec
+	ackFrames    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	peer := []string{"peer"}
+	m := &metrics{
+		linkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moha_link_up", Help: "1 while the link to the peer is up.",
+		}, peer),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_link_connects_total", Help: "Links established with the peer.",
+		}, peer),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_link_rejected_total", Help: "Connections refused during the handshake, by reason.",
+		}, []string{"reason"}),
+		fwdMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_forward_messages_total", Help: "Messages written to the peer (resends included).",
+		}, peer),
+		fwdBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_forward_bytes_total", Help: "Bytes written on the link to the peer, all frames.",
+		}, peer),
+		recvMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_received_messages_total", Help: "Messages received from the peer.",
+		}, peer),
+		bytesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_link_bytes_read_total", Help: "Bytes read on the link from the peer, all frames.",
+		}, peer),
+		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moha_peer_queue_messages", Help: "Messages queued for the peer, not yet sent.",
+		}, peer),
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moha_peer_inflight_messages", Help: "Messages sent to the peer and not yet acknowledged.",
+		}, peer),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_peer_dropped_messages_total", Help: "Messages for the peer dropped, by reason.",
+		}, []string{"peer", "reason"}),
+		ackFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_ack_frames_total", Help: "ACK frames written to the peer.",
+		}, peer),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.linkUp, m.connects, m.rejected, m.fwdMessages, m.fwdBytes,
+		m.recvMessages, m.bytesRead, m.queue, m.inflight, m.dropped, m.ackFrames} {
+		errs = append(errs, reg.Register(c))
+	}
+	return m, errors.Join(errs...)
+}
+
+// Drop reasons for moha_peer_dropped_messages_total.
+const (
+	dropOverflow = "overflow" // peer down and its buffer full
+	dropGone     = "gone"     // peer down past InterestGrace
+	dropTooLarge = "too_large"
+	dropShutdown = "shutdown" // still held when the mesh stopped
+)
+
+// peerMetrics are one peer's resolved children, so the hot path does no
+// label lookups.
+type peerMetrics struct {
+	up, queue, inflight                prometheus.Gauge
+	connects, fwdMessages, fwdBytes    prometheus.Counter
+	recvMessages, bytesRead, ackFrames prometheus.Counter
+	dropped                            *prometheus.CounterVec
+	name                               string
+}
+
+func (m *metrics) forPeer(name string) *peerMetrics {
+	return &peerMetrics{
+		up:           m.linkUp.WithLabelValues(name),
+		queue:        m.queue.WithLabelValues(name),
+		inflight:     m.inflight.WithLabelValues(name),
+		connects:     m.connects.WithLabelValues(name),
+		fwdMessages:  m.fwdMessages.WithLabelValues(name),
+		fwdBytes:     m.fwdBytes.WithLabelValues(name),
+		recvMessages: m.recvMessages.WithLabelValues(name),
+		bytesRead:    m.bytesRead.WithLabelValues(name),
+		ackFrames:    m.ackFrames.WithLabelValues(name),
+		dropped:      m.dropped,
+		name:         name,
+	}
+}
+
+func (pm *peerMetrics) drop(reason string, n int) {
+	pm.dropped.WithLabelValues(pm.name, reason).Add(float64(n))
+}

@@ -1,0 +1,471 @@
+package cluster
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moha-project/moha/internal/message"
+)
+
+// Outcome is what became of a message given to Send.
+type Outcome int
+
+const (
+	// Acked: the peer's broker accepted the message (the link was up).
+	Acked Outcome = iota + 1
+	// Buffered: the peer is down; the message is held and resent when the
+	// link returns (or is dropped, counted, if the peer is gone for good).
+	Buffered
+	// Dropped: over the buffer limits while the peer is down, the peer is
+	// gone or unknown, the message is too large, or the mesh stopped.
+	Dropped
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Acked:
+		return "acked"
+	case Buffered:
+		return "buffered"
+	case Dropped:
+		return "dropped"
+	}
+	return fmt.Sprintf("outcome(%d)", int(o))
+}
+
+// item is one message held for a peer. done is nil once the outcome was
+// reported (a Buffered message is still held and resent, silently).
+type item struct {
+	msg  message.Message
+	done func(Outcome)
+	size int
+}
+
+// peer is everything the mesh keeps about one configured peer across its
+// links: the queue, the in-flight window of the current link, counters.
+type peer struct {
+	name  string
+	addr  string
+	dials bool // this node dials the peer (its name sorts lower)
+	mesh  *Mesh
+	pm    *peerMetrics
+
+	installMu  sync.Mutex // serializes link replacement
+	interestMu sync.Mutex // serializes Handlers.Interest calls for this peer
+
+	mu        sync.Mutex
+	link      *link         // the current link, nil while down
+	queue     fifo[item]    // not yet sent on the current link
+	inflight  fifo[item]    // sent on the current link; the first has seq acked+1
+	acked     uint64        // highest seq the peer acknowledged on the current link
+	nextSeq   uint64        // seq of the next message written on the current link
+	heldBytes int64         // size of queue + inflight
+	waiters   int           // Sends blocked for room
+	changed   chan struct{} // closed (and replaced) when waiters should look again
+	since     time.Time     // last up/down change
+	downSince time.Time
+	epoch     uint64 // the peer's process epoch, from its last hello
+	gone      bool
+	closed    bool
+	dropLog   rateLimit
+
+	sentMessages, sentBytes, recvMessages, recvBytes, dropped atomic.Uint64
+	batchesSent, ackFramesSent                                atomic.Uint64
+}
+
+func newPeer(m *Mesh, name, addr string) *peer {
+	return &peer{
+		name:    name,
+		addr:    addr,
+		dials:   m.cfg.Node < name,
+		mesh:    m,
+		pm:      m.metrics.forPeer(name),
+		changed: make(chan struct{}),
+	}
+}
+
+func (p *peer) held() int { return p.queue.len() + p.inflight.len() }
+
+// fits reports whether one more message of size fits the buffer limits.
+// An empty buffer always takes one message, so no message waits forever.
+func (p *peer) fits(size int) bool {
+	cfg := &p.mesh.cfg
+	held := p.held()
+	return held == 0 || (held < cfg.BufferMessages && p.heldBytes+int64(size) <= cfg.BufferBytes)
+}
+
+// signalLocked wakes Sends waiting for room or for a state change.
+func (p *peer) signalLocked() {
+	if p.waiters > 0 {
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
+}
+
+func (p *peer) updateGaugesLocked() {
+	p.pm.queue.Set(float64(p.queue.len()))
+	p.pm.inflight.Set(float64(p.inflight.len()))
+}
+
+// enqueue holds it for the peer, or reports why not. When the link is up
+// and the buffer is full it returns wait, a channel closed when to retry.
+func (p *peer) enqueue(it item) (wait <-chan struct{}, err error) {
+	p.mu.Lock()
+	switch {
+	case p.closed:
+		p.mu.Unlock()
+		return nil, ErrClosed
+	case p.gone:
+		p.mu.Unlock()
+		p.drop(it, dropGone)
+		return nil, nil
+	case !p.fits(it.size):
+		if p.link == nil {
+			p.mu.Unlock()
+			p.drop(it, dropOverflow)
+			return nil, nil
+		}
+		p.waiters++
+		wait = p.changed
+		p.mu.Unlock()
+		return wait, nil
+	}
+	l := p.link
+	done := it.done
+	if l == nil {
+		it.done = nil // reported Buffered now
+	}
+	p.queue.push(it)
+	p.heldBytes += int64(it.size)
+	p.updateGaugesLocked()
+	p.mu.Unlock()
+	if l == nil {
+		p.mesh.notify(done, Buffered)
+		return nil, nil
+	}
+	l.wakeWriter()
+	return nil, nil
+}
+
+func (p *peer) stopWaiting() {
+	p.mu.Lock()
+	p.waiters--
+	p.mu.Unlock()
+}
+
+// drop reports it Dropped and counts it; the log line is rate limited.
+func (p *peer) drop(it item, reason string) {
+	p.countDropped(reason, 1)
+	p.mesh.notify(it.done, Dropped)
+}
+
+func (p *peer) countDropped(reason string, n int) {
+	if n == 0 {
+		return
+	}
+	p.countOnly(reason, n)
+	p.mu.Lock()
+	suppressed, ok := p.dropLog.allow(time.Now(), n)
+	p.mu.Unlock()
+	if ok {
+		p.mesh.log.Warn("dropping messages for peer", "peer", p.name, "reason", reason,
+			"count", n, "suppressed", suppressed)
+	}
+}
+
+func (p *peer) countOnly(reason string, n int) {
+	p.dropped.Add(uint64(n))
+	p.pm.drop(reason, n)
+}
+
+// takeBatch moves the next messages that the window allows from the queue
+// to in-flight and appends them to dst, stopping once their encoded size
+// passes batchTargetSize. It returns the first one's seq.
+func (p *peer) takeBatch(l *link, dst []item) (firstSeq uint64, batch []item) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.link != l {
+		return 0, dst
+	}
+	room := p.mesh.cfg.Window - p.inflight.len()
+	size := 0
+	for room > 0 && p.queue.len() > 0 && size < batchTargetSize {
+		it := p.queue.pop()
+		size += encodedSize(&it.msg)
+		p.inflight.push(it)
+		dst = append(dst, it)
+		room--
+	}
+	if len(dst) == 0 {
+		return 0, dst
+	}
+	firstSeq = p.nextSeq
+	p.nextSeq += uint64(len(dst))
+	p.updateGaugesLocked()
+	return firstSeq, dst
+}
+
+// ack handles a cumulative ACK from the peer on link l.
+func (p *peer) ack(l *link, upTo uint64) error {
+	p.mu.Lock()
+	if p.link != l || upTo <= p.acked {
+		p.mu.Unlock()
+		return nil
+	}
+	if upTo >= p.nextSeq {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: ack for seq %d, only %d sent", ErrProtocol, upTo, p.nextSeq-1)
+	}
+	dones := make([]func(Outcome), 0, upTo-p.acked)
+	for ; p.acked < upTo; p.acked++ {
+		it := p.inflight.pop()
+		p.heldBytes -= int64(it.size)
+		if it.done != nil {
+			dones = append(dones, it.done)
+		}
+	}
+	p.signalLocked()
+	p.updateGaugesLocked()
+	p.mu.Unlock()
+	for _, done := range dones {
+		done(Acked)
+	}
+	l.wakeWriter() // the window has room again
+	return nil
+}
+
+// install makes l the peer's link, first ending (and waiting for) the one
+// it replaces, so the old link's unacknowledged messages are back in the
+// queue before l sends anything.
+func (p *peer) install(l *link, epoch uint64) {
+	p.installMu.Lock()
+	defer p.installMu.Unlock()
+	p.mu.Lock()
+	old := p.link
+	p.mu.Unlock()
+	if old != nil {
+		old.cancel(errReplaced)
+		<-old.finished
+	}
+	p.mu.Lock()
+	p.link = l
+	p.acked, p.nextSeq = 0, 1
+	p.since = time.Now()
+	p.epoch = epoch
+	p.gone = false
+	p.signalLocked()
+	p.mu.Unlock()
+	p.pm.up.Set(1)
+	p.pm.connects.Inc()
+	if h := p.mesh.handlers.LinkState; h != nil {
+		h(p.name, true)
+	}
+}
+
+// detach marks the peer down after link l ended: its in-flight messages go
+// back to the front of the queue, and every held message whose outcome was
+// not reported yet is reported Buffered.
+func (p *peer) detach(l *link) {
+	p.mu.Lock()
+	if p.link != l {
+		p.mu.Unlock()
+		return
+	}
+	p.link = nil
+	now := time.Now()
+	p.since, p.downSince = now, now
+	p.queue.prepend(p.inflight.drain())
+	var dones []func(Outcome)
+	p.queue.each(func(it *item) {
+		if it.done != nil {
+			dones = append(dones, it.done)
+			it.done = nil
+		}
+	})
+	p.signalLocked()
+	p.updateGaugesLocked()
+	p.mu.Unlock()
+	for _, done := range dones {
+		done(Buffered)
+	}
+	p.pm.up.Set(0)
+	if h := p.mesh.handlers.LinkState; h != nil {
+		h(p.name, false)
+	}
+}
+
+// expireIfGone discards the queue of a peer down longer than grace and
+// reports its interest empty. It holds interestMu so that the empty set can
+// never overtake a snapshot from a link that came up meanwhile.
+func (p *peer) expireIfGone(now time.Time, grace time.Duration) {
+	p.interestMu.Lock()
+	defer p.interestMu.Unlock()
+	p.mu.Lock()
+	if p.link != nil || p.gone || p.closed || now.Sub(p.downSince) < grace {
+		p.mu.Unlock()
+		return
+	}
+	p.gone = true
+	dones, n := p.discardLocked()
+	p.mu.Unlock()
+	p.mesh.log.Warn("peer gone: interest and queue discarded", "peer", p.name,
+		"down_for", now.Sub(p.downSince).Round(time.Millisecond), "discarded", n)
+	p.countDropped(dropGone, n)
+	for _, done := range dones {
+		done(Dropped)
+	}
+	if h := p.mesh.handlers.Interest; h != nil {
+		h(p.name, true, nil, nil)
+	}
+}
+
+// discardLocked empties the buffer, returning the outcomes still owed and
+// the number of messages discarded.
+func (p *peer) discardLocked() (dones []func(Outcome), n int) {
+	p.queue.prepend(p.inflight.drain())
+	n = p.queue.len()
+	p.queue.each(func(it *item) {
+		if it.done != nil {
+			dones = append(dones, it.done)
+		}
+	})
+	p.queue.clear()
+	p.heldBytes = 0
+	p.signalLocked()
+	p.updateGaugesLocked()
+	return dones, n
+}
+
+// shutdown closes the peer for good when the mesh stops: Sends fail with
+// ErrClosed and messages whose outcome is still owed are Dropped.
+func (p *peer) shutdown() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	dones, n := p.discardLocked()
+	p.mu.Unlock()
+	if n > 0 {
+		// Buffered messages were reported Buffered (the agent may have acked
+		// them to its broker): stopping loses them, and says so.
+		p.mesh.log.Warn("mesh stopped with messages held for peer", "peer", p.name, "discarded", n)
+		p.countOnly(dropShutdown, n)
+	}
+	for _, done := range dones {
+		p.mesh.notify(done, Dropped)
+	}
+}
+
+// reportInterest passes a peer's interest change to the handler.
+func (p *peer) reportInterest(replace bool, added, removed []string) {
+	p.interestMu.Lock()
+	defer p.interestMu.Unlock()
+	if h := p.mesh.handlers.Interest; h != nil {
+		h(p.name, replace, added, removed)
+	}
+}
+
+// PeerStatus is a snapshot of one peer link for /status.
+type PeerStatus struct {
+	Name         string    `json:"name"`
+	Addr         string    `json:"addr"`
+	Up           bool      `json:"up"`
+	Since        time.Time `json:"since"`
+	Epoch        uint64    `json:"epoch"`
+	Queued       int       `json:"queued"`
+	InFlight     int       `json:"in_flight"`
+	SentMessages uint64    `json:"sent_messages"`
+	SentBytes    uint64    `json:"sent_bytes"`
+	RecvMessages uint64    `json:"recv_messages"`
+	RecvBytes    uint64    `json:"recv_bytes"`
+	Dropped      uint64    `json:"dropped"`
+	Gone         bool      `json:"gone"`
+}
+
+func (p *peer) status() PeerStatus {
+	p.mu.Lock()
+	s := PeerStatus{
+		Name: p.name, Addr: p.addr, Up: p.link != nil, Since: p.since, Epoch: p.epoch,
+		Queued: p.queue.len(), InFlight: p.inflight.len(), Gone: p.gone,
+	}
+	p.mu.Unlock()
+	s.SentMessages = p.sentMessages.Load()
+	s.SentBytes = p.sentBytes.Load()
+	s.RecvMessages = p.recvMessages.Load()
+	s.RecvBytes = p.recvBytes.Load()
+	s.Dropped = p.dropped.Load()
+	return s
+}
+
+// rateLimit lets one log line through per interval and counts the rest.
+type rateLimit struct {
+	last       time.Time
+	suppressed int
+}
+
+const dropLogInterval = 10 * time.Second
+
+func (r *rateLimit) allow(now time.Time, n int) (suppressed int, ok bool) {
+	if now.Sub(r.last) < dropLogInterval {
+		r.suppressed += n
+		return 0, false
+	}
+	suppressed, r.suppressed, r.last = r.suppressed, 0, now
+	return suppressed, true
+}
+
+// fifo is a slice-backed queue that reuses its array.
+type fifo[T any] struct {
+	buf  []T
+	head int
+}
+
+func (q *fifo[T]) len() int { return len(q.buf) - q.head }
+
+func (q *fifo[T]) push(v T) { q.buf = append(q.buf, v) }
+
+func (q *fifo[T]) pop() T {
+	var zero T
+	v := q.buf[q.head]
+	q.buf[q.head] = zero // release references
+	q.head++
+	switch {
+	case q.head == len(q.buf):
+		q.buf, q.head = q.buf[:0], 0
+	case q.head >= 1024 && q.head*2 >= len(q.buf):
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	return v
+}
+
+// drain removes and returns everything (a fresh slice).
+func (q *fifo[T]) drain() []T {
+	out := append([]T(nil), q.buf[q.head:]...)
+	q.clear()
+	return out
+}
+
+func (q *fifo[T]) prepend(vs []T) {
+	if len(vs) == 0 {
+		return
+	}
+	q.buf = append(vs, q.buf[q.head:]...)
+	q.head = 0
+}
+
+func (q *fifo[T]) each(f func(*T)) {
+	for i := q.head; i < len(q.buf); i++ {
+		f(&q.buf[i])
+	}
+}
+
+func (q *fifo[T]) clear() {
+	clear(q.buf)
+	q.buf, q.head = q.buf[:0], 0
+}

@@ -1,0 +1,502 @@
+package cluster
+
+// Wire protocol, version 1.
+//
+// One TCP stream (optionally TLS) per pair of agents; the node whose name
+// sorts lower dials. Every unit on the stream, handshake included, is a frame:
+//
+//	uvarint length | type byte | body        (length counts type + body)
+//
+// Strings are a uvarint length followed by the bytes. A frame longer than
+// 64 MiB (1 KiB before authentication) is a protocol error: the link closes.
+//
+// Handshake (deadline 5 s; the secret never crosses the wire):
+//
+//  1. dialer → acceptor  HELLO {"MOHA", version uvarint = 1, node string,
+//     epoch uint64 big-endian (random per process), nonce [32]byte}
+//  2. acceptor → dialer  HELLO {same fields for the acceptor, then
+//     mac [32]byte = HMAC-SHA256(secret, "moha/1 accept" | dialerNonce |
+//     acceptorNonce | dialerNode | acceptorNode)}
+//  3. dialer verifies the mac, then → AUTH {mac [32]byte = HMAC-SHA256(secret,
+//     "moha/1 dial" | acceptorNonce | dialerNonce | dialerNode | acceptorNode)}
+//  4. the acceptor verifies it; the link is up on both sides.
+//
+// In the mac input the node names are length-prefixed (uvarint) so that two
+// different name pairs can never produce the same bytes. Anything unexpected
+// (bad magic, another version, an unknown node or a dialer that should be
+// the acceptor, a bad mac, a timeout, garbage) closes the connection and is
+// counted in moha_link_rejected_total{reason}.
+//
+// Frames after the handshake:
+//
+//	SNAPSHOT         {version uvarint, n uvarint, n × filter string}
+//	DELTA            {version uvarint, nAdd uvarint, adds, nRemove uvarint, removes}
+//	SNAPSHOT_REQUEST {}
+//	PUBLISH_BATCH    {firstSeq uvarint, n uvarint, n × msg}
+//	ACK              {upTo uvarint}
+//	HEARTBEAT        {}
+//
+// Interest: a link starts with a SNAPSHOT of the sender's filters; every
+// later change is a DELTA whose version is the previous one + 1. A receiver
+// that sees a gap ignores deltas, sends SNAPSHOT_REQUEST, and the sender
+// answers with a SNAPSHOT.
+//
+// msg = flags byte (bits 0-1 QoS, bit 2 retain, bit 3 has properties) |
+// topic string | payload (uvarint length + bytes) | properties when flagged:
+// a presence byte (bit 0 payload format, 1 message expiry, 2 content type,
+// 3 response topic, 4 correlation data, 5 user properties) followed by the
+// present fields in that order: payload format byte, expiry uvarint, content
+// type string, response topic string, correlation data (uvarint length +
+// bytes), user property count uvarint + that many key/value string pairs.
+//
+// Sequence numbers are per connection and start at 1; a batch's firstSeq
+// must follow the previous batch exactly. ACK is cumulative: every message
+// with seq <= upTo was accepted by the receiver's broker. The receiver acks
+// in seq order only and coalesces acks into one frame when its writer is
+// idle. On reconnect the sender resends every unacknowledged message (with
+// new sequence numbers) before anything else: at-least-once across link
+// loss, a duplicate is possible, a loss is not.
+//
+// HEARTBEAT is written when the writer was idle for the heartbeat interval;
+// a link silent for three intervals is dead.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/moha-project/moha/internal/message"
+)
+
+// Frame types. The numbers are part of the wire protocol.
+const (
+	frameHello           byte = 1
+	frameAuth            byte = 2
+	frameSnapshot        byte = 3
+	frameDelta           byte = 4
+	frameSnapshotRequest byte = 5
+	framePublishBatch    byte = 6
+	frameAck             byte = 7
+	frameHeartbeat       byte = 8
+)
+
+const (
+	protocolVersion = 1
+	protocolMagic   = "MOHA"
+	maxFrameSize    = 64 << 20 // after authentication
+	maxPreAuthFrame = 1 << 10  // handshake frames
+	nonceSize       = 32
+	macSize         = 32
+	batchTargetSize = 64 << 10 // a batch closes once its body passes this size
+)
+
+// Message flag and property presence bits.
+const (
+	flagQoSMask  = 0x03
+	flagRetain   = 0x04
+	flagHasProps = 0x08
+	flagKnown    = flagQoSMask | flagRetain | flagHasProps
+
+	propPayloadFormat = 1 << 0
+	propExpiry        = 1 << 1
+	propContentType   = 1 << 2
+	propResponseTopic = 1 << 3
+	propCorrelation   = 1 << 4
+	propUser          = 1 << 5
+	propKnown         = 1<<6 - 1
+)
+
+// Protocol errors. They end a link; the decoder wraps them with detail.
+var (
+	ErrProtocol      = errors.New("cluster: protocol error")
+	errFrameTooLarge = fmt.Errorf("%w: frame too large", ErrProtocol)
+	errTruncated     = fmt.Errorf("%w: truncated frame", ErrProtocol)
+)
+
+// frame is one decoded post-handshake frame. Only the fields of its type are set.
+type frame struct {
+	typ      byte
+	version  uint64            // SNAPSHOT, DELTA
+	filters  []string          // SNAPSHOT: the set; DELTA: added
+	removed  []string          // DELTA
+	firstSeq uint64            // PUBLISH_BATCH
+	msgs     []message.Message // PUBLISH_BATCH
+	upTo     uint64            // ACK
+}
+
+// readFrame reads one frame's type and body. The body is freshly allocated:
+// decoded messages may alias it. A clean end of stream before a frame starts
+// is io.EOF.
+func readFrame(r *bufio.Reader, limit int) (typ byte, body []byte, err error) {
+	n, err := readLength(r, limit)
+	if err != nil {
+		return 0, nil, err
+	}
+	typ, err = r.ReadByte()
+	if err != nil {
+		return 0, nil, unexpectedEOF(err)
+	}
+	body = make([]byte, n-1)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, unexpectedEOF(err)
+	}
+	return typ, body, nil
+}
+
+// readLength reads a frame's uvarint length, rejecting zero and anything
+// over limit as soon as the varint says so (before reading the body).
+func readLength(r *bufio.Reader, limit int) (int, error) {
+	var n uint64
+	for i := 0; ; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			if i > 0 {
+				return 0, unexpectedEOF(err)
+			}
+			return 0, err
+		}
+		n |= uint64(b&0x7f) << (7 * i)
+		if n > uint64(limit) {
+			return 0, fmt.Errorf("%w (limit %d)", errFrameTooLarge, limit)
+		}
+		if b < 0x80 {
+			break
+		}
+		if i == 9 {
+			return 0, fmt.Errorf("%w: bad frame length", ErrProtocol)
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("%w: empty frame", ErrProtocol)
+	}
+	return int(n), nil
+}
+
+func unexpectedEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// appendFrame appends length | type | body to dst.
+func appendFrame(dst []byte, typ byte, body []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(body)+1))
+	dst = append(dst, typ)
+	return append(dst, body...)
+}
+
+// decodeFrame decodes a post-handshake frame body. It never panics and
+// rejects trailing bytes, unknown types and unknown flag bits.
+func decodeFrame(typ byte, body []byte) (frame, error) {
+	d := decoder{buf: body}
+	f := frame{typ: typ}
+	switch typ {
+	case frameSnapshot:
+		f.version = d.uvarint()
+		f.filters = d.strings()
+	case frameDelta:
+		f.version = d.uvarint()
+		f.filters = d.strings()
+		f.removed = d.strings()
+	case framePublishBatch:
+		f.firstSeq = d.uvarint()
+		f.msgs = d.messages()
+	case frameAck:
+		f.upTo = d.uvarint()
+	case frameSnapshotRequest, frameHeartbeat:
+	default:
+		return frame{}, fmt.Errorf("%w: unknown frame type %d", ErrProtocol, typ)
+	}
+	if d.err == nil && len(d.buf) > 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes in frame type %d", ErrProtocol, len(d.buf), typ)
+	}
+	if d.err != nil {
+		return frame{}, d.err
+	}
+	return f, nil
+}
+
+// encodeFrameBody appends the body of f to dst (the writer frames it).
+func encodeFrameBody(dst []byte, f *frame) []byte {
+	switch f.typ {
+	case frameSnapshot:
+		dst = binary.AppendUvarint(dst, f.version)
+		dst = appendStrings(dst, f.filters)
+	case frameDelta:
+		dst = binary.AppendUvarint(dst, f.version)
+		dst = appendStrings(dst, f.filters)
+		dst = appendStrings(dst, f.removed)
+	case framePublishBatch:
+		dst = binary.AppendUvarint(dst, f.firstSeq)
+		dst = binary.AppendUvarint(dst, uint64(len(f.msgs)))
+		for i := range f.msgs {
+			dst = appendMessage(dst, &f.msgs[i])
+		}
+	case frameAck:
+		dst = binary.AppendUvarint(dst, f.upTo)
+	}
+	return dst
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+func appendBytes(dst []byte, b []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
+func appendStrings(dst []byte, ss []string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(ss)))
+	for _, s := range ss {
+		dst = appendString(dst, s)
+	}
+	return dst
+}
+
+// appendMessage appends one msg of a PUBLISH_BATCH.
+func appendMessage(dst []byte, m *message.Message) []byte {
+	presence := propertyPresence(&m.Props)
+	flags := m.QoS & flagQoSMask
+	if m.Retain {
+		flags |= flagRetain
+	}
+	if presence != 0 {
+		flags |= flagHasProps
+	}
+	dst = append(dst, flags)
+	dst = appendString(dst, m.Topic)
+	dst = appendBytes(dst, m.Payload)
+	if presence == 0 {
+		return dst
+	}
+	return appendProperties(dst, presence, &m.Props)
+}
+
+func propertyPresence(p *message.Properties) byte {
+	var b byte
+	if p.PayloadFormat != nil {
+		b |= propPayloadFormat
+	}
+	if p.MessageExpiry != nil {
+		b |= propExpiry
+	}
+	if p.ContentType != "" {
+		b |= propContentType
+	}
+	if p.ResponseTopic != "" {
+		b |= propResponseTopic
+	}
+	if len(p.CorrelationData) > 0 {
+		b |= propCorrelation
+	}
+	if len(p.User) > 0 {
+		b |= propUser
+	}
+	return b
+}
+
+func appendProperties(dst []byte, presence byte, p *message.Properties) []byte {
+	dst = append(dst, presence)
+	if presence&propPayloadFormat != 0 {
+		dst = append(dst, *p.PayloadFormat)
+	}
+	if presence&propExpiry != 0 {
+		dst = binary.AppendUvarint(dst, uint64(*p.MessageExpiry))
+	}
+	if presence&propContentType != 0 {
+		dst = appendString(dst, p.ContentType)
+	}
+	if presence&propResponseTopic != 0 {
+		dst = appendString(dst, p.ResponseTopic)
+	}
+	if presence&propCorrelation != 0 {
+		dst = appendBytes(dst, p.CorrelationData)
+	}
+	if presence&propUser != 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(p.User)))
+		for _, u := range p.User {
+			dst = appendString(dst, u.Key)
+			dst = appendString(dst, u.Value)
+		}
+	}
+	return dst
+}
+
+// encodedSize is an upper bound of appendMessage's output for m, used to
+// size batches without encoding twice.
+func encodedSize(m *message.Message) int {
+	const varint = binary.MaxVarintLen64
+	return 2 + m.Size() + varint*(6+2*len(m.Props.User))
+}
+
+// decoder reads fields from a frame body; the first error sticks and every
+// later read returns a zero value, so callers check err once at the end.
+type decoder struct {
+	buf []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", errTruncated, what)
+	}
+	d.buf = nil
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.buf)
+	if n <= 0 {
+		d.fail("bad uvarint")
+		return 0
+	}
+	d.buf = d.buf[n:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil || len(d.buf) == 0 {
+		d.fail("missing byte")
+		return 0
+	}
+	b := d.buf[0]
+	d.buf = d.buf[1:]
+	return b
+}
+
+// bytes returns a length-prefixed field aliasing the body (nil when empty).
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.buf)) {
+		d.fail("field longer than frame")
+		return nil
+	}
+	b := d.buf[:n:n]
+	d.buf = d.buf[n:]
+	if n == 0 {
+		return nil
+	}
+	return b
+}
+
+func (d *decoder) string() string {
+	return string(d.bytes())
+}
+
+// count reads an element count and checks it against the bytes left, each
+// element taking at least minSize bytes, so a hostile count cannot make us
+// allocate more than the frame holds.
+func (d *decoder) count(minSize int) int {
+	n := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64(len(d.buf)/minSize) {
+		d.fail("count larger than frame")
+		return 0
+	}
+	return int(n)
+}
+
+func (d *decoder) strings() []string {
+	n := d.count(1)
+	if n == 0 {
+		return nil
+	}
+	ss := make([]string, 0, n)
+	for range n {
+		ss = append(ss, d.string())
+	}
+	if d.err != nil {
+		return nil
+	}
+	return ss
+}
+
+func (d *decoder) messages() []message.Message {
+	n := d.count(3) // flags, topic length, payload length
+	if n == 0 {
+		return nil
+	}
+	msgs := make([]message.Message, n)
+	for i := range msgs {
+		d.message(&msgs[i])
+		if d.err != nil {
+			return nil
+		}
+	}
+	return msgs
+}
+
+func (d *decoder) message(m *message.Message) {
+	flags := d.byte()
+	if d.err == nil && flags&^flagKnown != 0 {
+		d.err = fmt.Errorf("%w: unknown message flags %#x", ErrProtocol, flags)
+	}
+	if d.err == nil && flags&flagQoSMask == 3 {
+		d.err = fmt.Errorf("%w: QoS 3", ErrProtocol)
+	}
+	m.QoS = flags & flagQoSMask
+	m.Retain = flags&flagRetain != 0
+	m.Topic = d.string()
+	m.Payload = d.bytes()
+	if flags&flagHasProps != 0 {
+		d.properties(&m.Props)
+	}
+}
+
+func (d *decoder) properties(p *message.Properties) {
+	presence := d.byte()
+	if d.err == nil && presence&^propKnown != 0 {
+		d.err = fmt.Errorf("%w: unknown property bits %#x", ErrProtocol, presence)
+	}
+	if presence&propPayloadFormat != 0 {
+		f := d.byte()
+		p.PayloadFormat = &f
+	}
+	if presence&propExpiry != 0 {
+		v := d.uvarint()
+		if v > math.MaxUint32 && d.err == nil {
+			d.err = fmt.Errorf("%w: message expiry %d out of range", ErrProtocol, v)
+		}
+		e := uint32(v)
+		p.MessageExpiry = &e
+	}
+	if presence&propContentType != 0 {
+		p.ContentType = d.string()
+	}
+	if presence&propResponseTopic != 0 {
+		p.ResponseTopic = d.string()
+	}
+	if presence&propCorrelation != 0 {
+		p.CorrelationData = d.bytes()
+	}
+	if presence&propUser != 0 {
+		d.userProperties(p)
+	}
+}
+
+func (d *decoder) userProperties(p *message.Properties) {
+	n := d.count(2)
+	if n == 0 {
+		return
+	}
+	p.User = make([]message.UserProperty, 0, n)
+	for range n {
+		k := d.string()
+		v := d.string()
+		p.User = append(p.User, message.UserProperty{Key: k, Value: v})
+	}
+}

@@ -1,0 +1,193 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/moha-project/moha/internal/message"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// fullMessage has every field and property set.
+func fullMessage(i int) message.Message {
+	return message.Message{
+		Topic:   fmt.Sprintf("sensors/%d/temp", i%17),
+		Payload: []byte(fmt.Sprintf("payload-%d", i)),
+		QoS:     byte(i % 3),
+		Retain:  i%5 == 0,
+		Props: message.Properties{
+			PayloadFormat:   ptr(byte(i % 2)),
+			MessageExpiry:   ptr(uint32(i * 7)),
+			ContentType:     "text/plain",
+			ResponseTopic:   "reply/" + fmt.Sprint(i),
+			CorrelationData: []byte{byte(i), byte(i >> 8), 0},
+			User:            []message.UserProperty{{Key: "k", Value: "v1"}, {Key: "k", Value: "v2"}, {Key: "", Value: ""}},
+		},
+	}
+}
+
+func sampleFrames() []frame {
+	return []frame{
+		{typ: frameSnapshot, version: 7, filters: []string{"a/#", "b/+/c", "$share/g/x"}},
+		{typ: frameSnapshot, version: 0},
+		{typ: frameDelta, version: 8, filters: []string{"d"}, removed: []string{"a/#"}},
+		{typ: frameDelta, version: 9, removed: []string{"x"}},
+		{typ: frameSnapshotRequest},
+		{typ: frameHeartbeat},
+		{typ: frameAck, upTo: 1 << 40},
+		{typ: framePublishBatch, firstSeq: 1, msgs: []message.Message{fullMessage(1), fullMessage(2), {Topic: "plain"}}},
+		{typ: framePublishBatch, firstSeq: 300, msgs: []message.Message{
+			{Topic: "t", Payload: []byte("only expiry"), Props: message.Properties{MessageExpiry: ptr(uint32(0))}},
+			{Topic: "t", Payload: []byte("only user"), Props: message.Properties{User: []message.UserProperty{{Key: "a", Value: "b"}}}},
+			{Topic: "t", QoS: 2, Retain: true},
+		}},
+	}
+}
+
+func encodeFrame(f *frame) []byte {
+	return appendFrame(nil, f.typ, encodeFrameBody(nil, f))
+}
+
+func decodeOne(data []byte) (frame, error) {
+	typ, body, err := readFrame(bufio.NewReader(bytes.NewReader(data)), maxFrameSize)
+	if err != nil {
+		return frame{}, err
+	}
+	return decodeFrame(typ, body)
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	for _, f := range sampleFrames() {
+		got, err := decodeOne(encodeFrame(&f))
+		if err != nil {
+			t.Fatalf("decode %d: %v", f.typ, err)
+		}
+		if f.typ == framePublishBatch {
+			if len(got.msgs) != len(f.msgs) || got.firstSeq != f.firstSeq {
+				t.Fatalf("batch: got %d msgs from %d, want %d from %d", len(got.msgs), got.firstSeq, len(f.msgs), f.firstSeq)
+			}
+			for i := range f.msgs {
+				if !msgEqual(got.msgs[i], f.msgs[i]) {
+					t.Errorf("msg %d: got %+v, want %+v", i, got.msgs[i], f.msgs[i])
+				}
+			}
+			continue
+		}
+		if !reflect.DeepEqual(got, f) {
+			t.Errorf("round trip: got %+v, want %+v", got, f)
+		}
+	}
+}
+
+func TestFrameOverheadIsSmall(t *testing.T) {
+	msgs := make([]message.Message, 100)
+	payload := 0
+	for i := range msgs {
+		msgs[i] = message.Message{Topic: "sensors/1/temp", Payload: bytes.Repeat([]byte{'x'}, 100), QoS: 1}
+		payload += len(msgs[i].Topic) + len(msgs[i].Payload)
+	}
+	wire := len(encodeFrame(&frame{typ: framePublishBatch, firstSeq: 1, msgs: msgs}))
+	if perMsg := float64(wire-payload) / 100; perMsg > 4 {
+		t.Errorf("framing overhead %.2f bytes per message, want <= 4", perMsg)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid := encodeFrame(&frame{typ: framePublishBatch, firstSeq: 1, msgs: []message.Message{fullMessage(3)}})
+	cases := map[string][]byte{
+		"unknown type":     appendFrame(nil, 99, nil),
+		"hello after auth": appendFrame(nil, frameHello, []byte("MOHA")),
+		"trailing bytes":   appendFrame(nil, frameAck, []byte{1, 2}),
+		"truncated":        valid[:len(valid)-1],
+		"huge count":       appendFrame(nil, frameSnapshot, []byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f}),
+		"string too long":  appendFrame(nil, frameSnapshot, []byte{1, 1, 50, 'a'}),
+		"qos 3":            appendFrame(nil, framePublishBatch, []byte{1, 1, 3, 1, 't', 0}),
+		"unknown flags":    appendFrame(nil, framePublishBatch, []byte{1, 1, 0x40, 1, 't', 0}),
+		"unknown props":    appendFrame(nil, framePublishBatch, []byte{1, 1, flagHasProps, 1, 't', 0, 0x80}),
+		"expiry overflow":  appendFrame(nil, framePublishBatch, append([]byte{1, 1, flagHasProps, 1, 't', 0, propExpiry}, binary.AppendUvarint(nil, 1<<33)...)),
+		"empty frame":      {0},
+		"too large":        binary.AppendUvarint(nil, maxFrameSize+1),
+		"bad varint":       bytes.Repeat([]byte{0x80}, 11),
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := decodeOne(data)
+			if err == nil {
+				t.Fatal("decoded without error")
+			}
+			if !errors.Is(err, ErrProtocol) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("error %v is neither a protocol error nor a truncation", err)
+			}
+		})
+	}
+}
+
+func TestReadFrameLimit(t *testing.T) {
+	data := appendFrame(nil, frameHello, []byte(strings.Repeat("x", maxPreAuthFrame)))
+	_, _, err := readFrame(bufio.NewReader(bytes.NewReader(data)), maxPreAuthFrame)
+	if !errors.Is(err, errFrameTooLarge) {
+		t.Fatalf("got %v, want frame too large", err)
+	}
+	_, _, err = readFrame(bufio.NewReader(bytes.NewReader(nil)), maxPreAuthFrame)
+	if err != io.EOF {
+		t.Fatalf("empty stream: got %v, want io.EOF", err)
+	}
+}
+
+// FuzzDecodeFrame: the decoder never panics, and whatever it accepts
+// re-encodes to something that decodes to the same frame.
+func FuzzDecodeFrame(f *testing.F) {
+	for _, fr := range sampleFrames() {
+		f.Add(encodeFrame(&fr))
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReader(bytes.NewReader(data))
+		for range 4 { // a few frames back to back
+			typ, body, err := readFrame(br, 1<<16)
+			if err != nil {
+				return
+			}
+			fr, err := decodeFrame(typ, body)
+			if err != nil {
+				continue
+			}
+			again, err := decodeOne(encodeFrame(&fr))
+			if err != nil {
+				t.Fatalf("re-encoded frame does not decode: %v (%+v)", err, fr)
+			}
+			if !reflect.DeepEqual(again, fr) {
+				t.Fatalf("round trip changed the frame:\n got %+v\nwant %+v", again, fr)
+			}
+		}
+	})
+}
+
+func BenchmarkEncodeDecodeBatch(b *testing.B) {
+	const n = 500
+	msgs := make([]message.Message, n)
+	for i := range msgs {
+		msgs[i] = message.Message{Topic: fmt.Sprintf("bench/%d/value", i%50), Payload: bytes.Repeat([]byte{'p'}, 100), QoS: 1}
+	}
+	f := frame{typ: framePublishBatch, firstSeq: 1, msgs: msgs}
+	var buf []byte
+	b.ReportAllocs()
+	b.SetBytes(n * 100)
+	for b.Loop() {
+		buf = encodeFrameBody(buf[:0], &f)
+		got, err := decodeFrame(framePublishBatch, buf)
+		if err != nil || len(got.msgs) != n {
+			b.Fatalf("decode: %v, %d msgs", err, len(got.msgs))
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/msg")
+}

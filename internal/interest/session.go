@@ -1,0 +1,261 @@
+package interest
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// This file holds the Table's write side. Every method here runs with t.mu
+// held for writing (inside Table.update).
+
+// applyEvent applies one parsed line with Mosquitto's session semantics
+// (MOSQUITTO.md, "Not logged at all" and "Takeover").
+func (t *Table) applyEvent(ev Event) error {
+	switch ev.Kind {
+	case Connected:
+		t.connected(ev)
+	case Disconnected, Takeover:
+		// A takeover closes the old connection like a disconnect; the
+		// Connected line that follows decides, with its c flag, whether
+		// the session (as kept here) continues.
+		t.disconnected(ev.ClientID)
+	case Expired:
+		if !t.isSelf(ev.ClientID) {
+			t.dropSession(ev.ClientID)
+		}
+	case Subscribed:
+		return t.subscription(ev.Rest, true)
+	case Unsubscribed:
+		return t.subscription(ev.Rest, false)
+	}
+	return nil
+}
+
+// connected: a clean start begins an empty session; c0 continues what the
+// table knows of it (nothing, if the broker restored a session the table
+// never saw: Reconcile catches that).
+func (t *Table) connected(ev Event) {
+	if t.isSelf(ev.ClientID) {
+		return
+	}
+	s := t.sessions[ev.ClientID]
+	if s == nil {
+		s = &session{filters: make(map[string]struct{})}
+		t.sessions[ev.ClientID] = s
+	}
+	if ev.Clean {
+		t.clearFilters(s)
+	}
+	s.protocol, s.clean, s.connected = ev.Protocol, ev.Clean, true
+}
+
+// disconnected: a clean session ends with its connection; a persistent one
+// stays, offline, with its filters (for MQTT v5 possibly longer than the
+// broker keeps it: Stats counts those as uncertain).
+func (t *Table) disconnected(id string) {
+	s := t.sessions[id]
+	if s == nil || t.isSelf(id) {
+		return
+	}
+	if s.clean {
+		t.dropSession(id)
+		return
+	}
+	s.connected = false
+}
+
+// subscription resolves a subscribe ("<id> <qos> <filter>") or unsubscribe
+// ("<id> <filter>") line against the known ids and applies it.
+func (t *Table) subscription(rest string, subscribe bool) error {
+	what := "unsubscribe"
+	if subscribe {
+		what = "subscribe"
+	}
+	id, filter, n := t.resolve(rest, subscribe)
+	switch {
+	case n == 0:
+		t.unknownClients++
+		t.setDegraded(fmt.Sprintf("%s line names no known client: %q", what, clip(rest)))
+		return fmt.Errorf("%w: %s %q", ErrUnknownClient, what, clip(rest))
+	case n > 1:
+		t.ambiguous++
+		t.setDegraded(fmt.Sprintf("%s line splits %d ways: %q", what, n, clip(rest)))
+		return fmt.Errorf("%w: %s %q splits %d ways", ErrAmbiguousClient, what, clip(rest), n)
+	case t.isSelf(id):
+		return nil
+	}
+	s := t.sessions[id]
+	if subscribe {
+		t.addFilter(s, filter)
+	} else {
+		t.removeFilter(s, filter)
+	}
+	return nil
+}
+
+// resolve returns the id and filter of the only way to split rest at a
+// known id (self ids included), and the number of ways. With qos the id is
+// followed by " <digits> ", otherwise by " "; the filter is never empty.
+func (t *Table) resolve(rest string, qos bool) (id, filter string, n int) {
+	for i := 1; i < len(rest)-1; i++ {
+		if rest[i] != ' ' || !t.known(rest[:i]) {
+			continue
+		}
+		f, ok := rest[i+1:], true
+		if qos {
+			f, ok = cutQoS(f)
+		}
+		if ok {
+			id, filter, n = rest[:i], f, n+1
+		}
+	}
+	return id, filter, n
+}
+
+func (t *Table) known(id string) bool {
+	if _, ok := t.sessions[id]; ok {
+		return true
+	}
+	return t.isSelf(id)
+}
+
+func (t *Table) isSelf(id string) bool {
+	_, ok := t.self[id]
+	return ok
+}
+
+func (t *Table) dropSession(id string) {
+	if s := t.sessions[id]; s != nil {
+		t.clearFilters(s)
+		delete(t.sessions, id)
+	}
+}
+
+func (t *Table) clearFilters(s *session) {
+	for f := range s.filters {
+		t.removeFilter(s, f)
+	}
+}
+
+// addFilter adds filter to the session's set; subscribing twice to the same
+// filter is one subscription, as in the broker.
+func (t *Table) addFilter(s *session, filter string) {
+	if _, ok := s.filters[filter]; ok {
+		return
+	}
+	s.filters[filter] = struct{}{}
+	t.subscriptions++
+	advertised, shared := splitShared(filter)
+	if !shared {
+		t.nonShared++
+	}
+	t.ref(advertised, +1)
+}
+
+func (t *Table) removeFilter(s *session, filter string) {
+	if _, ok := s.filters[filter]; !ok {
+		return
+	}
+	delete(s.filters, filter)
+	t.subscriptions--
+	advertised, shared := splitShared(filter)
+	if !shared {
+		t.nonShared--
+	}
+	t.ref(advertised, -1)
+}
+
+// ref moves the reference count of an advertised filter and notes when the
+// filter enters or leaves the Advertised set (only while not degraded:
+// degraded, the set is {"#"} whatever the counts).
+func (t *Table) ref(filter string, d int) {
+	before := t.refs[filter]
+	after := before + d
+	if after <= 0 {
+		delete(t.refs, filter)
+	} else {
+		t.refs[filter] = after
+	}
+	if t.degraded {
+		return
+	}
+	switch {
+	case before == 0 && after > 0:
+		t.note(filter, +1)
+	case before > 0 && after <= 0:
+		t.note(filter, -1)
+	}
+}
+
+// setDegraded enters (or stays in) the degraded state with a new reason.
+func (t *Table) setDegraded(reason string) {
+	t.reason = reason
+	if t.degraded {
+		return
+	}
+	t.degraded = true
+	t.swapAdvertised(-1)
+}
+
+// clearDegraded leaves the degraded state.
+func (t *Table) clearDegraded() {
+	if !t.degraded {
+		return
+	}
+	t.degraded, t.reason = false, ""
+	t.swapAdvertised(+1)
+}
+
+// swapAdvertised notes the change between {"#"} and the filters in refs:
+// d = -1 when entering degraded, +1 when leaving it.
+func (t *Table) swapAdvertised(d int) {
+	for f := range t.refs {
+		if f != everything {
+			t.note(f, d)
+		}
+	}
+	if t.refs[everything] == 0 {
+		t.note(everything, -d)
+	}
+}
+
+func (t *Table) note(filter string, d int) {
+	if v := t.delta[filter] + d; v != 0 {
+		t.delta[filter] = v
+	} else {
+		delete(t.delta, filter)
+	}
+}
+
+// takeDelta returns and resets the net change of the Advertised set.
+func (t *Table) takeDelta() (added, removed []string) {
+	if len(t.delta) == 0 {
+		return nil, nil
+	}
+	for f, d := range t.delta {
+		if d > 0 {
+			added = append(added, f)
+		} else {
+			removed = append(removed, f)
+		}
+	}
+	clear(t.delta)
+	slices.Sort(added)
+	slices.Sort(removed)
+	return added, removed
+}
+
+// splitShared maps a shared subscription "$share/<group>/<filter>" to its
+// filter; other filters map to themselves.
+func splitShared(filter string) (string, bool) {
+	rest, ok := strings.CutPrefix(filter, "$share/")
+	if !ok {
+		return filter, false
+	}
+	i := strings.IndexByte(rest, '/')
+	if i <= 0 || i == len(rest)-1 {
+		return filter, false
+	}
+	return rest[i+1:], true
+}

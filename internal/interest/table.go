@@ -1,0 +1,268 @@
+package interest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Errors Apply returns, besides ErrMalformed, for subscribe and unsubscribe
+// lines it cannot attribute to exactly one session. Both degrade the table.
+var (
+	ErrUnknownClient   = errors.New("interest: subscription line for an unknown client")
+	ErrAmbiguousClient = errors.New("interest: subscription line matches several clients")
+)
+
+// StartupReason is the degraded reason of a new Table: clients may have
+// subscribed before the agent's log session existed.
+const StartupReason = "startup: not yet reconciled with the broker"
+
+// everything is what a degraded node advertises: forward it all.
+const everything = "#"
+
+// session is what the table knows of one broker session.
+type session struct {
+	filters   map[string]struct{} // as subscribed; shared ones as "$share/g/f"
+	protocol  int                 // MQTT protocol level of the last connect
+	clean     bool                // clean start: the session ends with the connection
+	connected bool
+}
+
+// uncertain reports an offline MQTT v5 session kept because of c0: its
+// session expiry interval is not logged, so it may already be gone.
+func (s *session) uncertain() bool {
+	return !s.connected && !s.clean && s.protocol == 5
+}
+
+// Table is the node's interest table, built from the broker's log lines.
+// It is safe for concurrent use: the log reader writes, HTTP handlers read.
+//
+// onChange is called after each write that changes the Advertised set, with
+// the sorted filters that entered and left it. It runs outside the state
+// lock, once the change is visible to readers, and writers are serialized
+// around it, so calls are never concurrent and arrive in order. It may call
+// the read methods (Advertised, Degraded, Stats, Clients) but must not call
+// a writing method (Apply, MarkDegraded, SetOwnSubscriptions, Reconcile):
+// that would deadlock.
+type Table struct {
+	writeMu  sync.Mutex // serializes writers and onChange
+	mu       sync.RWMutex
+	self     map[string]struct{}
+	onChange func(added, removed []string)
+
+	sessions map[string]*session
+	// refs counts, per advertised filter, the session filters that map to
+	// it ("$share/g/f" maps to f): the multiset of the node's interest.
+	refs          map[string]int
+	subscriptions int // sum over sessions of their filters
+	nonShared     int // the part of subscriptions the broker's counter sees
+	own           int // non-shared subscriptions of the agent's own sessions
+
+	degraded bool
+	reason   string
+
+	// delta collects the net change of the Advertised set during one write.
+	delta map[string]int
+
+	parseErrors, unknownClients, ambiguous uint64
+	reconciled                             bool
+	brokerCount, expected                  int
+}
+
+// NewTable returns a table that starts degraded (StartupReason). self holds
+// the client ids of the agent's own sessions, whose lines are ignored.
+// onChange may be nil; see Table for when it is called. The initial
+// Advertised set ({"#"}) is not reported through onChange.
+func NewTable(self []string, onChange func(added, removed []string)) *Table {
+	t := &Table{
+		self:     make(map[string]struct{}, len(self)),
+		onChange: onChange,
+		sessions: make(map[string]*session),
+		refs:     make(map[string]int),
+		delta:    make(map[string]int),
+		degraded: true,
+		reason:   StartupReason,
+	}
+	for _, id := range self {
+		t.self[id] = struct{}{}
+	}
+	return t
+}
+
+// Apply parses and applies one log message. Errors are for the caller to log
+// and count; they never stop the table. An unparseable subscribe or
+// unsubscribe line, or one that cannot be attributed to exactly one known
+// session, degrades the table (interest unknown): a subscription the table
+// cannot place must not turn into no interest.
+func (t *Table) Apply(topic string, payload []byte) error {
+	ev, err := ParseLine(topic, payload)
+	if err == nil && ev.Kind == Ignored {
+		return nil
+	}
+	return t.update(func() error {
+		if err != nil {
+			t.parseErrors++
+			if topic == TopicSubscribe || topic == TopicUnsubscribe {
+				t.setDegraded("unparseable " + topicWhat(topic) + " line")
+			}
+			return err
+		}
+		return t.applyEvent(ev)
+	})
+}
+
+// Advertised returns the sorted filters this node must advertise to its
+// peers: {"#"} while degraded, else the distinct filters of all known
+// sessions, a shared subscription "$share/g/f" counting as f.
+func (t *Table) Advertised() []string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.degraded {
+		return []string{everything}
+	}
+	out := make([]string, 0, len(t.refs))
+	for f := range t.refs {
+		out = append(out, f)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Degraded reports whether the table advertises "#" because its picture may
+// be incomplete, and why.
+func (t *Table) Degraded() (bool, string) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.degraded, t.reason
+}
+
+// MarkDegraded forces the degraded state (e.g. the agent lost its log
+// session and missed lines). It lasts until Reconcile clears it.
+func (t *Table) MarkDegraded(reason string) {
+	_ = t.update(func() error {
+		t.setDegraded(reason)
+		return nil
+	})
+}
+
+// SetOwnSubscriptions records how many non-shared subscriptions the agent's
+// own sessions hold; the broker's counter includes them.
+func (t *Table) SetOwnSubscriptions(n int) {
+	_ = t.update(func() error {
+		t.own = n
+		return nil
+	})
+}
+
+// Reconcile compares the broker's $SYS/broker/subscriptions/count with what
+// the table explains: the agent's own subscriptions plus every session's
+// distinct non-shared filters, connected or offline. More on the broker
+// means the table under-states: degraded. Equal means the picture is
+// complete: the degraded state is cleared. Fewer means the table
+// over-states (typically MQTT v5 sessions that expired unseen), which costs
+// bandwidth but loses nothing: noted in Stats, and the degraded state is left
+// as it is (fewer does not prove that nothing is missing).
+func (t *Table) Reconcile(brokerCount int) {
+	_ = t.update(func() error {
+		expected := t.own + t.nonShared
+		t.reconciled, t.brokerCount, t.expected = true, brokerCount, expected
+		switch {
+		case brokerCount > expected:
+			t.setDegraded(fmt.Sprintf("broker counts %d subscriptions, the table explains %d", brokerCount, expected))
+		case brokerCount == expected:
+			t.clearDegraded()
+		}
+		// brokerCount < expected: the table over-states (sessions that
+		// ended unseen); that alone proves nothing missing, so a degraded
+		// state stays until the counts match.
+		return nil
+	})
+}
+
+// Stats is a snapshot of the table's size and health.
+type Stats struct {
+	Clients          int    // sessions known: connected plus offline persistent
+	Connected        int    // sessions with a live connection
+	Uncertain        int    // offline MQTT v5 persistent sessions: their expiry is not logged
+	Filters          int    // distinct advertised filters ("$share/g/f" counts as f)
+	Subscriptions    int    // sum over sessions of their distinct filters
+	OwnSubscriptions int    // as set by SetOwnSubscriptions
+	ParseErrors      uint64 // lines that did not parse
+	UnknownClients   uint64 // subscription lines naming no known client
+	AmbiguousClients uint64 // subscription lines that split several ways
+	Degraded         bool
+	DegradedReason   string
+	Reconciled       bool // Reconcile was called at least once
+	BrokerCount      int  // last $SYS/broker/subscriptions/count seen
+	Expected         int  // what the table explained at that Reconcile
+	OverStated       bool // BrokerCount < Expected at the last Reconcile
+}
+
+// Stats returns a snapshot of the table's counters.
+func (t *Table) Stats() Stats {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	st := Stats{
+		Clients:          len(t.sessions),
+		Filters:          len(t.refs),
+		Subscriptions:    t.subscriptions,
+		OwnSubscriptions: t.own,
+		ParseErrors:      t.parseErrors,
+		UnknownClients:   t.unknownClients,
+		AmbiguousClients: t.ambiguous,
+		Degraded:         t.degraded,
+		DegradedReason:   t.reason,
+		Reconciled:       t.reconciled,
+		BrokerCount:      t.brokerCount,
+		Expected:         t.expected,
+		OverStated:       t.reconciled && t.brokerCount < t.expected,
+	}
+	for _, s := range t.sessions {
+		if s.connected {
+			st.Connected++
+		}
+		if s.uncertain() {
+			st.Uncertain++
+		}
+	}
+	return st
+}
+
+// Clients returns every known session's filters, sorted, as subscribed
+// (shared subscriptions in full, "$share/g/f"), for /status and debugging.
+// It copies the whole table: meant for small tables.
+func (t *Table) Clients() map[string][]string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make(map[string][]string, len(t.sessions))
+	for id, s := range t.sessions {
+		filters := make([]string, 0, len(s.filters))
+		for f := range s.filters {
+			filters = append(filters, f)
+		}
+		slices.Sort(filters)
+		out[id] = filters
+	}
+	return out
+}
+
+// update runs one write under the locks and reports the resulting change of
+// the Advertised set outside the state lock (see Table).
+func (t *Table) update(write func() error) error {
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	t.mu.Lock()
+	err := write()
+	added, removed := t.takeDelta()
+	t.mu.Unlock()
+	if t.onChange != nil && (len(added) > 0 || len(removed) > 0) {
+		t.onChange(added, removed)
+	}
+	return err
+}
+
+func topicWhat(topic string) string {
+	return strings.TrimPrefix(topic, "$SYS/broker/log/M/")
+}

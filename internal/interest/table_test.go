@@ -1,0 +1,562 @@
+package interest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// line is one log message as the broker publishes it.
+type line struct {
+	topic   string
+	payload []byte
+}
+
+// raw builds a line from its text (timestamp prefix added).
+func raw(topic, text string) line { return line{topic, []byte(ts + text)} }
+
+// Line builders, in the broker's formats.
+
+func lineConnect(id string, protocol int, clean bool) line {
+	p := map[int]int{3: 1, 4: 2, 5: 5}[protocol]
+	c := 0
+	if clean {
+		c = 1
+	}
+	return raw(TopicNotice, fmt.Sprintf("New client connected from 127.0.0.1:5555 as %s (p%d, c%d, k60).", id, p, c))
+}
+
+func lineSub(id string, filter string) line {
+	return raw(TopicSubscribe, id+" 1 "+filter)
+}
+
+func lineUnsub(id string, filter string) line {
+	return raw(TopicUnsubscribe, id+" "+filter)
+}
+
+func lineDisconnect(id string) line {
+	return raw(TopicNotice, "Client "+id+" disconnected.")
+}
+
+func lineTakeover(id string) line {
+	return raw(TopicError, "Client "+id+" already connected, closing old connection.")
+}
+
+func lineExpire(id string) line {
+	return raw(TopicNotice, "Expiring client "+id+" due to timeout.")
+}
+
+// change is one onChange call.
+type change struct{ added, removed []string }
+
+// recorder records onChange calls and the Advertised set they imply.
+type recorder struct {
+	mu      sync.Mutex
+	calls   []change
+	model   map[string]bool
+	running bool
+	t       testing.TB
+}
+
+func newRecorder(t testing.TB) *recorder {
+	return &recorder{model: map[string]bool{everything: true}, t: t}
+}
+
+func (r *recorder) onChange(added, removed []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		r.t.Errorf("onChange called concurrently with itself")
+	}
+	r.running = true
+	defer func() { r.running = false }()
+	r.calls = append(r.calls, change{added, removed})
+	for _, f := range removed {
+		if !r.model[f] {
+			r.t.Errorf("onChange removed %q, which was not advertised", f)
+		}
+		delete(r.model, f)
+	}
+	for _, f := range added {
+		if r.model[f] {
+			r.t.Errorf("onChange added %q, which was already advertised", f)
+		}
+		r.model[f] = true
+	}
+}
+
+// take returns and forgets the calls recorded so far.
+func (r *recorder) take() []change {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.calls
+	r.calls = nil
+	return c
+}
+
+func (r *recorder) set() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.model))
+	for f := range r.model {
+		out = append(out, f)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func apply(t testing.TB, tab *Table, l line) {
+	t.Helper()
+	if err := tab.Apply(l.topic, l.payload); err != nil {
+		t.Fatalf("Apply(%s, %q): %v", l.topic, l.payload, err)
+	}
+}
+
+func (l line) applyTo(tab *Table) error { return tab.Apply(l.topic, l.payload) }
+
+// readyTable returns an empty table that has been reconciled (not degraded)
+// and a recorder whose calls so far are discarded.
+func readyTable(t testing.TB, self ...string) (*Table, *recorder) {
+	t.Helper()
+	rec := newRecorder(t)
+	tab := NewTable(self, rec.onChange)
+	tab.Reconcile(0)
+	if d, reason := tab.Degraded(); d {
+		t.Fatalf("still degraded after Reconcile(0): %s", reason)
+	}
+	rec.take()
+	return tab, rec
+}
+
+func wantAdvertised(t testing.TB, tab *Table, rec *recorder, want ...string) {
+	t.Helper()
+	if want == nil {
+		want = []string{}
+	}
+	if got := tab.Advertised(); !slices.Equal(got, want) {
+		t.Fatalf("Advertised() = %q, want %q", got, want)
+	}
+	if got := rec.set(); !slices.Equal(got, want) {
+		t.Fatalf("set implied by onChange = %q, want %q", got, want)
+	}
+}
+
+func wantCalls(t testing.TB, rec *recorder, want ...change) {
+	t.Helper()
+	got := rec.take()
+	if len(got) != len(want) {
+		t.Fatalf("onChange calls = %v, want %v", got, want)
+	}
+	for i := range got {
+		if !slices.Equal(got[i].added, want[i].added) || !slices.Equal(got[i].removed, want[i].removed) {
+			t.Fatalf("onChange call %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func added(f ...string) change   { return change{added: f} }
+func removed(f ...string) change { return change{removed: f} }
+
+func TestTableStartsDegraded(t *testing.T) {
+	rec := newRecorder(t)
+	tab := NewTable(nil, rec.onChange)
+	if d, reason := tab.Degraded(); !d || reason != StartupReason {
+		t.Fatalf("Degraded() = %v, %q; want true, %q", d, reason, StartupReason)
+	}
+	wantAdvertised(t, tab, rec, "#")
+	apply(t, tab, lineConnect("c1", 5, true))
+	apply(t, tab, lineSub("c1", "a/b"))
+	wantCalls(t, rec) // degraded: "#" covers everything
+	tab.SetOwnSubscriptions(2)
+	tab.Reconcile(3)
+	wantCalls(t, rec, change{added: []string{"a/b"}, removed: []string{"#"}})
+	wantAdvertised(t, tab, rec, "a/b")
+	if st := tab.Stats(); st.Degraded || st.DegradedReason != "" || st.BrokerCount != 3 || st.Expected != 3 || st.OverStated {
+		t.Fatalf("Stats() = %+v", st)
+	}
+}
+
+func TestTableSubscribeUnsubscribe(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("c1", 5, true))
+	apply(t, tab, lineSub("c1", "a/+"))
+	wantCalls(t, rec, added("a/+"))
+	apply(t, tab, lineSub("c1", "a/+")) // same filter again: one subscription
+	wantCalls(t, rec)
+	apply(t, tab, lineSub("c1", "topic with space/#"))
+	wantCalls(t, rec, added("topic with space/#"))
+	wantAdvertised(t, tab, rec, "a/+", "topic with space/#")
+	if st := tab.Stats(); st.Subscriptions != 2 || st.Filters != 2 || st.Clients != 1 || st.Connected != 1 {
+		t.Fatalf("Stats() = %+v", st)
+	}
+	apply(t, tab, lineUnsub("c1", "a/+"))
+	wantCalls(t, rec, removed("a/+"))
+	apply(t, tab, lineUnsub("c1", "never/subscribed")) // logged even if absent
+	wantCalls(t, rec)
+	wantAdvertised(t, tab, rec, "topic with space/#")
+	if got := tab.Clients(); !slices.Equal(got["c1"], []string{"topic with space/#"}) || len(got) != 1 {
+		t.Fatalf("Clients() = %q", got)
+	}
+}
+
+func TestTableMultiset(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("c1", 5, true))
+	apply(t, tab, lineConnect("c2", 4, true))
+	apply(t, tab, lineSub("c1", "x"))
+	apply(t, tab, lineSub("c2", "x"))
+	apply(t, tab, lineSub("c2", "$share/g/x"))
+	apply(t, tab, lineSub("c2", "$share/g/y"))
+	wantCalls(t, rec, added("x"), added("y"))
+	wantAdvertised(t, tab, rec, "x", "y")
+	apply(t, tab, lineUnsub("c1", "x"))
+	apply(t, tab, lineUnsub("c2", "x"))
+	wantCalls(t, rec) // c2's $share/g/x still holds x
+	apply(t, tab, lineUnsub("c2", "$share/g/x"))
+	wantCalls(t, rec, removed("x"))
+	wantAdvertised(t, tab, rec, "y")
+	if got := tab.Clients()["c2"]; !slices.Equal(got, []string{"$share/g/y"}) {
+		t.Fatalf("Clients()[c2] = %q", got)
+	}
+}
+
+func TestTableDisconnect(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("clean", 4, true))
+	apply(t, tab, lineConnect("persistent", 4, false))
+	apply(t, tab, lineSub("clean", "c"))
+	apply(t, tab, lineSub("persistent", "p"))
+	rec.take()
+
+	apply(t, tab, lineDisconnect("clean"))
+	wantCalls(t, rec, removed("c"))
+	apply(t, tab, raw(TopicNotice, "Client persistent has exceeded timeout, disconnecting."))
+	wantCalls(t, rec) // the session stays, offline, with its filters
+	wantAdvertised(t, tab, rec, "p")
+	if st := tab.Stats(); st.Clients != 1 || st.Connected != 0 || st.Uncertain != 0 {
+		t.Fatalf("Stats() = %+v", st)
+	}
+
+	apply(t, tab, lineConnect("persistent", 4, false)) // c0: the broker restores the session
+	wantAdvertised(t, tab, rec, "p")
+	apply(t, tab, lineDisconnect("persistent"))
+	apply(t, tab, lineConnect("persistent", 4, true)) // c1: the session starts empty
+	wantCalls(t, rec, removed("p"))
+	wantAdvertised(t, tab, rec)
+
+	apply(t, tab, lineDisconnect("nobody")) // unknown ids: nothing to do
+	apply(t, tab, raw(TopicNotice, "Client <unknown> closed its connection."))
+}
+
+func TestTableUncertainV5(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("v5", 5, false))
+	apply(t, tab, lineSub("v5", "a"))
+	apply(t, tab, lineDisconnect("v5"))
+	// The v5 session expiry interval is not logged: keep the filters.
+	wantAdvertised(t, tab, rec, "a")
+	if st := tab.Stats(); st.Uncertain != 1 || st.Clients != 1 || st.Connected != 0 {
+		t.Fatalf("Stats() = %+v", st)
+	}
+	apply(t, tab, lineConnect("v5", 5, false))
+	if st := tab.Stats(); st.Uncertain != 0 || st.Connected != 1 {
+		t.Fatalf("Stats() after reconnect = %+v", st)
+	}
+}
+
+func TestTableTakeover(t *testing.T) {
+	tests := []struct {
+		name               string
+		oldClean, newClean bool
+		want               []string
+	}{
+		{"clean then persistent", true, false, nil},
+		{"clean then clean", true, true, nil},
+		{"persistent then persistent", false, false, []string{"f"}},
+		{"persistent then clean", false, true, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tab, rec := readyTable(t)
+			apply(t, tab, lineConnect("dup id", 4, tc.oldClean))
+			apply(t, tab, lineSub("dup id", "f"))
+			apply(t, tab, lineTakeover("dup id"))
+			apply(t, tab, lineConnect("dup id", 4, tc.newClean))
+			wantAdvertised(t, tab, rec, tc.want...)
+			if st := tab.Stats(); st.Clients != 1 || st.Connected != 1 {
+				t.Fatalf("Stats() = %+v", st)
+			}
+		})
+	}
+}
+
+func TestTableExpiry(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("p 1", 4, false))
+	apply(t, tab, lineSub("p 1", "a"))
+	apply(t, tab, lineDisconnect("p 1"))
+	rec.take()
+	apply(t, tab, lineExpire("p 1"))
+	wantCalls(t, rec, removed("a"))
+	if st := tab.Stats(); st.Clients != 0 || st.Subscriptions != 0 {
+		t.Fatalf("Stats() = %+v", st)
+	}
+	// A subscribe after the expiry names an unknown client.
+	if err := lineSub("p 1", "a").applyTo(tab); !errors.Is(err, ErrUnknownClient) {
+		t.Fatalf("subscribe after expiry: %v, want ErrUnknownClient", err)
+	}
+}
+
+func TestTableUnknownClient(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("c1", 5, true))
+	apply(t, tab, lineSub("c1", "a"))
+	apply(t, tab, lineSub("c1", "#"))
+	rec.take()
+
+	err := lineSub("stranger", "b").applyTo(tab)
+	if !errors.Is(err, ErrUnknownClient) {
+		t.Fatalf("Apply: %v, want ErrUnknownClient", err)
+	}
+	// "#" was advertised already: entering degraded only drops the rest.
+	wantCalls(t, rec, removed("a"))
+	wantAdvertised(t, tab, rec, "#")
+	st := tab.Stats()
+	if !st.Degraded || st.UnknownClients != 1 || !strings.Contains(st.DegradedReason, "stranger") {
+		t.Fatalf("Stats() = %+v", st)
+	}
+	if err := lineUnsub("stranger", "b").applyTo(tab); !errors.Is(err, ErrUnknownClient) {
+		t.Fatalf("unsubscribe: %v, want ErrUnknownClient", err)
+	}
+
+	// The broker counts the stranger's subscription: still under-stated.
+	tab.Reconcile(3)
+	if d, _ := tab.Degraded(); !d {
+		t.Fatal("Reconcile(3) with 2 explained cleared the degraded state")
+	}
+	wantCalls(t, rec)
+	tab.Reconcile(2) // the stranger went away
+	wantCalls(t, rec, added("a"))
+	wantAdvertised(t, tab, rec, "#", "a")
+}
+
+func TestTableAmbiguous(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("a", 5, true))
+	apply(t, tab, lineConnect("a 1", 5, true))
+	apply(t, tab, lineConnect("a b", 5, true))
+	apply(t, tab, lineConnect("id with 1 spaces", 5, true))
+
+	// Unambiguous despite spaces: only one known id leads a valid split.
+	apply(t, tab, raw(TopicSubscribe, "id with 1 spaces 1 topic with space/+"))
+	apply(t, tab, raw(TopicSubscribe, "a b 0 x y"))
+	apply(t, tab, raw(TopicSubscribe, "a 2 z"))
+	wantAdvertised(t, tab, rec, "topic with space/+", "x y", "z")
+	clients := tab.Clients()
+	if !slices.Equal(clients["a b"], []string{"x y"}) || !slices.Equal(clients["a"], []string{"z"}) {
+		t.Fatalf("Clients() = %q", clients)
+	}
+	rec.take()
+
+	// "a 1 1 x" is a subscribing "1 x" or "a 1" subscribing "x".
+	err := raw(TopicSubscribe, "a 1 1 x").applyTo(tab)
+	if !errors.Is(err, ErrAmbiguousClient) {
+		t.Fatalf("Apply: %v, want ErrAmbiguousClient", err)
+	}
+	wantCalls(t, rec, change{added: []string{"#"}, removed: []string{"topic with space/+", "x y", "z"}})
+	if st := tab.Stats(); !st.Degraded || st.AmbiguousClients != 1 {
+		t.Fatalf("Stats() = %+v", st)
+	}
+	// "a b c" is a unsubscribing "b c" or "a b" unsubscribing "c".
+	if err := raw(TopicUnsubscribe, "a b c").applyTo(tab); !errors.Is(err, ErrAmbiguousClient) {
+		t.Fatalf("unsubscribe: %v, want ErrAmbiguousClient", err)
+	}
+}
+
+func TestTableMalformed(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("c1", 5, true))
+	apply(t, tab, lineSub("c1", "a"))
+	rec.take()
+
+	// A malformed notice costs at worst an over-statement: counted only.
+	err := raw(TopicNotice, "New client connected from 1.2.3.4:1 as c2 (p7, c1, k60).").applyTo(tab)
+	if !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Apply: %v, want ErrMalformed", err)
+	}
+	if d, _ := tab.Degraded(); d {
+		t.Fatal("a malformed notice degraded the table")
+	}
+	// A malformed subscribe line is interest the table cannot place.
+	if err := raw(TopicSubscribe, "c1 nofilter").applyTo(tab); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("Apply: %v, want ErrMalformed", err)
+	}
+	wantCalls(t, rec, change{added: []string{"#"}, removed: []string{"a"}})
+	if st := tab.Stats(); !st.Degraded || st.ParseErrors != 2 || !strings.Contains(st.DegradedReason, "subscribe") {
+		t.Fatalf("Stats() = %+v", st)
+	}
+	// Ignored lines and foreign topics change nothing.
+	apply(t, tab, raw(TopicNotice, "New connection from ::1:5555 on port 1883."))
+	apply(t, tab, line{"$SYS/broker/log/W", []byte("garbage")})
+	if st := tab.Stats(); st.ParseErrors != 2 {
+		t.Fatalf("ParseErrors = %d, want 2", st.ParseErrors)
+	}
+}
+
+func TestTableSelf(t *testing.T) {
+	tab, rec := readyTable(t, "moha-n1", "moha-n1-log")
+	apply(t, tab, lineConnect("moha-n1", 5, false))
+	apply(t, tab, lineConnect("moha-n1-log", 5, true))
+	apply(t, tab, lineSub("moha-n1", "#"))
+	apply(t, tab, lineSub("moha-n1-log", "$SYS/broker/log/N"))
+	apply(t, tab, lineDisconnect("moha-n1-log"))
+	apply(t, tab, lineTakeover("moha-n1"))
+	apply(t, tab, lineExpire("moha-n1"))
+	wantAdvertised(t, tab, rec)
+	if st := tab.Stats(); st.Clients != 0 || st.Degraded {
+		t.Fatalf("Stats() = %+v", st)
+	}
+	// A line that could be the agent's or a client's is not the agent's to ignore.
+	apply(t, tab, lineConnect("moha-n1 2", 4, true))
+	if err := raw(TopicSubscribe, "moha-n1 2 2 x").applyTo(tab); !errors.Is(err, ErrAmbiguousClient) {
+		t.Fatalf("Apply: %v, want ErrAmbiguousClient", err)
+	}
+}
+
+func TestTableReconcile(t *testing.T) {
+	tab, rec := readyTable(t)
+	tab.SetOwnSubscriptions(4)
+	apply(t, tab, lineConnect("c1", 5, true))
+	apply(t, tab, lineConnect("c2", 4, false))
+	apply(t, tab, lineSub("c1", "a"))
+	apply(t, tab, lineSub("c1", "$share/g/b")) // not in the broker's count
+	apply(t, tab, lineSub("c2", "a"))
+	apply(t, tab, lineDisconnect("c2")) // offline persistent: still counted
+	rec.take()
+	const expected = 4 + 2
+
+	tab.Reconcile(expected + 1) // the broker knows more: under-stated
+	st := tab.Stats()
+	if !st.Degraded || st.BrokerCount != expected+1 || st.Expected != expected || st.OverStated {
+		t.Fatalf("Stats() after > = %+v", st)
+	}
+	wantCalls(t, rec, change{added: []string{"#"}, removed: []string{"a", "b"}})
+
+	tab.Reconcile(expected) // complete
+	if st := tab.Stats(); st.Degraded || st.OverStated {
+		t.Fatalf("Stats() after == = %+v", st)
+	}
+	wantCalls(t, rec, change{added: []string{"a", "b"}, removed: []string{"#"}})
+
+	tab.Reconcile(expected - 1) // over-stated: safe, noted
+	if st := tab.Stats(); st.Degraded || !st.OverStated || st.BrokerCount != expected-1 {
+		t.Fatalf("Stats() after < = %+v", st)
+	}
+	wantCalls(t, rec)
+
+	tab.MarkDegraded("log session lost")
+	if d, reason := tab.Degraded(); !d || reason != "log session lost" {
+		t.Fatalf("Degraded() = %v, %q", d, reason)
+	}
+	wantCalls(t, rec, change{added: []string{"#"}, removed: []string{"a", "b"}})
+	tab.Reconcile(expected - 1) // an over-statement proves nothing: still degraded
+	wantCalls(t, rec)
+	if d, _ := tab.Degraded(); !d {
+		t.Fatal("an over-stating count ended a degraded state")
+	}
+	tab.Reconcile(expected) // the counts match again
+	wantCalls(t, rec, change{added: []string{"a", "b"}, removed: []string{"#"}})
+	wantAdvertised(t, tab, rec, "a", "b")
+}
+
+func TestTableBridge(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, raw(TopicNotice, "New bridge connected from [::1]:4000 as br (p2, c0, k60, u'b')."))
+	apply(t, tab, lineSub("br", "remote/#"))
+	wantAdvertised(t, tab, rec, "remote/#")
+}
+
+// TestTableOnChangeMayRead checks the documented contract: onChange runs
+// outside the state lock and may read the table.
+func TestTableOnChangeMayRead(t *testing.T) {
+	var seen [][]string
+	var tab *Table
+	tab = NewTable(nil, func(added, removed []string) {
+		seen = append(seen, tab.Advertised())
+		_ = tab.Stats()
+	})
+	tab.Reconcile(0)
+	apply(t, tab, lineConnect("c", 5, true))
+	apply(t, tab, lineSub("c", "a"))
+	want := [][]string{{}, {"a"}}
+	if len(seen) != len(want) || !slices.Equal(seen[0], want[0]) || !slices.Equal(seen[1], want[1]) {
+		t.Fatalf("Advertised() seen from onChange = %q, want %q", seen, want)
+	}
+}
+
+// TestTableConcurrent exercises the locks under -race: one writer, readers.
+func TestTableConcurrent(t *testing.T) {
+	tab, _ := readyTable(t)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				_ = tab.Advertised()
+				_ = tab.Stats()
+				_ = tab.Clients()
+				_, _ = tab.Degraded()
+			}
+		}()
+	}
+	for i := range 500 {
+		id := fmt.Sprintf("c%d", i%7)
+		apply(t, tab, lineConnect(id, 4, i%2 == 0))
+		apply(t, tab, lineSub(id, fmt.Sprintf("f/%d", i%13)))
+		if i%50 == 0 {
+			tab.Reconcile(i)
+		}
+	}
+	close(done)
+	wg.Wait()
+}
+
+func BenchmarkApplySubscribe(b *testing.B) {
+	const clients, lines = 1000, 1 << 16
+	subs := make([]line, lines)
+	for i := range lines {
+		subs[i] = lineSub(fmt.Sprintf("client %d", i%clients), fmt.Sprintf("sensors/%d/+/temp", i))
+	}
+	fresh := func() *Table {
+		tab := NewTable([]string{"moha-n1"}, func(added, removed []string) {})
+		for i := range clients {
+			apply(b, tab, lineConnect(fmt.Sprintf("client %d", i), 5, true))
+		}
+		tab.Reconcile(0)
+		return tab
+	}
+	tab := fresh()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		j := i % lines
+		if j == 0 && i > 0 {
+			b.StopTimer()
+			tab = fresh()
+			b.StartTimer()
+		}
+		if err := subs[j].applyTo(tab); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/moha-project/moha/internal/message"
+)
+
+// maxString is the longest UTF-8 string or binary field MQTT can carry (a
+// two-byte length prefix). The codec silently truncates longer ones, so they
+// are refused before encoding.
+const maxString = 65535
+
+var errInvalidMessage = errors.New("session: invalid message")
+
+// toPacketProps converts the carried PUBLISH properties to the codec's form.
+// It returns nil when there is nothing to send, which the codec encodes as
+// an empty property list.
+func toPacketProps(p *message.Properties) *packets.Properties {
+	if p.PayloadFormat == nil && p.MessageExpiry == nil && p.ContentType == "" &&
+		p.ResponseTopic == "" && len(p.CorrelationData) == 0 && len(p.User) == 0 {
+		return nil
+	}
+	out := &packets.Properties{
+		PayloadFormat:   p.PayloadFormat,
+		MessageExpiry:   p.MessageExpiry,
+		ContentType:     p.ContentType,
+		ResponseTopic:   p.ResponseTopic,
+		CorrelationData: p.CorrelationData,
+	}
+	if len(p.User) > 0 {
+		out.User = make([]packets.User, len(p.User))
+		for i, u := range p.User {
+			out.User[i] = packets.User{Key: u.Key, Value: u.Value}
+		}
+	}
+	return out
+}
+
+// fromPacketProps keeps the PUBLISH properties that must survive a hop.
+// Topic alias and subscription identifier are per connection: dropped.
+func fromPacketProps(p *packets.Properties) message.Properties {
+	if p == nil {
+		return message.Properties{}
+	}
+	out := message.Properties{
+		PayloadFormat:   p.PayloadFormat,
+		MessageExpiry:   p.MessageExpiry,
+		ContentType:     p.ContentType,
+		ResponseTopic:   p.ResponseTopic,
+		CorrelationData: p.CorrelationData,
+	}
+	if len(p.User) > 0 {
+		out.User = make([]message.UserProperty, len(p.User))
+		for i, u := range p.User {
+			out.User[i] = message.UserProperty{Key: u.Key, Value: u.Value}
+		}
+	}
+	return out
+}
+
+// validateMessage refuses what the broker would treat as a malformed packet
+// (and answer by closing the whole connection) or what the codec would
+// silently truncate.
+func validateMessage(m *message.Message) error {
+	if m.QoS > 2 {
+		return fmt.Errorf("%w: qos %d", errInvalidMessage, m.QoS)
+	}
+	if err := validateTopicName(m.Topic); err != nil {
+		return err
+	}
+	return validateProps(&m.Props)
+}
+
+// validateTopicName checks a PUBLISH topic: not empty, no wildcards
+// [MQTT-3.3.2-2], valid UTF-8 without U+0000 [MQTT-1.5.4-1, MQTT-1.5.4-2].
+func validateTopicName(topic string) error {
+	if topic == "" {
+		return fmt.Errorf("%w: empty topic", errInvalidMessage)
+	}
+	if err := validateString("topic", topic); err != nil {
+		return err
+	}
+	for i := 0; i < len(topic); i++ {
+		if topic[i] == '+' || topic[i] == '#' {
+			return fmt.Errorf("%w: wildcard in topic %q", errInvalidMessage, topic)
+		}
+	}
+	return nil
+}
+
+func validateProps(p *message.Properties) error {
+	if p.PayloadFormat != nil && *p.PayloadFormat > 1 {
+		return fmt.Errorf("%w: payload format %d", errInvalidMessage, *p.PayloadFormat)
+	}
+	if len(p.CorrelationData) > maxString {
+		return fmt.Errorf("%w: correlation data longer than %d bytes", errInvalidMessage, maxString)
+	}
+	if err := validateString("content type", p.ContentType); err != nil {
+		return err
+	}
+	if err := validateString("response topic", p.ResponseTopic); err != nil {
+		return err
+	}
+	for _, u := range p.User {
+		if err := validateString("user property key", u.Key); err != nil {
+			return err
+		}
+		if err := validateString("user property value", u.Value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateString(what, s string) error {
+	if len(s) > maxString {
+		return fmt.Errorf("%w: %s longer than %d bytes", errInvalidMessage, what, maxString)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", errInvalidMessage, what)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			return fmt.Errorf("%w: %s contains U+0000", errInvalidMessage, what)
+		}
+	}
+	return nil
+}
+
+// reasonNames are the MQTT v5 reason codes the session reports (CONNACK,
+// PUBACK/PUBREC/PUBCOMP, SUBACK, UNSUBACK, DISCONNECT).
+var reasonNames = map[byte]string{
+	0x04: "disconnect with will message",
+	0x10: "no matching subscribers",
+	0x11: "no subscription existed",
+	0x80: "unspecified error",
+	0x81: "malformed packet",
+	0x82: "protocol error",
+	0x83: "implementation specific error",
+	0x84: "unsupported protocol version",
+	0x85: "client identifier not valid",
+	0x86: "bad user name or password",
+	0x87: "not authorized",
+	0x88: "server unavailable",
+	0x89: "server busy",
+	0x8A: "banned",
+	0x8B: "server shutting down",
+	0x8C: "bad authentication method",
+	0x8D: "keep alive timeout",
+	0x8E: "session taken over",
+	0x8F: "topic filter invalid",
+	0x90: "topic name invalid",
+	0x91: "packet identifier in use",
+	0x92: "packet identifier not found",
+	0x93: "receive maximum exceeded",
+	0x94: "topic alias invalid",
+	0x95: "packet too large",
+	0x96: "message rate too high",
+	0x97: "quota exceeded",
+	0x98: "administrative action",
+	0x99: "payload format invalid",
+	0x9A: "retain not supported",
+	0x9B: "qos not supported",
+	0x9C: "use another server",
+	0x9D: "server moved",
+	0x9E: "shared subscriptions not supported",
+	0x9F: "connection rate exceeded",
+	0xA0: "maximum connect time",
+	0xA1: "subscription identifiers not supported",
+	0xA2: "wildcard subscriptions not supported",
+}
+
+// reasonString names a reason code the way errors show it: "not authorized (0x87)".
+func reasonString(code byte) string {
+	name, ok := reasonNames[code]
+	if !ok {
+		name = "unknown reason"
+	}
+	return fmt.Sprintf("%s (0x%02x)", name, code)
+}
+
+// reasonError is a negative acknowledgement from the broker.
+type reasonError struct {
+	what string // e.g. "publish", "subscribe"
+	code byte
+}
+
+func (e *reasonError) Error() string {
+	return fmt.Sprintf("session: broker rejected %s: %s", e.what, reasonString(e.code))
+}
+
+// IsRejected reports whether a Publish completion error means the message
+// itself was refused — by the broker (a reason code >= 0x80) or before
+// sending because the broker could not take it — so that sending it again
+// cannot help. Any other error is the session ending: the message may be
+// sent again on a new session.
+func IsRejected(err error) bool {
+	var re *reasonError
+	return errors.As(err, &re) || errors.Is(err, errInvalidMessage)
+}
