@@ -29,7 +29,10 @@ type Options struct {
 	// AgentBinary, when set, runs each agent as `AgentBinary agent --cluster
 	// ... --node ...`; otherwise agents run inside this process (tests).
 	AgentBinary string
-	Logger      *slog.Logger
+	// AgentArgs are extra command-line arguments per node for child-process
+	// agents (e.g. "--listen" behind a counting relay).
+	AgentArgs map[string][]string
+	Logger    *slog.Logger
 	// Configure, when set, may adjust the generated cluster description
 	// before anything starts (tests shorten grace periods, say).
 	Configure func(*config.Cluster)
@@ -249,7 +252,8 @@ func (c *Cluster) StartAgent(ctx context.Context, node string) error {
 	cfgPath := filepath.Join(c.Dir, "cluster.yaml")
 	var h agentHandle
 	if c.opt.AgentBinary != "" {
-		p, err := Start("agent-"+node, c.logPath("agent-"+node), c.opt.AgentBinary, "agent", "--cluster", cfgPath, "--node", node)
+		args := append([]string{"agent", "--cluster", cfgPath, "--node", node}, c.opt.AgentArgs[node]...)
+		p, err := Start("agent-"+node, c.logPath("agent-"+node), c.opt.AgentBinary, args...)
 		if err != nil {
 			return fmt.Errorf("launch: %w", err)
 		}
@@ -267,6 +271,13 @@ func (c *Cluster) StartAgent(ctx context.Context, node string) error {
 	c.agents[node] = h
 	c.mu.Unlock()
 	return nil
+}
+
+// AgentProcess returns node's agent child process (nil for in-process agents).
+func (c *Cluster) AgentProcess(node string) *Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.agents[node].proc
 }
 
 // Agent returns node's in-process agent (nil for a child process).

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -69,6 +70,41 @@ func (p *Process) Exited() (bool, error) {
 	default:
 		return false, nil
 	}
+}
+
+// CPUTime returns the user plus system CPU time the process used: the final
+// figure once it has exited, else what /proc reports so far.
+func (p *Process) CPUTime() time.Duration {
+	select {
+	case <-p.done:
+		if st := p.cmd.ProcessState; st != nil {
+			return st.UserTime() + st.SystemTime()
+		}
+		return 0
+	default:
+		return procCPUTime(p.cmd.Process.Pid)
+	}
+}
+
+// procCPUTime reads utime+stime from /proc/<pid>/stat (clock ticks of 1/100 s).
+func procCPUTime(pid int) time.Duration {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: fields after its ')' are fixed.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // Signal sends sig to the process group.
