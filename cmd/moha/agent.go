@@ -14,6 +14,7 @@ func newAgentCommand(stderr io.Writer) *cobra.Command {
 	var (
 		clusterFile, node, logLevel  string
 		brokerAddr, listen, httpAddr string
+		pprofOn                      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --cluster FILE --node NAME",
@@ -56,7 +57,7 @@ HTTP endpoints (on the node's http address):
 			if err := c.Validate(); err != nil {
 				return fmt.Errorf("invalid configuration after flags:\n%w", err)
 			}
-			a, err := agent.New(agent.Options{Cluster: c, Node: node, Logger: log})
+			a, err := agent.New(agent.Options{Cluster: c, Node: node, Logger: log, Pprof: pprofOn})
 			if err != nil {
 				return err
 			}
@@ -70,6 +71,7 @@ HTTP endpoints (on the node's http address):
 	f.StringVar(&listen, "listen", "", "override the address peer agents connect to (host:port)")
 	f.StringVar(&httpAddr, "http", "", "override the HTTP address for health, metrics and status")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&pprofOn, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address (exposes internals: keep that port private)")
 	_ = cmd.MarkFlagRequired("node")
 	return cmd
 }

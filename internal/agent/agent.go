@@ -35,6 +35,9 @@ type Options struct {
 	// HTTPListener, when set, is used instead of listening on the node's
 	// http address (tests pass a listener on 127.0.0.1:0).
 	HTTPListener net.Listener
+	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP address.
+	// Off by default: it exposes internals to whoever reaches that port.
+	Pprof bool
 }
 
 // Agent is one running agent. Create it with New, run it with Run.
@@ -53,6 +56,7 @@ type Agent struct {
 	brokerTLS   *tls.Config
 
 	httpLn    net.Listener
+	pprof     bool
 	sessionUp atomic.Bool
 	lastCount atomic.Int64 // unix nanos of the last live subscription count
 	started   time.Time
@@ -87,7 +91,7 @@ func New(opt Options) (*Agent, error) {
 	if err := a.build(); err != nil {
 		return nil, err
 	}
-	a.httpLn = opt.HTTPListener
+	a.httpLn, a.pprof = opt.HTTPListener, opt.Pprof
 	if a.httpLn == nil {
 		if a.httpLn, err = net.Listen("tcp", node.HTTP); err != nil {
 			return nil, fmt.Errorf("agent: listen http %s: %w", node.HTTP, err)
