@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/moha-project/moha/internal/agent"
@@ -100,6 +101,7 @@ func Plan(opt Options) (*config.Cluster, error) {
 	}
 	if opt.LBPort >= 0 {
 		c.LoadBalancers.Port = opt.LBPort
+		c.LoadBalancers.MaxConn = min(c.LoadBalancers.MaxConn, maxConnForFDLimit())
 	}
 	if opt.Configure != nil {
 		opt.Configure(&c)
@@ -192,6 +194,17 @@ func portFree(port int) error {
 		return fmt.Errorf("launch: load balancer port %d is not free (choose another with --port): %w", port, err)
 	}
 	return ln.Close()
+}
+
+// maxConnForFDLimit is the largest HAProxy maxconn this machine's open-file
+// limit allows: HAProxy needs two descriptors per proxied connection and
+// refuses to start when it cannot raise its limit that far.
+func maxConnForFDLimit() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Max > 1<<30 {
+		return 1 << 30
+	}
+	return max(100, int(lim.Max-200)/2)
 }
 
 // Node returns the named node's description.
