@@ -55,11 +55,12 @@ type Agent struct {
 	republisher *republisher
 	brokerTLS   *tls.Config
 
-	httpLn    net.Listener
-	pprof     bool
-	sessionUp atomic.Bool
-	lastCount atomic.Int64 // unix nanos of the last live subscription count
-	started   time.Time
+	httpLn       net.Listener
+	pprof        bool
+	sessionUp    atomic.Bool
+	lastCount    atomic.Int64  // unix nanos of the last live subscription count
+	countApplied atomic.Uint64 // the table's Applied() when that count arrived
+	started      time.Time
 
 	mu       sync.Mutex
 	brokerOK string // last broker session error, "" while connected

@@ -20,6 +20,7 @@ const (
 	// what a decommissioned agent leaves behind.
 	dataSessionExpiry = 24 * 60 * 60
 	subscriptionCount = "$SYS/broker/subscriptions/count"
+	clientsTotal      = "$SYS/broker/clients/total"
 	// probeFilter is a subscription no message ever matches: it only moves
 	// the broker's subscription count (see nudgeCount).
 	probeFilter    = "$SYS/moha/probe"
@@ -28,7 +29,7 @@ const (
 
 // logFilters are what the log session subscribes; with the data session's
 // "#" they are the agent's own subscriptions in the broker's count.
-var logFilters = []string{"$SYS/broker/log/N", "$SYS/broker/log/E", "$SYS/broker/log/M/#", subscriptionCount}
+var logFilters = []string{"$SYS/broker/log/N", "$SYS/broker/log/E", "$SYS/broker/log/M/#", subscriptionCount, clientsTotal}
 
 // brokerLoop keeps the two local sessions up, reconnecting with capped
 // backoff, until ctx ends or the broker turns out to be unusable.
@@ -105,6 +106,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	// Set before subscribing: every live count the table sees includes the
 	// log session's filters and the data session's persistent "#".
 	a.table.SetOwnSubscriptions(1 + len(logFilters))
+	a.table.SetOwnClients(2)
 	subs := make([]session.Subscription, len(logFilters))
 	for i, f := range logFilters {
 		subs[i] = session.Subscription{Filter: f, QoS: 1}
@@ -162,7 +164,7 @@ func errOrClosed(err error) error {
 }
 
 // nudgeCount makes the broker publish a fresh subscription count while the
-// table is degraded. Mosquitto publishes the count only when it differs from
+// table needs one (needsFreshCount). Mosquitto publishes the count only when it differs from
 // the last value it published, so after an agent restart (its log session's
 // subscriptions gone and back within one interval) no count may ever come.
 // Toggling one probe subscription moves the count by one each time, and of
@@ -179,8 +181,7 @@ func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
 			return
 		case <-tick.C:
 		}
-		degraded, _ := a.table.Degraded()
-		if !degraded || time.Since(time.Unix(0, a.lastCount.Load())) < every {
+		if !a.needsFreshCount() || time.Since(time.Unix(0, a.lastCount.Load())) < every {
 			continue
 		}
 		var err error
@@ -202,6 +203,16 @@ func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
 	}
 }
 
+// needsFreshCount: the table is degraded, or it holds uncertain sessions
+// (offline MQTT v5, expiry unknown) and log lines arrived since the last
+// count, which may have ended them.
+func (a *Agent) needsFreshCount() bool {
+	if degraded, _ := a.table.Degraded(); degraded {
+		return true
+	}
+	return a.table.Stats().Uncertain > 0 && a.table.Applied() != a.countApplied.Load()
+}
+
 // isOwnConnectLine reports whether d is the broker's connect line for the
 // data session: proof that the broker logs what the agent needs.
 func (a *Agent) isOwnConnectLine(d *session.Delivery) bool {
@@ -217,12 +228,23 @@ func (a *Agent) isOwnConnectLine(d *session.Delivery) bool {
 func (a *Agent) onLogLine(d *session.Delivery) {
 	defer d.Ack()
 	m := &d.Message
+	if m.Topic == clientsTotal {
+		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
+		if err != nil || m.Retain {
+			return // stale (retained) or unreadable: the next one will do
+		}
+		if forgot := a.table.ReconcileClients(n); forgot > 0 {
+			a.log.Info("forgot offline MQTT v5 sessions that expired unseen", "sessions", forgot, "clients_total", n)
+		}
+		return
+	}
 	if m.Topic == subscriptionCount {
 		a.log.Debug("broker subscription count", "payload", string(m.Payload), "retain", m.Retain)
 		if m.Retain {
 			return // the retained copy is a stale snapshot, not ordered with the log lines
 		}
 		a.lastCount.Store(time.Now().UnixNano())
+		a.countApplied.Store(a.table.Applied())
 		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
 		if err != nil {
 			a.metrics.logErrors.Inc()

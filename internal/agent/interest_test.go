@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -282,4 +283,48 @@ func TestAwkwardClients(t *testing.T) {
 	if st := c.Agent("node2").Status(); st.Degraded {
 		t.Fatalf("node2 degraded by awkward clients: %s", st.DegradedReason)
 	}
+}
+
+// TestExpiredV5SessionsLeaveInterest: 1000 MQTT v5 clients connect with a
+// persistent-looking session (clean start off) but session expiry 0,
+// subscribe and disconnect. The log never says their sessions ended; the
+// agent learns it from the broker's client total and the advertised
+// interest returns to empty within 30 s.
+func TestExpiredV5SessionsLeaveInterest(t *testing.T) {
+	c := startCluster(t, 2)
+	const clients = 1000
+	var wg sync.WaitGroup
+	for w := range 10 {
+		wg.Go(func() {
+			for i := w; i < clients; i += 10 {
+				id := "exp-" + strconv.Itoa(i)
+				cl := connect(t, addr(c, "node2"), id, persistent(0))
+				cl.subscribe("exp/"+strconv.Itoa(i), 0)
+				cl.disconnect()
+			}
+		})
+	}
+	wg.Wait()
+	start := time.Now()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := c.Agent("node2").Status()
+		if !st.Degraded && len(st.Advertised) == 0 && st.Interest.Clients == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			st.Advertised = st.Advertised[:min(5, len(st.Advertised))]
+			t.Fatalf("node2's interest not empty 30s after the last disconnect: %s", statusJSON(st))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("interest empty %v after the last disconnect", time.Since(start).Round(10*time.Millisecond))
+	waitFor(t, 5*time.Second, "node1 to see node2's empty interest", func() bool {
+		for _, p := range c.Agent("node1").Status().Peers {
+			if p.Name == "node2" {
+				return p.InterestFilters == 0
+			}
+		}
+		return false
+	})
 }

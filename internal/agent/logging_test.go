@@ -61,4 +61,3 @@ func TestRefusesBrokerWithoutLogTopic(t *testing.T) {
 		t.Fatalf("Run = %v, want ErrBrokerLogging", err)
 	}
 }
-

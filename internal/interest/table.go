@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Errors Apply returns, besides ErrMalformed, for subscribe and unsubscribe
@@ -47,10 +48,11 @@ func (s *session) uncertain() bool {
 // a writing method (Apply, MarkDegraded, SetOwnSubscriptions, Reconcile):
 // that would deadlock.
 type Table struct {
-	writeMu  sync.Mutex // serializes writers and onChange
-	mu       sync.RWMutex
-	self     map[string]struct{}
-	onChange func(added, removed []string)
+	writeMu      sync.Mutex    // serializes writers and onChange
+	appliedCount atomic.Uint64 // log lines seen, for Applied
+	mu           sync.RWMutex
+	self         map[string]struct{}
+	onChange     func(added, removed []string)
 
 	sessions map[string]*session
 	// refs counts, per advertised filter, the session filters that map to
@@ -59,6 +61,7 @@ type Table struct {
 	subscriptions int // sum over sessions of their filters
 	nonShared     int // the part of subscriptions the broker's counter sees
 	own           int // non-shared subscriptions of the agent's own sessions
+	ownClients    int // the agent's own sessions, all connected
 
 	degraded bool
 	reason   string
@@ -69,6 +72,8 @@ type Table struct {
 	parseErrors, unknownClients, ambiguous uint64
 	reconciled                             bool
 	brokerCount, expected                  int
+	clientsTotal                           int
+	forgotten                              uint64
 }
 
 // NewTable returns a table that starts degraded (StartupReason). self holds
@@ -97,6 +102,7 @@ func NewTable(self []string, onChange func(added, removed []string)) *Table {
 // session, degrades the table (interest unknown): a subscription the table
 // cannot place must not turn into no interest.
 func (t *Table) Apply(topic string, payload []byte) error {
+	t.appliedCount.Add(1)
 	ev, err := ParseLine(topic, payload)
 	if err == nil && ev.Kind == Ignored {
 		return nil
@@ -166,6 +172,7 @@ func (t *Table) SetOwnSubscriptions(n int) {
 // as it is (fewer does not prove that nothing is missing).
 func (t *Table) Reconcile(brokerCount int) {
 	_ = t.update(func() error {
+		t.forgotten += uint64(t.forgetExpired(brokerCount))
 		expected := t.own + t.nonShared
 		t.reconciled, t.brokerCount, t.expected = true, brokerCount, expected
 		switch {
@@ -181,6 +188,91 @@ func (t *Table) Reconcile(brokerCount int) {
 	})
 }
 
+// Applied returns how many log lines the table has been given. A counter
+// received after the last line was applied reflects every line so far.
+func (t *Table) Applied() uint64 { return t.appliedCount.Load() }
+
+// SetOwnClients records how many sessions the agent itself holds on the
+// broker (all connected while the agent runs).
+func (t *Table) SetOwnClients(n int) {
+	_ = t.update(func() error {
+		t.ownClients = n
+		return nil
+	})
+}
+
+// ReconcileClients uses the broker's $SYS/broker/clients/total (connected
+// clients plus offline persistent sessions, the agent's own included) to
+// forget uncertain sessions: offline MQTT v5 sessions whose expiry the log
+// does not show. When the offline sessions the broker still holds are
+// exactly the ones the table is sure of, every uncertain session has
+// expired: its filters are dropped, so interest does not grow without bound.
+// It returns how many sessions it forgot.
+func (t *Table) ReconcileClients(total int) (forgotten int) {
+	_ = t.update(func() error {
+		connected, certainOffline := 0, 0
+		var uncertain []string
+		for id, s := range t.sessions {
+			switch {
+			case s.connected:
+				connected++
+			case s.uncertain():
+				uncertain = append(uncertain, id)
+			default:
+				certainOffline++
+			}
+		}
+		t.clientsTotal = total
+		if len(uncertain) == 0 || total-t.ownClients-connected != certainOffline {
+			return nil
+		}
+		for _, id := range uncertain {
+			t.dropSession(id)
+		}
+		forgotten = len(uncertain)
+		t.forgotten += uint64(forgotten)
+		return nil
+	})
+	return forgotten
+}
+
+// forgetExpired drops the uncertain sessions (offline MQTT v5, expiry not
+// logged) when the broker's subscription count is exactly what the certain
+// sessions explain: the uncertain ones' subscriptions are then gone, so
+// their sessions ended. Sessions holding shared subscriptions (counted apart
+// by the broker) are kept: over-stating is safe. Called with t.mu held.
+func (t *Table) forgetExpired(brokerCount int) int {
+	certain, uncertainFilters := t.own, 0
+	var drop []string
+	for id, s := range t.sessions {
+		n := 0
+		shared := false
+		for f := range s.filters {
+			if _, ok := splitShared(f); ok {
+				shared = true
+			} else {
+				n++
+			}
+		}
+		switch {
+		case !s.uncertain():
+			certain += n
+		case shared:
+			certain += n // kept: the count cannot tell about it
+		default:
+			uncertainFilters += n
+			drop = append(drop, id)
+		}
+	}
+	if uncertainFilters == 0 || brokerCount != certain {
+		return 0
+	}
+	for _, id := range drop {
+		t.dropSession(id)
+	}
+	return len(drop)
+}
+
 // Stats is a snapshot of the table's size and health.
 type Stats struct {
 	Clients          int    // sessions known: connected plus offline persistent
@@ -194,10 +286,12 @@ type Stats struct {
 	AmbiguousClients uint64 // subscription lines that split several ways
 	Degraded         bool
 	DegradedReason   string
-	Reconciled       bool // Reconcile was called at least once
-	BrokerCount      int  // last $SYS/broker/subscriptions/count seen
-	Expected         int  // what the table explained at that Reconcile
-	OverStated       bool // BrokerCount < Expected at the last Reconcile
+	Reconciled       bool   // Reconcile was called at least once
+	BrokerCount      int    // last $SYS/broker/subscriptions/count seen
+	Expected         int    // what the table explained at that Reconcile
+	OverStated       bool   // BrokerCount < Expected at the last Reconcile
+	ClientsTotal     int    // last $SYS/broker/clients/total seen
+	Forgotten        uint64 // uncertain sessions dropped once the broker's counts proved them gone
 }
 
 // Stats returns a snapshot of the table's counters.
@@ -218,6 +312,8 @@ func (t *Table) Stats() Stats {
 		BrokerCount:      t.brokerCount,
 		Expected:         t.expected,
 		OverStated:       t.reconciled && t.brokerCount < t.expected,
+		ClientsTotal:     t.clientsTotal,
+		Forgotten:        t.forgotten,
 	}
 	for _, s := range t.sessions {
 		if s.connected {

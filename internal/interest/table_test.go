@@ -560,3 +560,61 @@ func BenchmarkApplySubscribe(b *testing.B) {
 		}
 	}
 }
+
+// TestReconcileClientsForgetsExpiredV5Sessions: offline MQTT v5 sessions
+// (c0) may have expired unseen; once the broker's client total shows no
+// offline session beyond those the table is sure of, they are forgotten.
+func TestReconcileClientsForgetsExpiredV5Sessions(t *testing.T) {
+	tab, rec := readyTable(t, "agent-data", "agent-log")
+	tab.SetOwnClients(2)
+	apply(t, tab, lineConnect("v5", 5, false))
+	apply(t, tab, lineSub("v5", "v5/#"))
+	apply(t, tab, lineConnect("v311", 4, false))
+	apply(t, tab, lineSub("v311", "old/#"))
+	apply(t, tab, lineConnect("live", 5, true))
+	apply(t, tab, lineSub("live", "live/#"))
+	apply(t, tab, lineDisconnect("v5"))
+	apply(t, tab, lineDisconnect("v311"))
+	wantAdvertised(t, tab, rec, "live/#", "old/#", "v5/#")
+
+	// Broker: 2 own + 1 connected + v311 offline + v5 offline = 5: v5 may still exist.
+	if n := tab.ReconcileClients(5); n != 0 {
+		t.Fatalf("forgot %d sessions while the broker still holds an unexplained one", n)
+	}
+	wantAdvertised(t, tab, rec, "live/#", "old/#", "v5/#")
+	// Broker: 4 = 2 own + live + v311: the v5 session expired.
+	if n := tab.ReconcileClients(4); n != 1 {
+		t.Fatalf("forgot %d sessions, want 1", n)
+	}
+	wantAdvertised(t, tab, rec, "live/#", "old/#")
+	if st := tab.Stats(); st.Uncertain != 0 || st.ClientsTotal != 4 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestReconcileForgetsExpiredV5Sessions: the subscription count alone also
+// proves uncertain sessions gone when it equals what the certain sessions
+// explain; a session with a shared subscription (counted apart) is kept.
+func TestReconcileForgetsExpiredV5Sessions(t *testing.T) {
+	tab, rec := readyTable(t)
+	tab.SetOwnSubscriptions(2)
+	for _, id := range []string{"a", "b", "s"} {
+		apply(t, tab, lineConnect(id, 5, false))
+	}
+	apply(t, tab, lineSub("a", "a/1"))
+	apply(t, tab, lineSub("a", "a/2"))
+	apply(t, tab, lineSub("b", "b/1"))
+	apply(t, tab, lineSub("s", "$share/g/s/1"))
+	apply(t, tab, lineConnect("live", 4, true))
+	apply(t, tab, lineSub("live", "live"))
+	for _, id := range []string{"a", "b", "s"} {
+		apply(t, tab, lineDisconnect(id))
+	}
+	tab.Reconcile(2 + 3 + 1) // everything still there
+	wantAdvertised(t, tab, rec, "a/1", "a/2", "b/1", "live", "s/1")
+	tab.Reconcile(2 + 1) // only the certain session's filter: a and b expired
+	wantAdvertised(t, tab, rec, "live", "s/1")
+	if st := tab.Stats(); st.Forgotten != 2 || st.Degraded {
+		t.Fatalf("stats %+v", st)
+	}
+}
