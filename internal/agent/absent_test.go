@@ -1,0 +1,69 @@
+package agent_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/moha-project/moha/internal/agent"
+	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/launch"
+)
+
+// TestAbsentPeer: while a peer's agent is away, messages for its known
+// interest are buffered up to the configured size and delivered in order
+// when it returns; overflow is counted and visible in /status; a peer away
+// longer than the grace period has its interest dropped.
+func TestAbsentPeer(t *testing.T) {
+	c := startCluster(t, 2, func(c *config.Cluster) {
+		c.BufferMessages = 50
+		c.InterestGrace = config.Duration(4 * time.Second)
+	})
+	sub := connect(t, addr(c, "node2"), "ab-sub", persistent(300))
+	sub.subscribe("ab/#", 1)
+	peerKnows(t, c, "node1", "node2", "ab/#", true)
+	pub := connect(t, addr(c, "node1"), "ab-pub")
+
+	c.StopAgent("node2")
+	waitFor(t, 5*time.Second, "node1 to see node2's link down", func() bool {
+		return !peerStatus(t, c, "node1", "node2").Up
+	})
+	for i := range 100 {
+		pub.pub("ab/x", 1, strconv.Itoa(i))
+	}
+	waitFor(t, 5*time.Second, "50 buffered and 50 dropped in node1's /status", func() bool {
+		p := peerStatus(t, c, "node1", "node2")
+		return p.Queued == 50 && p.Dropped == 50
+	})
+	if n := metricSum(t, c.Node("node1").HTTP, "moha_peer_dropped_messages_total"); n != 50 {
+		t.Fatalf("dropped metric %v, want 50", n)
+	}
+	restart(t, c, "node2")
+	got := sub.expectTopic("ab/x", 50, 10*time.Second)
+	for i, m := range got[:50] {
+		if string(m.Payload) != strconv.Itoa(i) {
+			t.Fatalf("buffered message %d is %q: not the first 50 in order", i, m.Payload)
+		}
+	}
+
+	c.StopAgent("node2")
+	start := time.Now()
+	waitFor(t, 10*time.Second, "node2's interest dropped after the grace period", func() bool {
+		p := peerStatus(t, c, "node1", "node2")
+		return p.Gone && p.InterestFilters == 0
+	})
+	if d := time.Since(start); d < 3*time.Second {
+		t.Fatalf("interest dropped after %v, before the 4 s grace period", d)
+	}
+}
+
+func peerStatus(t testing.TB, c *launch.Cluster, at, of string) agent.PeerStatus {
+	t.Helper()
+	for _, p := range c.Agent(at).Status().Peers {
+		if p.Name == of {
+			return p
+		}
+	}
+	t.Fatalf("%s has no peer %s", at, of)
+	return agent.PeerStatus{}
+}
