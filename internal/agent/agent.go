@@ -53,6 +53,8 @@ type Agent struct {
 	forwarder   *forward.Forwarder
 	mesh        *cluster.Mesh
 	republisher *republisher
+	takeovers   *takeovers
+	kickWG      sync.WaitGroup
 	brokerTLS   *tls.Config
 
 	httpLn       net.Listener
@@ -123,6 +125,7 @@ func (a *Agent) build() error {
 	}
 	a.router = forward.NewRouter(keys(peers))
 	a.republisher = newRepublisher(a.log, a.metrics)
+	a.takeovers = newTakeovers()
 	a.mesh, err = cluster.New(cluster.Config{
 		Node:           a.node.Name,
 		Listen:         a.node.Cluster,
@@ -140,6 +143,7 @@ func (a *Agent) build() error {
 		Deliver:   a.republisher.deliver,
 		Interest:  a.peerInterest,
 		LinkState: a.linkState,
+		Client:    a.peerClient,
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -182,6 +186,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer a.kickWG.Wait()
 
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	wg.Go(func() {
@@ -251,3 +256,7 @@ func keys(m map[string]string) []string {
 
 // Metrics returns the forwarding counters (tests assert them).
 func (a *Agent) Metrics() *forward.Metrics { return a.forwarder.Metrics() }
+
+// Clients returns the local client sessions the agent knows, with their
+// filters.
+func (a *Agent) Clients() map[string][]string { return a.table.Clients() }

@@ -254,10 +254,19 @@ func (a *Agent) onLogLine(d *session.Delivery) {
 		a.table.Reconcile(n)
 		return
 	}
+	if ev, err := interest.ParseLine(m.Topic, m.Payload); err == nil && !a.isOwnClient(ev.ClientID) {
+		if note, ok := a.takeovers.onEvent(ev, time.Now()); ok {
+			a.mesh.AnnounceClient(note)
+		}
+	}
 	if err := a.table.Apply(m.Topic, m.Payload); err != nil {
 		a.metrics.logErrors.Inc()
 		a.log.Warn("broker log line not understood", "topic", m.Topic, "line", truncate(string(m.Payload)), "err", err)
 	}
+}
+
+func (a *Agent) isOwnClient(id string) bool {
+	return id == a.dataClientID() || id == a.logClientID()
 }
 
 func truncate(s string) string {

@@ -15,6 +15,7 @@ type metrics struct {
 	inboundPublished   *prometheus.CounterVec
 	inboundRejected    *prometheus.CounterVec
 	invalidPeerFilters *prometheus.CounterVec
+	takeovers          prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,6 +41,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Invalid topic filters a peer advertised (ignored).",
 		}, []string{"peer"}),
 	}
+	m.takeovers = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "moha_takeovers_total",
+		Help: "Local client connections closed because the same client id connected on another node.",
+	})
+	reg.MustRegister(m.takeovers)
 	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.invalidPeerFilters)
 	return m
 }

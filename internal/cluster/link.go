@@ -35,6 +35,9 @@ type link struct {
 	sendSnapshot    atomic.Bool // the peer asked for a snapshot
 	requestSnapshot atomic.Bool // the reader saw a delta gap: ask the peer for a snapshot
 
+	notesMu sync.Mutex
+	notes   []ClientNote // CLIENT announcements waiting for the writer
+
 	// reader-owned interest receive state
 	recvVersion  uint64
 	haveSnapshot bool
@@ -109,9 +112,30 @@ func (l *link) handle(f *frame) error {
 		return l.deliver(f)
 	case frameAck:
 		return l.peer.ack(l, f.upTo)
+	case frameClient:
+		if h := l.mesh.handlers.Client; h != nil {
+			h(l.peer.name, f.client)
+		}
 	case frameHeartbeat:
 	}
 	return nil
+}
+
+// announce queues a CLIENT frame for the writer.
+func (l *link) announce(n ClientNote) {
+	l.notesMu.Lock()
+	l.notes = append(l.notes, n)
+	l.notesMu.Unlock()
+	l.wakeWriter()
+}
+
+// takeNotes returns the queued announcements.
+func (l *link) takeNotes() []ClientNote {
+	l.notesMu.Lock()
+	defer l.notesMu.Unlock()
+	n := l.notes
+	l.notes = nil
+	return n
 }
 
 // handleDelta applies a delta in sequence; on a gap it asks for a snapshot
@@ -225,6 +249,12 @@ func (w *writer) writeReady() (wrote bool, err error) {
 	}
 	if l.requestSnapshot.Swap(false) {
 		w.writeFrame(frameSnapshotRequest, nil)
+		wrote = true
+	}
+	for _, n := range l.takeNotes() {
+		f := frame{typ: frameClient, client: n}
+		w.scratch = encodeFrameBody(w.scratch[:0], &f)
+		w.writeFrame(frameClient, w.scratch)
 		wrote = true
 	}
 	for {

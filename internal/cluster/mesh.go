@@ -34,6 +34,10 @@ type Handlers struct {
 	Interest func(peer string, replace bool, added, removed []string)
 	// LinkState is called when a peer's link goes up or down. Optional.
 	LinkState func(peer string, up bool)
+	// Client reports a peer's CLIENT announcement (a client connected
+	// there). Called from that link's reader goroutine; must not block.
+	// Optional.
+	Client func(peer string, n ClientNote)
 }
 
 // Sentinel errors.
@@ -243,6 +247,19 @@ func (m *Mesh) Advertise(added, removed []string) {
 		p.mu.Unlock()
 		if l != nil {
 			l.wakeWriter()
+		}
+	}
+}
+
+// AnnounceClient tells every connected peer that a client connected here.
+// Peers whose link is down do not get it (it would be stale on return).
+func (m *Mesh) AnnounceClient(n ClientNote) {
+	for _, p := range m.peers {
+		p.mu.Lock()
+		l := p.link
+		p.mu.Unlock()
+		if l != nil {
+			l.announce(n)
 		}
 	}
 }

@@ -35,6 +35,7 @@ package cluster
 //	PUBLISH_BATCH    {firstSeq uvarint, n uvarint, n × msg}
 //	ACK              {upTo uvarint}
 //	HEARTBEAT        {}
+//	CLIENT           {client id string, flags byte (bit 0 clean start), at uvarint (unix nanos)}
 //
 // Interest: a link starts with a SNAPSHOT of the sender's filters; every
 // later change is a DELTA whose version is the previous one + 1. A receiver
@@ -56,6 +57,11 @@ package cluster
 // idle. On reconnect the sender resends every unacknowledged message (with
 // new sequence numbers) before anything else: at-least-once across link
 // loss, a duplicate is possible, a loss is not.
+//
+// CLIENT announces that a client connected to the sender's broker at time
+// at: a receiver holding a connection with the same id closes it (a client
+// id is connected on one node at most). Announcements are not buffered for
+// a peer whose link is down: by the time it returns they are stale.
 //
 // HEARTBEAT is written when the writer was idle for the heartbeat interval;
 // a link silent for three intervals is dead.
@@ -81,6 +87,7 @@ const (
 	framePublishBatch    byte = 6
 	frameAck             byte = 7
 	frameHeartbeat       byte = 8
+	frameClient          byte = 9
 )
 
 const (
@@ -125,6 +132,14 @@ type frame struct {
 	firstSeq uint64            // PUBLISH_BATCH
 	msgs     []message.Message // PUBLISH_BATCH
 	upTo     uint64            // ACK
+	client   ClientNote        // CLIENT
+}
+
+// ClientNote is one CLIENT announcement.
+type ClientNote struct {
+	ID    string
+	Clean bool
+	At    int64 // unix nanoseconds, the sender's clock
 }
 
 // readFrame reads one frame's type and body. The body is freshly allocated:
@@ -207,6 +222,14 @@ func decodeFrame(typ byte, body []byte) (frame, error) {
 		f.msgs = d.messages()
 	case frameAck:
 		f.upTo = d.uvarint()
+	case frameClient:
+		f.client.ID = d.string()
+		flags := d.byte()
+		if flags&^1 != 0 {
+			d.fail("unknown client flags")
+		}
+		f.client.Clean = flags&1 != 0
+		f.client.At = int64(d.uvarint())
 	case frameSnapshotRequest, frameHeartbeat:
 	default:
 		return frame{}, fmt.Errorf("%w: unknown frame type %d", ErrProtocol, typ)
@@ -238,6 +261,14 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 		}
 	case frameAck:
 		dst = binary.AppendUvarint(dst, f.upTo)
+	case frameClient:
+		dst = appendString(dst, f.client.ID)
+		var flags byte
+		if f.client.Clean {
+			flags = 1
+		}
+		dst = append(dst, flags)
+		dst = binary.AppendUvarint(dst, uint64(f.client.At))
 	}
 	return dst
 }

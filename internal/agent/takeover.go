@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/session"
+)
+
+// takeovers keeps a client id connected on one node at most, as a single
+// broker would: each agent announces the clients that connect to its broker
+// (with the time), and an agent holding an older connection with the same id
+// closes it by taking the id over itself (Mosquitto 2.0.11 has no other way
+// to close a client's connection) and disconnecting at once.
+type takeovers struct {
+	mu      sync.Mutex
+	local   map[string]int64 // client id -> when its current local connection started (unix nanos)
+	kicking map[string]int   // ids this agent is taking over: their next connect line is its own
+}
+
+func newTakeovers() *takeovers {
+	return &takeovers{local: map[string]int64{}, kicking: map[string]int{}}
+}
+
+// onEvent follows local connects and disconnects. It reports the
+// announcement to make, if any: a real client connected here.
+func (t *takeovers) onEvent(ev interest.Event, now time.Time) (cluster.ClientNote, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch ev.Kind {
+	case interest.Connected:
+		if t.kicking[ev.ClientID] > 0 {
+			t.kicking[ev.ClientID]-- // the agent's own takeover connection
+			if t.kicking[ev.ClientID] == 0 {
+				delete(t.kicking, ev.ClientID)
+			}
+			return cluster.ClientNote{}, false
+		}
+		t.local[ev.ClientID] = now.UnixNano()
+		return cluster.ClientNote{ID: ev.ClientID, Clean: ev.Clean, At: now.UnixNano()}, true
+	case interest.Disconnected, interest.Expired:
+		delete(t.local, ev.ClientID)
+	}
+	return cluster.ClientNote{}, false
+}
+
+// shouldKick decides on a peer's announcement: the local connection goes if
+// it is older (on a tie, the node whose name sorts higher yields).
+func (t *takeovers) shouldKick(n cluster.ClientNote, self, peer string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at, ok := t.local[n.ID]
+	if !ok || at > n.At || (at == n.At && self < peer) {
+		return false
+	}
+	delete(t.local, n.ID)
+	t.kicking[n.ID]++
+	return true
+}
+
+// kickFailed undoes shouldKick's bookkeeping when no connection was made.
+func (t *takeovers) kickFailed(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.kicking[id] > 0 {
+		t.kicking[id]--
+		if t.kicking[id] == 0 {
+			delete(t.kicking, id)
+		}
+	}
+}
+
+// peerClient is the mesh's callback for a CLIENT announcement. It must not
+// block: the takeover runs on its own goroutine, owned by the agent's
+// WaitGroup through kickWG.
+func (a *Agent) peerClient(peer string, n cluster.ClientNote) {
+	if !a.takeovers.shouldKick(n, a.node.Name, peer) {
+		return
+	}
+	a.metrics.takeovers.Inc()
+	a.kickWG.Go(func() { a.kick(peer, n) })
+}
+
+// kick closes the local connection of n.ID by connecting with the same id.
+// The takeover connection mirrors the newer connection's clean start, so
+// the old connection's will and session fare as on a single broker; with
+// session expiry 0 the session here ends when it disconnects: the client
+// now lives on the other node.
+func (a *Agent) kick(peer string, n cluster.ClientNote) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cfg := a.sessionConfig(n.ID)
+	cfg.CleanStart = n.Clean
+	cfg.SessionExpiry = 0
+	s, err := session.Dial(ctx, cfg, nil)
+	if err != nil {
+		a.takeovers.kickFailed(n.ID)
+		a.log.Warn("could not close a client connected on another node too", "client", n.ID, "peer", peer, "err", err)
+		return
+	}
+	_ = s.Close()
+	a.log.Info("closed a client's older connection: it connected again on another node", "client", n.ID, "peer", peer)
+}
