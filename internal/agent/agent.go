@@ -25,6 +25,7 @@ import (
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/forward"
 	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/message"
 )
 
 // Options configure one agent. Cluster and Node are required.
@@ -54,6 +55,7 @@ type Agent struct {
 	mesh        *cluster.Mesh
 	republisher *republisher
 	takeovers   *takeovers
+	retained    *retainedClock
 	kickWG      sync.WaitGroup
 	brokerTLS   *tls.Config
 
@@ -126,6 +128,7 @@ func (a *Agent) build() error {
 	a.router = forward.NewRouter(keys(peers))
 	a.republisher = newRepublisher(a.log, a.metrics)
 	a.takeovers = newTakeovers()
+	a.retained = newRetainedClock()
 	a.mesh, err = cluster.New(cluster.Config{
 		Node:           a.node.Name,
 		Listen:         a.node.Cluster,
@@ -140,7 +143,7 @@ func (a *Agent) build() error {
 		Logger:         a.log,
 		Registerer:     a.registry,
 	}, cluster.Handlers{
-		Deliver:   a.republisher.deliver,
+		Deliver:   a.deliverFromPeer,
 		Interest:  a.peerInterest,
 		LinkState: a.linkState,
 		Client:    a.peerClient,
@@ -161,6 +164,25 @@ func (a *Agent) logClientID() string  { return "moha-" + a.node.Name + "-log" }
 // localInterest is the table's change callback: peers learn each change.
 func (a *Agent) localInterest(added, removed []string) {
 	a.mesh.Advertise(added, removed)
+}
+
+// deliverFromPeer is the mesh's Deliver callback. A retained write older
+// than the one the local broker holds is delivered to live subscribers but
+// not stored: racing retained writes converge (last writer wins).
+func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
+	if m.Retain && m.Written != 0 {
+		if !a.retained.applyRemote(m.Topic, m.Written, time.Now()) {
+			m.Retain = false
+			a.metrics.staleRetained.Inc()
+		} else {
+			topic, stamp, peerAck := m.Topic, m.Written, ack
+			ack = func() {
+				a.retained.settled(topic, stamp)
+				peerAck()
+			}
+		}
+	}
+	a.republisher.deliver(peer, m, ack)
 }
 
 // peerInterest is the mesh's callback for a peer's interest.

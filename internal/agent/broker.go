@@ -118,7 +118,12 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	dataCfg := a.sessionConfig(a.dataClientID())
 	dataCfg.SessionExpiry = dataSessionExpiry
 	dataCfg.ReceiveMaximum = 65535
-	dataSess, err := session.Dial(ctx, dataCfg, func(d *session.Delivery) { a.forwarder.Enqueue(delivery{d}) })
+	dataSess, err := session.Dial(ctx, dataCfg, func(d *session.Delivery) {
+		if d.Message.Retain {
+			d.Message.Written = a.retained.stampLocal(d.Message.Topic, time.Now())
+		}
+		a.forwarder.Enqueue(delivery{d})
+	})
 	if err != nil {
 		return false, fmt.Errorf("data session: %w", err)
 	}

@@ -16,6 +16,7 @@ type metrics struct {
 	inboundRejected    *prometheus.CounterVec
 	invalidPeerFilters *prometheus.CounterVec
 	takeovers          prometheus.Counter
+	staleRetained      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -45,7 +46,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "moha_takeovers_total",
 		Help: "Local client connections closed because the same client id connected on another node.",
 	})
-	reg.MustRegister(m.takeovers)
+	m.staleRetained = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "moha_stale_retained_total",
+		Help: "Retained writes from peers older than the value held here: delivered live, not stored (last writer wins).",
+	})
+	reg.MustRegister(m.takeovers, m.staleRetained)
 	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.invalidPeerFilters)
 	return m
 }

@@ -43,7 +43,8 @@ package cluster
 // answers with a SNAPSHOT.
 //
 // msg = flags byte (bits 0-1 QoS, bit 2 retain, bit 3 has properties) |
-// topic string | payload (uvarint length + bytes) | properties when flagged:
+// topic string | payload (uvarint length + bytes) | when bit 4 is set, the
+// retained write's timestamp (uvarint unix nanos) | properties when flagged:
 // a presence byte (bit 0 payload format, 1 message expiry, 2 content type,
 // 3 response topic, 4 correlation data, 5 user properties) followed by the
 // present fields in that order: payload format byte, expiry uvarint, content
@@ -105,7 +106,8 @@ const (
 	flagQoSMask  = 0x03
 	flagRetain   = 0x04
 	flagHasProps = 0x08
-	flagKnown    = flagQoSMask | flagRetain | flagHasProps
+	flagWritten  = 0x10 // a retained write's timestamp follows the payload
+	flagKnown    = flagQoSMask | flagRetain | flagHasProps | flagWritten
 
 	propPayloadFormat = 1 << 0
 	propExpiry        = 1 << 1
@@ -301,9 +303,15 @@ func appendMessage(dst []byte, m *message.Message) []byte {
 	if presence != 0 {
 		flags |= flagHasProps
 	}
+	if m.Written != 0 {
+		flags |= flagWritten
+	}
 	dst = append(dst, flags)
 	dst = appendString(dst, m.Topic)
 	dst = appendBytes(dst, m.Payload)
+	if m.Written != 0 {
+		dst = binary.AppendUvarint(dst, uint64(m.Written))
+	}
 	if presence == 0 {
 		return dst
 	}
@@ -364,7 +372,7 @@ func appendProperties(dst []byte, presence byte, p *message.Properties) []byte {
 // size batches without encoding twice.
 func encodedSize(m *message.Message) int {
 	const varint = binary.MaxVarintLen64
-	return 2 + m.Size() + varint*(6+2*len(m.Props.User))
+	return 2 + m.Size() + varint*(7+2*len(m.Props.User))
 }
 
 // decoder reads fields from a frame body; the first error sticks and every
@@ -483,6 +491,9 @@ func (d *decoder) message(m *message.Message) {
 	m.Retain = flags&flagRetain != 0
 	m.Topic = d.string()
 	m.Payload = d.bytes()
+	if flags&flagWritten != 0 {
+		m.Written = int64(d.uvarint())
+	}
 	if flags&flagHasProps != 0 {
 		d.properties(&m.Props)
 	}

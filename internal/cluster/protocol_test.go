@@ -23,6 +23,7 @@ func fullMessage(i int) message.Message {
 		Payload: []byte(fmt.Sprintf("payload-%d", i)),
 		QoS:     byte(i % 3),
 		Retain:  i%5 == 0,
+		Written: int64(i%5) * 1_700_000_000_000_000_000 / 4,
 		Props: message.Properties{
 			PayloadFormat:   ptr(byte(i % 2)),
 			MessageExpiry:   ptr(uint32(i * 7)),

@@ -11,6 +11,10 @@ type Message struct {
 	QoS     byte // 0, 1 or 2: the QoS the origin broker delivered it at
 	Retain  bool // retain flag as published (the data session uses Retain As Published)
 	Props   Properties
+	// Written is when the origin agent saw a retained message published
+	// (unix nanoseconds; 0 when not stamped). Concurrent retained writes to
+	// one topic on different nodes converge on the latest (last writer wins).
+	Written int64
 }
 
 // Properties are the MQTT v5 PUBLISH properties that must survive a hop
