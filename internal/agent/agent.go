@@ -163,6 +163,7 @@ func (a *Agent) logClientID() string  { return "moha-" + a.node.Name + "-log" }
 
 // localInterest is the table's change callback: peers learn each change.
 func (a *Agent) localInterest(added, removed []string) {
+	a.router.ApplyLocal(added, removed)
 	a.mesh.Advertise(added, removed)
 }
 
@@ -194,6 +195,7 @@ func (a *Agent) peerInterest(peer string, replace bool, added, removed []string)
 }
 
 func (a *Agent) linkState(peer string, up bool) {
+	a.router.SetLink(peer, up)
 	if up {
 		a.log.Info("peer link up", "peer", peer)
 	} else {

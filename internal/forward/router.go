@@ -18,17 +18,31 @@ type Router struct {
 	mu    sync.RWMutex
 	order []string               // peer names, sorted: targets come out in a stable order
 	tries map[string]*topic.Trie // peer -> its advertised filters (a set: counts are always 1)
+
+	// Shared subscriptions ($share/<group>/<filter>) are routed apart: a
+	// group gets each message once across the cluster.
+	shared      map[string]map[string]*topic.Trie // peer -> group -> filters
+	localShared map[string]*topic.Trie            // group -> this node's filters
+	sharedCount int                               // shared filters known anywhere: 0 skips the work
+	down        map[string]bool                   // peers whose link is down
+	turn        uint64                            // round-robin among a group's member nodes
 }
 
 // NewRouter returns a router for the given peers. Until a peer's first
 // snapshot arrives its interest is unknown, so it starts as "#": the agent
 // over-states rather than lose a message [DESIGN.md §2].
 func NewRouter(peers []string) *Router {
-	r := &Router{tries: make(map[string]*topic.Trie, len(peers))}
+	r := &Router{
+		tries:       make(map[string]*topic.Trie, len(peers)),
+		shared:      make(map[string]map[string]*topic.Trie, len(peers)),
+		localShared: map[string]*topic.Trie{},
+		down:        map[string]bool{},
+	}
 	for _, p := range peers {
 		t := topic.NewTrie()
 		_, _ = t.Add("#")
 		r.tries[p] = t
+		r.shared[p] = map[string]*topic.Trie{}
 		r.order = append(r.order, p)
 	}
 	slices.Sort(r.order)
@@ -48,11 +62,25 @@ func (r *Router) Apply(peer string, replace bool, added, removed []string) (inva
 	if replace {
 		t = topic.NewTrie()
 		r.tries[peer] = t
+		for _, g := range r.shared[peer] {
+			r.sharedCount -= g.Len()
+		}
+		r.shared[peer] = map[string]*topic.Trie{}
 	}
 	for _, f := range removed {
+		if group, filter, ok, _ := topic.SplitShared(f); ok {
+			r.removeShared(r.shared[peer], group, filter, true)
+			continue
+		}
 		t.Remove(f)
 	}
 	for _, f := range added {
+		if group, filter, ok, err := topic.SplitShared(f); ok || err != nil {
+			if err != nil || !r.addShared(r.shared[peer], group, filter, true) {
+				invalid = append(invalid, f)
+			}
+			continue
+		}
 		if t.Count(f) > 0 {
 			continue // a set, not a multiset: the peer already de-duplicated
 		}
@@ -65,37 +93,158 @@ func (r *Router) Apply(peer string, replace bool, added, removed []string) (inva
 
 // Targets appends to dst the peers that must receive a message on topic:
 // every peer for a retained message (retained state must exist on every
-// node), otherwise the peers whose interest matches.
+// node), otherwise the peers whose interest matches — plus, for each shared
+// subscription group with members elsewhere and none here, one member node
+// (see sharedTargets).
 func (r *Router) Targets(topicName string, retain bool, dst []string) []string {
 	r.mu.RLock()
-	defer r.mu.RUnlock()
 	for _, p := range r.order {
 		if retain || r.tries[p].Matches(topicName) {
 			dst = append(dst, p)
 		}
 	}
+	if r.sharedCount == 0 {
+		r.mu.RUnlock()
+		return dst
+	}
+	r.mu.RUnlock()
+	r.mu.Lock() // sharedTargets advances the round-robin turn
+	defer r.mu.Unlock()
+	return r.sharedTargets(topicName, dst)
+}
+
+// sharedTargets gives each shared subscription group one delivery across
+// the cluster. A group with a member on this node is served by the local
+// broker. Otherwise, if a node already receiving the message has a member,
+// its broker serves the group; else one member node is added, taking turns
+// among the nodes whose link is up (a node that died stops getting turns).
+// Stock Mosquitto delivers to a local group member whenever its broker gets
+// a message, so a node receiving it for a plain subscriber also serves the
+// group there: that extra copy is the documented deviation.
+func (r *Router) sharedTargets(topicName string, dst []string) []string {
+	groups := map[string][]string{} // group -> member nodes whose filters match
+	for _, p := range r.order {
+		for g, t := range r.shared[p] {
+			if t.Matches(topicName) {
+				groups[g] = append(groups[g], p)
+			}
+		}
+	}
+	names := make([]string, 0, len(groups))
+	for g := range groups {
+		names = append(names, g)
+	}
+	slices.Sort(names)
+	chose := false
+	for _, g := range names {
+		if t := r.localShared[g]; t != nil && t.Matches(topicName) {
+			continue
+		}
+		members := groups[g]
+		if slices.ContainsFunc(members, func(p string) bool { return slices.Contains(dst, p) }) {
+			continue
+		}
+		live := slices.DeleteFunc(slices.Clone(members), func(p string) bool { return r.down[p] })
+		if len(live) == 0 {
+			live = members // none reachable: buffer for one of them
+		}
+		dst = append(dst, live[r.turn%uint64(len(live))])
+		chose = true
+	}
+	if chose {
+		r.turn++
+		slices.Sort(dst) // same order as r.order (sorted names)
+	}
 	return dst
+}
+
+// ApplyLocal records a change of this node's own advertised interest; only
+// its shared subscriptions matter for routing.
+func (r *Router) ApplyLocal(added, removed []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range removed {
+		if group, filter, ok, _ := topic.SplitShared(f); ok {
+			r.removeShared(r.localShared, group, filter, false)
+		}
+	}
+	for _, f := range added {
+		if group, filter, ok, err := topic.SplitShared(f); ok && err == nil {
+			r.addShared(r.localShared, group, filter, false)
+		}
+	}
+}
+
+// SetLink records whether peer's link is up.
+func (r *Router) SetLink(peer string, up bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down[peer] = !up
+}
+
+// addShared adds filter to group in groups; peer groups (counted) count
+// toward sharedCount, the local node's do not.
+func (r *Router) addShared(groups map[string]*topic.Trie, group, filter string, counted bool) bool {
+	t := groups[group]
+	if t == nil {
+		t = topic.NewTrie()
+		groups[group] = t
+	}
+	if t.Count(filter) > 0 {
+		return true
+	}
+	if _, err := t.Add(filter); err != nil {
+		return false
+	}
+	if counted {
+		r.sharedCount++
+	}
+	return true
+}
+
+func (r *Router) removeShared(groups map[string]*topic.Trie, group, filter string, counted bool) {
+	t := groups[group]
+	if t == nil || !t.Remove(filter) {
+		return
+	}
+	if t.Len() == 0 {
+		delete(groups, group)
+	}
+	if counted {
+		r.sharedCount--
+	}
 }
 
 // Peers returns the peer names in stable order.
 func (r *Router) Peers() []string { return append([]string(nil), r.order...) }
 
-// Filters returns how many distinct filters peer advertises.
+// Filters returns how many distinct filters peer advertises (shared
+// subscriptions included).
 func (r *Router) Filters(peer string) int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	n := 0
 	if t, ok := r.tries[peer]; ok {
-		return t.Len()
+		n = t.Len()
 	}
-	return 0
+	for _, g := range r.shared[peer] {
+		n += g.Len()
+	}
+	return n
 }
 
 // FilterList returns peer's advertised filters (for /status).
 func (r *Router) FilterList(peer string) []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	var out []string
 	if t, ok := r.tries[peer]; ok {
-		return t.Filters()
+		out = t.Filters()
 	}
-	return nil
+	for g, t := range r.shared[peer] {
+		for _, f := range t.Filters() {
+			out = append(out, "$share/"+g+"/"+f)
+		}
+	}
+	return out
 }

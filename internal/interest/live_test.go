@@ -77,7 +77,7 @@ func TestRealBroker(t *testing.T) {
 	}
 	dialMQTT(t, addr, "done", true).disconnect(t)
 
-	want := []string{"a b", "q", "t1", "t2", "topic with space/+", "u2"}
+	want := []string{"$share/g/a b", "q", "t1", "t2", "topic with space/+", "u2"}
 	const wantCount = liveOwnSubs + 5
 	var tab *Table
 	ok := pollFor(10*time.Second, func() bool {

@@ -146,11 +146,12 @@ func (t *Table) addFilter(s *session, filter string) {
 	}
 	s.filters[filter] = struct{}{}
 	t.subscriptions++
-	advertised, shared := splitShared(filter)
-	if !shared {
+	if _, shared := splitShared(filter); !shared {
 		t.nonShared++
 	}
-	t.ref(advertised, +1)
+	// A shared subscription is advertised whole ("$share/g/f"): peers route
+	// to one member node per group, not to every node with a member.
+	t.ref(filter, +1)
 }
 
 func (t *Table) removeFilter(s *session, filter string) {
@@ -159,11 +160,10 @@ func (t *Table) removeFilter(s *session, filter string) {
 	}
 	delete(s.filters, filter)
 	t.subscriptions--
-	advertised, shared := splitShared(filter)
-	if !shared {
+	if _, shared := splitShared(filter); !shared {
 		t.nonShared--
 	}
-	t.ref(advertised, -1)
+	t.ref(filter, -1)
 }
 
 // ref moves the reference count of an advertised filter and notes when the

@@ -206,18 +206,23 @@ func TestTableMultiset(t *testing.T) {
 	tab, rec := readyTable(t)
 	apply(t, tab, lineConnect("c1", 5, true))
 	apply(t, tab, lineConnect("c2", 4, true))
+	apply(t, tab, lineConnect("c3", 4, true))
 	apply(t, tab, lineSub("c1", "x"))
 	apply(t, tab, lineSub("c2", "x"))
 	apply(t, tab, lineSub("c2", "$share/g/x"))
+	apply(t, tab, lineSub("c3", "$share/g/x"))
 	apply(t, tab, lineSub("c2", "$share/g/y"))
-	wantCalls(t, rec, added("x"), added("y"))
-	wantAdvertised(t, tab, rec, "x", "y")
+	wantCalls(t, rec, added("x"), added("$share/g/x"), added("$share/g/y"))
+	wantAdvertised(t, tab, rec, "$share/g/x", "$share/g/y", "x")
 	apply(t, tab, lineUnsub("c1", "x"))
+	wantCalls(t, rec) // c2 still holds x
 	apply(t, tab, lineUnsub("c2", "x"))
-	wantCalls(t, rec) // c2's $share/g/x still holds x
-	apply(t, tab, lineUnsub("c2", "$share/g/x"))
 	wantCalls(t, rec, removed("x"))
-	wantAdvertised(t, tab, rec, "y")
+	apply(t, tab, lineUnsub("c2", "$share/g/x"))
+	wantCalls(t, rec) // c3 still a member of g for x
+	apply(t, tab, lineUnsub("c3", "$share/g/x"))
+	wantCalls(t, rec, removed("$share/g/x"))
+	wantAdvertised(t, tab, rec, "$share/g/y")
 	if got := tab.Clients()["c2"]; !slices.Equal(got, []string{"$share/g/y"}) {
 		t.Fatalf("Clients()[c2] = %q", got)
 	}
@@ -443,13 +448,13 @@ func TestTableReconcile(t *testing.T) {
 	if !st.Degraded || st.BrokerCount != expected+1 || st.Expected != expected || st.OverStated {
 		t.Fatalf("Stats() after > = %+v", st)
 	}
-	wantCalls(t, rec, change{added: []string{"#"}, removed: []string{"a", "b"}})
+	wantCalls(t, rec, change{added: []string{"#"}, removed: []string{"$share/g/b", "a"}})
 
 	tab.Reconcile(expected) // complete
 	if st := tab.Stats(); st.Degraded || st.OverStated {
 		t.Fatalf("Stats() after == = %+v", st)
 	}
-	wantCalls(t, rec, change{added: []string{"a", "b"}, removed: []string{"#"}})
+	wantCalls(t, rec, change{added: []string{"$share/g/b", "a"}, removed: []string{"#"}})
 
 	tab.Reconcile(expected - 1) // over-stated: safe, noted
 	if st := tab.Stats(); st.Degraded || !st.OverStated || st.BrokerCount != expected-1 {
@@ -461,15 +466,15 @@ func TestTableReconcile(t *testing.T) {
 	if d, reason := tab.Degraded(); !d || reason != "log session lost" {
 		t.Fatalf("Degraded() = %v, %q", d, reason)
 	}
-	wantCalls(t, rec, change{added: []string{"#"}, removed: []string{"a", "b"}})
+	wantCalls(t, rec, change{added: []string{"#"}, removed: []string{"$share/g/b", "a"}})
 	tab.Reconcile(expected - 1) // an over-statement proves nothing: still degraded
 	wantCalls(t, rec)
 	if d, _ := tab.Degraded(); !d {
 		t.Fatal("an over-stating count ended a degraded state")
 	}
 	tab.Reconcile(expected) // the counts match again
-	wantCalls(t, rec, change{added: []string{"a", "b"}, removed: []string{"#"}})
-	wantAdvertised(t, tab, rec, "a", "b")
+	wantCalls(t, rec, change{added: []string{"$share/g/b", "a"}, removed: []string{"#"}})
+	wantAdvertised(t, tab, rec, "$share/g/b", "a")
 }
 
 func TestTableBridge(t *testing.T) {
@@ -611,9 +616,9 @@ func TestReconcileForgetsExpiredV5Sessions(t *testing.T) {
 		apply(t, tab, lineDisconnect(id))
 	}
 	tab.Reconcile(2 + 3 + 1) // everything still there
-	wantAdvertised(t, tab, rec, "a/1", "a/2", "b/1", "live", "s/1")
+	wantAdvertised(t, tab, rec, "$share/g/s/1", "a/1", "a/2", "b/1", "live")
 	tab.Reconcile(2 + 1) // only the certain session's filter: a and b expired
-	wantAdvertised(t, tab, rec, "live", "s/1")
+	wantAdvertised(t, tab, rec, "$share/g/s/1", "live")
 	if st := tab.Stats(); st.Forgotten != 2 || st.Degraded {
 		t.Fatalf("stats %+v", st)
 	}
