@@ -48,7 +48,7 @@ func (a *Agent) brokerLoop(ctx context.Context) error {
 		a.metrics.brokerReconnects.Inc()
 		// Log lines were missed while the session was down: until the
 		// broker's subscription count proves the table right, over-state.
-		a.table.MarkDegraded("lost the broker session: " + err.Error())
+		a.table.SessionLost("lost the broker session: " + err.Error())
 		if connected {
 			backoff = 100 * time.Millisecond
 		}

@@ -47,7 +47,7 @@ func (t *Table) connected(ev Event) {
 	if ev.Clean {
 		t.clearFilters(s)
 	}
-	s.protocol, s.clean, s.connected = ev.Protocol, ev.Clean, true
+	s.protocol, s.clean, s.connected, s.suspect = ev.Protocol, ev.Clean, true, false
 }
 
 // disconnected: a clean session ends with its connection; a persistent one

@@ -29,12 +29,16 @@ type session struct {
 	protocol  int                 // MQTT protocol level of the last connect
 	clean     bool                // clean start: the session ends with the connection
 	connected bool
+	// suspect: a clean session that was connected when the agent lost its
+	// broker session. If the broker restarted, it is gone (clean sessions
+	// do not survive a restart, and their end is never logged).
+	suspect bool
 }
 
 // uncertain reports an offline MQTT v5 session kept because of c0: its
 // session expiry interval is not logged, so it may already be gone.
 func (s *session) uncertain() bool {
-	return !s.connected && !s.clean && s.protocol == 5
+	return s.suspect || (!s.connected && !s.clean && s.protocol == 5)
 }
 
 // Table is the node's interest table, built from the broker's log lines.
@@ -153,6 +157,22 @@ func (t *Table) MarkDegraded(reason string) {
 	})
 }
 
+// SessionLost records that the agent lost its broker session: lines were
+// missed, and if the broker restarted every clean session is gone unlogged.
+// The table is degraded; clean sessions become suspect until the broker's
+// subscription count tells whether they still exist (Reconcile).
+func (t *Table) SessionLost(reason string) {
+	_ = t.update(func() error {
+		for _, s := range t.sessions {
+			if s.clean {
+				s.suspect = true
+			}
+		}
+		t.setDegraded(reason)
+		return nil
+	})
+}
+
 // SetOwnSubscriptions records how many non-shared subscriptions the agent's
 // own sessions hold; the broker's counter includes them.
 func (t *Table) SetOwnSubscriptions(n int) {
@@ -175,6 +195,11 @@ func (t *Table) Reconcile(brokerCount int) {
 		t.forgotten += uint64(t.forgetExpired(brokerCount))
 		expected := t.own + t.nonShared
 		t.reconciled, t.brokerCount, t.expected = true, brokerCount, expected
+		if brokerCount == expected {
+			for _, s := range t.sessions {
+				s.suspect = false // they are all still there
+			}
+		}
 		switch {
 		case brokerCount > expected:
 			t.setDegraded(fmt.Sprintf("broker counts %d subscriptions, the table explains %d", brokerCount, expected))

@@ -623,3 +623,33 @@ func TestReconcileForgetsExpiredV5Sessions(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestSessionLostAfterBrokerRestart: the agent loses its broker session and
+// the broker restarted: clean sessions vanished unlogged, persistent ones
+// were restored. The count proves it and the table recovers; had the broker
+// not restarted, the count would match the full table instead.
+func TestSessionLostAfterBrokerRestart(t *testing.T) {
+	for _, restarted := range []bool{true, false} {
+		tab, rec := readyTable(t)
+		tab.SetOwnSubscriptions(2)
+		apply(t, tab, lineConnect("clean", 4, true))
+		apply(t, tab, lineSub("clean", "c/#"))
+		apply(t, tab, lineConnect("pers", 4, false))
+		apply(t, tab, lineSub("pers", "p/#"))
+		tab.Reconcile(4)
+		tab.SessionLost("lost the broker session")
+		if d, _ := tab.Degraded(); !d {
+			t.Fatal("not degraded after losing the session")
+		}
+		if restarted {
+			tab.Reconcile(2 + 1) // own + pers's restored subscription
+			wantAdvertised(t, tab, rec, "p/#")
+		} else {
+			tab.Reconcile(2 + 2)
+			wantAdvertised(t, tab, rec, "c/#", "p/#")
+		}
+		if d, reason := tab.Degraded(); d {
+			t.Fatalf("restarted=%v: still degraded: %s", restarted, reason)
+		}
+	}
+}
