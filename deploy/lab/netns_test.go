@@ -1,0 +1,230 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moha-project/moha/internal/render"
+)
+
+// setnsSyscall is setns(2)'s number: package syscall does not name it.
+var setnsSyscall = map[string]uintptr{"amd64": 308, "arm64": 268, "riscv64": 268, "ppc64le": 350, "s390x": 339}
+
+// dial opens a TCP connection from the client namespace. The test process stays in
+// the root namespace; a socket keeps the namespace it was created in.
+func (l *lab) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	return l.dialFrom("client", addr, timeout)
+}
+
+// dialFrom dials addr from namespace ns on a goroutine locked to its thread, which
+// joins ns for the dial and returns to the original namespace after. If it cannot
+// return, the thread stays locked so Go discards it rather than reuse it elsewhere.
+// (Always discarding would be simpler, but the thread may be the main one, which Go
+// never discards: it would stay in the lab's namespace for good.)
+func (l *lab) dialFrom(ns, addr string, timeout time.Duration) (net.Conn, error) {
+	type result struct {
+		conn net.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		c, err, back := dialInNamespace(filepath.Join("/run/netns", l.ns(ns)), addr, timeout)
+		if back {
+			runtime.UnlockOSThread()
+		}
+		done <- result{c, err}
+	}()
+	r := <-done
+	return r.conn, r.err
+}
+
+// dialInNamespace must run on a locked thread; back reports whether the thread is in
+// its original namespace again.
+func dialInNamespace(nsPath, addr string, timeout time.Duration) (c net.Conn, err error, back bool) {
+	orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", syscall.Gettid()))
+	if err != nil {
+		return nil, fmt.Errorf("open own namespace: %w", err), true
+	}
+	defer orig.Close()
+	target, err := os.Open(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("open namespace: %w", err), true
+	}
+	defer target.Close()
+	if err := setns(target); err != nil {
+		return nil, err, false
+	}
+	c, err = net.DialTimeout("tcp", addr, timeout)
+	return c, err, setns(orig) == nil
+}
+
+func setns(f *os.File) error {
+	if _, _, errno := syscall.RawSyscall(setnsSyscall[runtime.GOARCH], f.Fd(), syscall.CLONE_NEWNET, 0); errno != 0 {
+		return fmt.Errorf("setns %s: %w", f.Name(), errno)
+	}
+	return nil
+}
+
+// httpClient talks to agents from the client namespace.
+func (l *lab) httpClient() *http.Client {
+	return &http.Client{
+		Timeout: time.Second,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+				timeout := time.Second
+				if d, ok := ctx.Deadline(); ok {
+					timeout = time.Until(d)
+				}
+				return l.dial(addr, timeout)
+			},
+		},
+	}
+}
+
+// readyz returns the HTTP status of node's /readyz, or 0 when unreachable.
+func (l *lab) readyz(node string) int {
+	resp, err := l.httpClient().Get("http://" + nodeIPs[node] + ":9101/readyz")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
+// agentStatus is the part of an agent's /status the drills read.
+type agentStatus struct {
+	Ready          bool   `json:"ready"`
+	Degraded       bool   `json:"degraded"`
+	DegradedReason string `json:"degraded_reason"`
+	Peers          []struct {
+		Name     string   `json:"name"`
+		Up       bool     `json:"up"`
+		Interest []string `json:"interest"`
+	} `json:"peers"`
+}
+
+func (l *lab) status(node string) (agentStatus, error) {
+	var s agentStatus
+	resp, err := l.httpClient().Get("http://" + nodeIPs[node] + ":9101/status")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// waitReady waits until node's /readyz answers 200 (want) or anything else.
+func (l *lab) waitReady(t testing.TB, node string, want bool, timeout time.Duration) time.Duration {
+	t.Helper()
+	took, ok := pollUntil(timeout, func() bool { return (l.readyz(node) == http.StatusOK) == want })
+	if !ok {
+		s, err := l.status(node)
+		t.Fatalf("%s /readyz ok=%v not reached after %v (status %+v, %v); logs in %s", node, want, timeout, s, err, l.dir)
+	}
+	return took
+}
+
+// waitSettled waits until node is ready and not degraded.
+func (l *lab) waitSettled(t testing.TB, node string, timeout time.Duration) {
+	t.Helper()
+	if _, ok := pollUntil(timeout, func() bool {
+		s, err := l.status(node)
+		return err == nil && s.Ready && !s.Degraded
+	}); !ok {
+		s, err := l.status(node)
+		t.Fatalf("%s not ready and settled after %v: %+v %v", node, timeout, s, err)
+	}
+}
+
+// writeLBConfigs writes lb's haproxy.cfg (moha's renderer) and keepalived.conf.
+func (l *lab) writeLBConfigs(lb string) {
+	l.t.Helper()
+	dir := filepath.Join(l.dir, lb)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	hap, err := render.HAProxy(l.cluster, render.HAProxyOptions{})
+	if err != nil {
+		l.t.Fatalf("render haproxy: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "haproxy.cfg"), []byte(hap), 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keepalived.conf"), []byte(l.keepalivedConf(lb)), 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// keepalivedConf follows the recipe verified in HAPROXY.md: VRRPv3, half-second
+// adverts, and a track script probing this host's HAProxy port (a pgrep would see
+// the other namespace's haproxy: the namespaces share one PID space).
+// TODO(lab): use render.Keepalived once internal/render has it.
+func (l *lab) keepalivedConf(lb string) string {
+	lbc := l.cluster.LoadBalancers
+	var self, peer string
+	prio := 0
+	for _, h := range lbc.Hosts {
+		if h.Name == lb {
+			self, prio = h.Address, h.Priority
+		} else {
+			peer = h.Address
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `global_defs {
+    router_id %s
+    vrrp_version 3
+    enable_script_security
+    script_user root
+}
+
+vrrp_script chk_haproxy {
+    script "/usr/bin/timeout 1 /bin/bash -c '</dev/tcp/127.0.0.1/%d'"
+    interval 1
+    timeout 2
+    fall 1
+    rise 1
+}
+
+vrrp_instance mqtt {
+    state BACKUP
+    interface %s
+    virtual_router_id %d
+    priority %d
+    advert_int 0.5
+    unicast_src_ip %s
+    unicast_peer {
+        %s
+    }
+    virtual_ipaddress {
+        %s dev %s
+    }
+    track_script {
+        chk_haproxy
+    }
+}
+`, lb, lbc.Port, lbc.Interface, lbc.RouterID, prio, self, peer, lbc.FloatingIP, lbc.Interface)
+	return b.String()
+}
+
+// waitLBServes waits until an MQTT client reaches a broker through the floating IP.
+func (l *lab) waitLBServes(timeout time.Duration) {
+	l.t.Helper()
+	waitFor(l.t, timeout, "an MQTT CONNACK through the floating IP", func() bool {
+		return l.probeConnect(floatingIP+":1883", "lab-probe", 500*time.Millisecond) == nil
+	})
+}
