@@ -2,7 +2,6 @@ package lab
 
 import (
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -79,14 +78,7 @@ func (l *lab) drillRollingRestart(t *testing.T) {
 		l.waitSettled(t, n, 20*time.Second)
 	}
 	if tl.lostAfter != 0 {
-		// Known open defect (docs/HA.md): reported, and failing only in strict mode
-		// until it is fixed, so CI stays usable while the figure stays visible.
-		msg := fmt.Sprintf("%d acknowledged messages never reached a persistent subscriber, e.g. %v", tl.lostAfter, tl.missing)
-		if os.Getenv("MOHA_LAB_STRICT") == "1" {
-			t.Error(msg)
-		} else {
-			t.Skip("KNOWN DEFECT (set MOHA_LAB_STRICT=1 to fail): " + msg)
-		}
+		t.Errorf("%d acknowledged messages never reached a persistent subscriber, e.g. %v", tl.lostAfter, tl.missing)
 	}
 }
 

@@ -10,6 +10,10 @@ import (
 	"github.com/moha-project/moha/internal/session"
 )
 
+// keptSessionExpiry is how long a persistent session outlives a takeover
+// from another node (the client's own expiry is not visible to the agent).
+const keptSessionExpiry = 24 * 60 * 60
+
 // takeovers keeps a client id connected on one node at most, as a single
 // broker would: each agent announces the clients that connect to its broker
 // (with the time), and an agent holding an older connection with the same id
@@ -86,15 +90,20 @@ func (a *Agent) peerClient(peer string, n cluster.ClientNote) {
 
 // kick closes the local connection of n.ID by connecting with the same id.
 // The takeover connection mirrors the newer connection's clean start, so
-// the old connection's will and session fare as on a single broker; with
-// session expiry 0 the session here ends when it disconnects: the client
-// now lives on the other node.
+// the old connection's will fares as on a single broker. A clean newer
+// connection ends the session here too (session expiry 0). A persistent one
+// leaves it in place for keptSessionExpiry: the client's queued messages
+// wait here for its return (HAProxy's consistent hashing brings it back to
+// this node once it is up), at the price of duplicates it may then get.
 func (a *Agent) kick(peer string, n cluster.ClientNote) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cfg := a.sessionConfig(n.ID)
 	cfg.CleanStart = n.Clean
 	cfg.SessionExpiry = 0
+	if !n.Clean {
+		cfg.SessionExpiry = keptSessionExpiry
+	}
 	s, err := session.Dial(ctx, cfg, nil)
 	if err != nil {
 		a.takeovers.kickFailed(n.ID)
