@@ -81,6 +81,13 @@ func (l *lab) drillAgentKill(t *testing.T) {
 // IP for up to 15 s (node may just have come back and wait for HAProxy's rise checks).
 func (l *lab) idsOn(t *testing.T, node string, n int) []string {
 	t.Helper()
+	// The node's log watcher must be subscribed again (after a broker restart
+	// it reconnects on its own) or the probes' connect lines go unseen.
+	if w := l.place.watchers[node]; w != nil {
+		if _, err := w.current(10 * time.Second); err != nil {
+			t.Fatalf("log watcher on %s: %v", node, err)
+		}
+	}
 	var ids []string
 	deadline := time.Now().Add(15 * time.Second)
 	for i := 0; len(ids) < n && time.Now().Before(deadline); i++ {
