@@ -53,4 +53,12 @@
 // (PublishWithOptions with AsyncSend), so order stays measurable. N = 1 waits
 // for each acknowledgement before the next publish, as the seed did. At
 // QoS 0 there is nothing to wait for: messages are written back to back.
+//
+// Compare (`moha bench compare`) runs one workload in turn against one
+// Mosquitto, two joined by Mosquitto's own bridge (`topic # both 2`) and
+// two with moha agents, all started and stopped here (bridge.go for the
+// plain brokers, package launch for moha), with one Relay on the path
+// between the nodes so that bytes are counted the same way for each, and
+// the CPU time of every broker and agent process. docs/BENCHMARKS.md has
+// the figures.
 package bench

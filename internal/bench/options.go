@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -75,6 +76,10 @@ type Options struct {
 	ClientPrefix string
 	// Progress receives a line each second while running; nil for none.
 	Progress io.Writer
+	// BeforePublish, when set, runs once every client is connected and
+	// subscribed, before the first publish: a cluster uses it to wait until
+	// the new subscriptions have reached every node. An error ends the run.
+	BeforePublish func(ctx context.Context) error
 }
 
 // DefaultOptions returns the defaults of a scenario, with URLs set to a

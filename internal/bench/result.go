@@ -27,6 +27,10 @@ type Result struct {
 	OutOfOrder    int64 `json:"out_of_order"` // first arrivals below the stream's highest sequence
 	Stray         int64 `json:"stray"`        // arrivals not from this run or not expected on that stream
 	Disconnects   int64 `json:"disconnects"`  // clients whose connection ended before the run closed it
+	// CrossDelivered counts the deliveries (of Delivered) whose publisher
+	// used another address than the subscriber: with one address per
+	// node, the deliveries that crossed between nodes.
+	CrossDelivered int64 `json:"cross_delivered"`
 
 	// Duration runs from the first publish to the last delivery (to the
 	// end of publishing when nothing was delivered).
@@ -34,6 +38,9 @@ type Result struct {
 	PublishDuration time.Duration `json:"publish_duration"` // first publish to last acknowledgement
 	PublishRate     float64       `json:"publish_rate"`     // msg/s, all publishers
 	DeliveredRate   float64       `json:"delivered_rate"`   // msg/s, all subscribers
+	// CrossDeliveredRate is CrossDelivered over the time from the first
+	// publish to the last cross-address delivery.
+	CrossDeliveredRate float64 `json:"cross_delivered_rate"`
 	// PublishRatePerClient is the mean of each publisher's own rate.
 	PublishRatePerClient float64 `json:"publish_rate_per_client"`
 
@@ -50,17 +57,18 @@ func (r *runner) result() *Result {
 	res := &Result{
 		Scenario: o.Scenario, Publishers: o.Publishers, Subscribers: o.Subscribers,
 		Messages: o.Messages, Size: o.Size, QoS: o.QoS, Pipeline: o.Pipeline,
-		Expected:    r.plan.Expected,
-		Delivered:   sum.Delivered,
-		Lost:        r.plan.Expected - sum.Delivered,
-		Duplicated:  sum.Duplicated,
-		OutOfOrder:  sum.OutOfOrder,
-		Stray:       sum.Stray,
-		Disconnects: r.disconnects.Load(),
-		LatencyP50:  percentile(sum.Latencies, 0.50),
-		LatencyP95:  percentile(sum.Latencies, 0.95),
-		LatencyP99:  percentile(sum.Latencies, 0.99),
-		LatencyMax:  percentile(sum.Latencies, 1),
+		Expected:       r.plan.Expected,
+		Delivered:      sum.Delivered,
+		CrossDelivered: sum.CrossNode,
+		Lost:           r.plan.Expected - sum.Delivered,
+		Duplicated:     sum.Duplicated,
+		OutOfOrder:     sum.OutOfOrder,
+		Stray:          sum.Stray,
+		Disconnects:    r.disconnects.Load(),
+		LatencyP50:     percentile(sum.Latencies, 0.50),
+		LatencyP95:     percentile(sum.Latencies, 0.95),
+		LatencyP99:     percentile(sum.Latencies, 0.99),
+		LatencyMax:     percentile(sum.Latencies, 1),
 	}
 	res.Published, res.PublishErrors = r.publishCounts()
 	if !r.firstPublish.IsZero() {
@@ -72,6 +80,9 @@ func (r *runner) result() *Result {
 	}
 	res.PublishRate = rate(res.Published, res.PublishDuration)
 	res.DeliveredRate = rate(res.Delivered, res.Duration)
+	if last := r.tally.lastCrossArrival.Load(); last != 0 && !r.firstPublish.IsZero() {
+		res.CrossDeliveredRate = rate(res.CrossDelivered, time.Unix(0, last).Sub(r.firstPublish))
+	}
 	res.PublishRatePerClient = r.meanPublisherRate()
 	return res
 }
@@ -116,6 +127,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 		{"publish duration", r.PublishDuration.Round(time.Millisecond)},
 		{"publish rate", fmt.Sprintf("%.0f msg/s (%.0f msg/s per publisher)", r.PublishRate, r.PublishRatePerClient)},
 		{"delivered rate", fmt.Sprintf("%.0f msg/s", r.DeliveredRate)},
+		{"cross-address delivered", fmt.Sprintf("%d (%.0f msg/s)", r.CrossDelivered, r.CrossDeliveredRate)},
 		{"latency p50/p95/p99/max", fmt.Sprintf("%s / %s / %s / %s", roundLatency(r.LatencyP50),
 			roundLatency(r.LatencyP95), roundLatency(r.LatencyP99), roundLatency(r.LatencyMax))},
 	}

@@ -36,6 +36,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := r.connectPublishers(ctx); err != nil {
 		return nil, err
 	}
+	if o.BeforePublish != nil {
+		if err := o.BeforePublish(ctx); err != nil {
+			return nil, fmt.Errorf("before publish: %w", err)
+		}
+	}
 	r.publishAndDrain(ctx)
 	r.closeAll() // handlers have returned once this is done: the tally is final
 	res := r.result()

@@ -16,8 +16,11 @@ type tally struct {
 
 	delivered   atomic.Int64 // distinct expected deliveries, all subscribers
 	lastArrival atomic.Int64 // unix nanos of the latest distinct delivery
-	complete    chan struct{}
-	closeOnce   sync.Once
+	// lastCrossArrival is the latest distinct delivery whose publisher
+	// used another address than the subscriber (it crossed between nodes).
+	lastCrossArrival atomic.Int64
+	complete         chan struct{}
+	closeOnce        sync.Once
 }
 
 // subscriberTally is one subscriber's record. paho calls a client's
@@ -27,6 +30,7 @@ type subscriberTally struct {
 	mu         sync.Mutex
 	streams    []*stream // by publisher index, allocated on first arrival
 	delivered  int64
+	crossNode  int64 // of delivered, those published on another address
 	duplicated int64
 	outOfOrder int64
 	stray      int64
@@ -36,6 +40,7 @@ type subscriberTally struct {
 // stream is what one subscriber saw of one publisher.
 type stream struct {
 	expected bool
+	cross    bool     // publisher and subscriber use different addresses
 	seen     []uint64 // bit per sequence number
 	highest  int64    // highest sequence seen, -1 before the first
 }
@@ -65,7 +70,8 @@ func (t *tally) record(sub int, payload []byte, now time.Time) {
 	}
 	s := st.streams[h.Publisher]
 	if s == nil {
-		s = &stream{expected: t.plan.expects(sub, int(h.Publisher)), highest: -1}
+		s = &stream{expected: t.plan.expects(sub, int(h.Publisher)), highest: -1,
+			cross: t.plan.Subscribers[sub].Address != t.plan.Publishers[h.Publisher].Address}
 		if s.expected {
 			s.seen = make([]uint64, (t.plan.Messages+63)/64)
 		}
@@ -88,26 +94,34 @@ func (t *tally) record(sub int, payload []byte, now time.Time) {
 		s.highest = int64(h.Sequence)
 	}
 	st.latencies = append(st.latencies, max(now.UnixNano()-h.SentAt, 0))
+	if s.cross {
+		st.crossNode++
+		storeLatest(&t.lastCrossArrival, now.UnixNano())
+	}
 	t.noteDelivery(now)
 }
 
 func (t *tally) noteDelivery(now time.Time) {
-	nanos := now.UnixNano()
-	for {
-		last := t.lastArrival.Load()
-		if nanos <= last || t.lastArrival.CompareAndSwap(last, nanos) {
-			break
-		}
-	}
+	storeLatest(&t.lastArrival, now.UnixNano())
 	if t.delivered.Add(1) == t.plan.Expected {
 		t.closeOnce.Do(func() { close(t.complete) })
 	}
 }
 
+// storeLatest raises v to nanos unless it already holds a later time.
+func storeLatest(v *atomic.Int64, nanos int64) {
+	for {
+		last := v.Load()
+		if nanos <= last || v.CompareAndSwap(last, nanos) {
+			return
+		}
+	}
+}
+
 // tallySummary is the sum over subscribers.
 type tallySummary struct {
-	Delivered, Duplicated, OutOfOrder, Stray int64
-	Latencies                                []int64 // sorted
+	Delivered, CrossNode, Duplicated, OutOfOrder, Stray int64
+	Latencies                                           []int64 // sorted
 }
 
 func (t *tally) summary() tallySummary {
@@ -115,6 +129,7 @@ func (t *tally) summary() tallySummary {
 	for _, st := range t.subs {
 		st.mu.Lock()
 		s.Delivered += st.delivered
+		s.CrossNode += st.crossNode
 		s.Duplicated += st.duplicated
 		s.OutOfOrder += st.outOfOrder
 		s.Stray += st.stray

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moha-project/moha/internal/bench"
+)
+
+func newBenchCompareCommand(stdout, stderr io.Writer) *cobra.Command {
+	var (
+		scenario, dir, topic              string
+		publishers, subscribers, messages int
+		size, pipeline, qos               int
+		timeout                           time.Duration
+		setups, agentArgs                 []string
+		asJSON, quiet                     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "compare [--scenario seed|fanout|fanin|wildcard|local] [--setups single,bridge,moha]",
+		Short: "Run one workload against one Mosquitto, a native bridge pair and moha, side by side",
+		Long: `Run the same workload, in this one invocation on this machine, against:
+
+  single  one Mosquitto
+  bridge  two Mosquitto joined by Mosquitto's own bridge ("topic # both 2": every
+          message crosses to the other broker)
+  moha    two Mosquitto, each with a moha agent (a child process of this command)
+
+Every broker, agent and relay is started for its setup and stopped before the
+next setup starts; nothing is left running. Clients are given the two brokers'
+addresses in turn (client i uses broker i mod 2; single: the one broker twice),
+the same way for every setup, and the workload is the one 'moha bench' runs.
+
+What is measured, per setup:
+  delivered, lost, duplicated, out of order   from the sequence number in each payload
+  delivered rate, cross-node rate, latency    end to end, publish call to arrival
+  bytes between brokers  both directions of all TCP traffic between the nodes,
+                         MQTT / link framing and acknowledgements included, counted
+                         by one relay on the inter-node path (bridge: broker B's
+                         bridge connection to A; moha: the agent link), from before
+                         the clients connect until after they disconnect
+  broker / agent CPU     user+system CPU time of those processes over the same window
+  agent CPU per forwarded message   agents' CPU / messages they sent to a peer
+
+The table ends with moha's figures over the bridge's (delivered rate, bytes, CPU,
+latency). Progress goes to stderr, the table (or --json) to stdout.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o, err := bench.DefaultOptions(scenario)
+			if err != nil {
+				return err
+			}
+			setIf(&o.Publishers, publishers)
+			setIf(&o.Subscribers, subscribers)
+			setIf(&o.Messages, messages)
+			setIf(&o.Size, size)
+			setIf(&o.Pipeline, pipeline)
+			if cmd.Flags().Changed("qos") {
+				o.QoS = byte(qos)
+			}
+			if topic != "" {
+				o.Topic = topic
+			}
+			if timeout > 0 {
+				o.Timeout = timeout
+			}
+			if !quiet {
+				o.Progress = stderr
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find own binary for the agents: %w", err)
+			}
+			res, err := bench.Compare(cmd.Context(), bench.CompareOptions{
+				Bench: o, Setups: splitList(setups), AgentBinary: self, AgentArgs: agentArgs,
+				Dir: dir, Progress: stderr,
+			})
+			if res != nil && len(res.Rows) > 0 {
+				if werr := writeCompare(stdout, res, asJSON); werr != nil && err == nil {
+					err = werr
+				}
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&scenario, "scenario", "seed", "seed, fanout, fanin, wildcard or local")
+	f.IntVar(&publishers, "publishers", 0, "publishing clients")
+	f.IntVar(&subscribers, "subscribers", 0, "subscribing clients")
+	f.IntVar(&messages, "messages", 0, "messages per publisher")
+	f.IntVar(&size, "size", 0, "payload bytes per message")
+	f.IntVar(&qos, "qos", 1, "QoS of publishes and subscriptions (0, 1 or 2)")
+	f.IntVar(&pipeline, "pipeline", 0, "messages each publisher keeps in flight (1: wait for each)")
+	f.StringVar(&topic, "topic", "", "seed: the topic publishers use (a smaller seed needs test_1/<subscribers-1>)")
+	f.DurationVar(&timeout, "timeout", 0, "how long to wait for deliveries after the last publish")
+	f.StringSliceVar(&setups, "setups", nil, "setups to run, in order (default single,bridge,moha)")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&quiet, "quiet", false, "no per-second progress line (setup phases are still shown)")
+	f.StringVar(&dir, "dir", "", "keep configs and logs here (default: a temporary directory, removed on success)")
+	f.StringArrayVar(&agentArgs, "agent-arg", nil, "extra argument for every agent, e.g. --agent-arg=--pprof (repeat)")
+	return cmd
+}
+
+func splitList(items []string) []string {
+	var out []string
+	for _, it := range items {
+		if it = strings.TrimSpace(it); it != "" {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+func writeCompare(w io.Writer, res *bench.CompareResult, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	return res.WriteTable(w)
+}

@@ -1,0 +1,186 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/moha-project/moha/internal/launch"
+)
+
+// The plain brokers of `moha bench compare`: one Mosquitto alone, and two
+// joined by Mosquitto's own bridge with a counting Relay on the bridge's
+// connection.
+
+// brokerStartAttempts bounds the retries when a free port chosen for a
+// broker is taken by someone else before mosquitto binds it.
+const brokerStartAttempts = 3
+
+// brokerStartTimeout bounds the wait for one broker to listen.
+const brokerStartTimeout = 10 * time.Second
+
+// probeInterval is how often the bridge probe republishes until the probe
+// message crosses.
+const probeInterval = 200 * time.Millisecond
+
+// errBridgeNotConnected is returned when the probe never crosses the bridge.
+var errBridgeNotConnected = errors.New("bench: native bridge did not connect")
+
+// brokerConfig renders a plain broker: the basics every compared broker
+// shares, plus extra (a bridge section, or nothing).
+func brokerConfig(name, addr, account, extra string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("broker address %q: %w", addr, err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# moha bench compare: broker %s\n", name)
+	fmt.Fprintf(&b, "listener %s %s\n", port, host)
+	b.WriteString("allow_anonymous true\n")
+	if account != "" {
+		// Started as root, mosquitto would switch to the account "mosquitto",
+		// which cannot write this process's temporary directory.
+		fmt.Fprintf(&b, "user %s\n", account)
+	}
+	b.WriteString("persistence false\n")
+	// The default (1000) drops silently behind a burst: queue instead, as
+	// moha's rendered brokers do.
+	b.WriteString("max_queued_messages 100000\n")
+	b.WriteString("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
+	b.WriteString(extra)
+	return b.String(), nil
+}
+
+// bridgeSection is broker B's side of the native bridge: everything
+// crosses, both ways, through the relay in front of broker A.
+func bridgeSection(relayAddr string) string {
+	return strings.Join([]string{
+		"",
+		"connection bridge-b",
+		"address " + relayAddr,
+		"topic # both 2",
+		"cleansession true",
+		"try_private true",
+		"bridge_protocol_version mqttv311",
+		"notifications false",
+		"start_type automatic",
+		"restart_timeout 1",
+		"",
+	}, "\n")
+}
+
+// startBroker writes dir/<name>.conf and starts mosquitto on a free port,
+// returning the process and its address once it listens; extra is appended
+// to the config.
+func startBroker(ctx context.Context, bin, dir, name, extra string) (*launch.Process, string, error) {
+	var lastErr error
+	for range brokerStartAttempts {
+		p, addr, err := tryStartBroker(ctx, bin, dir, name, extra)
+		if err == nil {
+			return p, addr, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, "", fmt.Errorf("start broker %s: %w", name, lastErr)
+}
+
+func tryStartBroker(ctx context.Context, bin, dir, name, extra string) (*launch.Process, string, error) {
+	addr, err := launch.FreeAddr("127.0.0.1")
+	if err != nil {
+		return nil, "", err
+	}
+	text, err := brokerConfig(name, addr, currentAccount(), extra)
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := filepath.Join(dir, name+".conf")
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		return nil, "", fmt.Errorf("write broker config: %w", err)
+	}
+	p, err := launch.Start(name, filepath.Join(dir, "logs", name+".log"), bin, "-c", cfg)
+	if err != nil {
+		return nil, "", err
+	}
+	wait, cancel := context.WithTimeout(ctx, brokerStartTimeout)
+	defer cancel()
+	if err := launch.WaitTCP(wait, addr, p); err != nil {
+		p.Stop(stopGrace)
+		return nil, "", err
+	}
+	return p, addr, nil
+}
+
+// waitBridge returns once a message published on each broker reaches a
+// subscriber on the other: the bridge is connected and its subscription
+// on A is in place.
+func waitBridge(ctx context.Context, a, b string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	prefix := randomClientPrefix() + "-probe"
+	if err := probe(ctx, prefix+"-ba", b, a); err != nil {
+		return fmt.Errorf("%w (from %s to %s): %w", errBridgeNotConnected, b, a, err)
+	}
+	if err := probe(ctx, prefix+"-ab", a, b); err != nil {
+		return fmt.Errorf("%w (from %s to %s): %w", errBridgeNotConnected, a, b, err)
+	}
+	return nil
+}
+
+// probe subscribes a unique topic on `to` and publishes to it on `from`
+// every probeInterval until one copy arrives or ctx ends.
+func probe(ctx context.Context, id, from, to string) error {
+	topic := "moha-bench/probe/" + id
+	arrived := make(chan struct{}, 1)
+	sub, err := connectSubscriber(ctx, endpoint{ClientID: id + "-s", Address: to, Topic: topic}, 1,
+		func([]byte) {
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+		})
+	if err != nil {
+		return err
+	}
+	defer closeClient(sub)
+	pub, err := connectClient(ctx, endpoint{ClientID: id + "-p", Address: from}, paho.ClientConfig{}, publisherReceiveMaximum)
+	if err != nil {
+		return err
+	}
+	defer closeClient(pub)
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for {
+		// QoS 0: a probe that does not cross is simply sent again.
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: topic, Payload: []byte("probe")}); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("publish probe: %w", err)
+		}
+		select {
+		case <-arrived:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// currentAccount names this process's account for the broker's `user`
+// option; "" leaves mosquitto's default.
+func currentAccount() string {
+	u, err := user.Current()
+	if err != nil {
+		return ""
+	}
+	return u.Username
+}

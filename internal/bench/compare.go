@@ -1,0 +1,709 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moha-project/moha/internal/agent"
+	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/launch"
+)
+
+// Setup names accepted in CompareOptions.Setups.
+const (
+	SetupSingle = "single" // one Mosquitto
+	SetupBridge = "bridge" // two Mosquitto joined by the native bridge, `topic # both 2`
+	SetupMoha   = "moha"   // two Mosquitto, each with a moha agent
+)
+
+// Setups lists the setup names in the order Compare runs them.
+var Setups = []string{SetupSingle, SetupBridge, SetupMoha}
+
+// ErrUnknownSetup is returned for a setup name not in Setups.
+var ErrUnknownSetup = errors.New("bench: unknown setup")
+
+const (
+	defaultSetupTimeout = 30 * time.Second
+	stopGrace           = 5 * time.Second
+	statusPollInterval  = 50 * time.Millisecond
+	statusTimeout       = 2 * time.Second
+)
+
+// CompareOptions describe one `moha bench compare`.
+type CompareOptions struct {
+	// Bench is the workload, the same for every setup; URLs,
+	// SubscriberURLs, Isolated and BeforePublish are set per setup.
+	Bench Options
+	// Setups to run, a subset of Setups; empty means all.
+	Setups []string
+	// MosquittoBinary is the broker to run; empty finds mosquitto.
+	MosquittoBinary string
+	// AgentBinary is the moha executable, run as `AgentBinary agent ...`
+	// for the moha setup (a child process, so its CPU time is measured).
+	AgentBinary string
+	// AgentArgs are extra arguments for every agent (e.g. "--pprof").
+	AgentArgs []string
+	// Dir holds configs and logs; empty means a temporary directory that
+	// is removed afterwards unless a setup failed.
+	Dir string
+	// SetupTimeout bounds starting one setup and waiting until it is
+	// settled (bridge connected, agents sure of their interest).
+	SetupTimeout time.Duration
+	// Progress receives a line per setup and phase; nil for none.
+	Progress io.Writer
+
+	// onStart, for tests, learns the processes of each setup once started.
+	onStart func(setup string, pids []int)
+}
+
+// CompareResult is one row per setup, in the order they ran.
+type CompareResult struct {
+	Scenario string       `json:"scenario"`
+	Rows     []CompareRow `json:"rows"`
+	// MohaVsBridge holds moha's figures divided by the bridge's, when
+	// both ran.
+	MohaVsBridge *CompareRatios `json:"moha_vs_bridge,omitempty"`
+}
+
+// CompareRow is what one setup measured. CPU times and bytes are the
+// difference across the load run: from before the first client connects
+// to after the last one disconnected.
+type CompareRow struct {
+	Setup  string  `json:"setup"`
+	Result *Result `json:"result"`
+	// InterNodeBytes counts both directions of all TCP traffic between
+	// the nodes, framing and acknowledgements included; 0 for single.
+	InterNodeBytes int64         `json:"inter_node_bytes"`
+	BrokerCPU      time.Duration `json:"broker_cpu"` // user+system, all brokers
+	AgentCPU       time.Duration `json:"agent_cpu"`  // user+system, all agents
+	// Forwarded is the number of messages the agents sent to a peer.
+	Forwarded int64 `json:"forwarded"`
+	// AgentCPUPerMsg is AgentCPU in microseconds per Forwarded message.
+	AgentCPUPerMsg float64 `json:"agent_cpu_per_msg_us"`
+	// CPUPerDelivered is broker plus agent CPU in microseconds per
+	// delivered message.
+	CPUPerDelivered float64 `json:"cpu_per_delivered_us"`
+}
+
+// CompareRatios are moha's figures over the native bridge's; 0 where the
+// bridge's figure is 0.
+type CompareRatios struct {
+	DeliveredRate      float64 `json:"delivered_rate"`
+	CrossDeliveredRate float64 `json:"cross_delivered_rate"`
+	InterNodeBytes     float64 `json:"inter_node_bytes"`
+	CPU                float64 `json:"cpu"` // brokers plus agents
+	LatencyP50         float64 `json:"latency_p50"`
+	LatencyP99         float64 `json:"latency_p99"`
+}
+
+// Compare runs the same workload against each setup in turn, on this
+// machine: every broker, agent and relay is started for its setup and
+// stopped before the next one starts. It returns the rows measured so far
+// with the error of a setup that failed.
+func Compare(ctx context.Context, o CompareOptions) (_ *CompareResult, err error) {
+	if err := o.fill(); err != nil {
+		return nil, err
+	}
+	dir, removeDir, err := o.workDir()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err == nil {
+			removeDir()
+		} else {
+			err = fmt.Errorf("%w (logs in %s)", err, dir)
+		}
+	}()
+	res := &CompareResult{Scenario: o.Bench.Scenario}
+	for _, name := range o.Setups {
+		row, err := o.runSetup(ctx, name, filepath.Join(dir, name))
+		if row.Result != nil {
+			res.Rows = append(res.Rows, row)
+		}
+		if err != nil {
+			return res, fmt.Errorf("setup %s: %w", name, err)
+		}
+	}
+	res.MohaVsBridge = res.ratios()
+	return res, nil
+}
+
+// fill checks the options and fills the defaults.
+func (o *CompareOptions) fill() error {
+	probe := o.Bench
+	probe.URLs = []string{"127.0.0.1:1"} // set per setup
+	probe.SubscriberURLs = nil
+	if err := probe.Validate(); err != nil {
+		return err
+	}
+	if len(o.Setups) == 0 {
+		o.Setups = slices.Clone(Setups)
+	}
+	for i, s := range o.Setups {
+		if !slices.Contains(Setups, s) {
+			return fmt.Errorf("%w %q (known: %s)", ErrUnknownSetup, s, strings.Join(Setups, ", "))
+		}
+		if slices.Contains(o.Setups[:i], s) {
+			// Each setup has one directory: a second run would find the
+			// first one's broker state there.
+			return fmt.Errorf("%w: setup %q listed twice", ErrInvalidOptions, s)
+		}
+		if s == SetupMoha && o.AgentBinary == "" {
+			return fmt.Errorf("%w: the moha setup needs AgentBinary", ErrInvalidOptions)
+		}
+	}
+	if o.MosquittoBinary == "" {
+		bin, err := launch.FindBinary("mosquitto")
+		if err != nil {
+			return err
+		}
+		o.MosquittoBinary = bin
+	}
+	if o.SetupTimeout <= 0 {
+		o.SetupTimeout = defaultSetupTimeout
+	}
+	return nil
+}
+
+func (o *CompareOptions) workDir() (dir string, remove func(), err error) {
+	if o.Dir != "" {
+		if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+			return "", nil, fmt.Errorf("compare dir: %w", err)
+		}
+		return o.Dir, func() {}, nil
+	}
+	dir, err = os.MkdirTemp("", "moha-compare-")
+	if err != nil {
+		return "", nil, fmt.Errorf("compare dir: %w", err)
+	}
+	return dir, func() { _ = os.RemoveAll(dir) }, nil
+}
+
+func (o *CompareOptions) progressf(setup, format string, args ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "compare [%s] %s\n", setup, fmt.Sprintf(format, args...))
+	}
+}
+
+// runSetup starts one setup, runs the workload against it, and stops it.
+func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (CompareRow, error) {
+	row := CompareRow{Setup: name}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return row, fmt.Errorf("setup dir: %w", err)
+	}
+	o.progressf(name, "starting")
+	s, err := o.start(ctx, name, dir)
+	if err != nil {
+		return row, err
+	}
+	defer func() {
+		o.progressf(name, "stopping")
+		s.close()
+	}()
+	if o.onStart != nil {
+		o.onStart(name, s.pids())
+	}
+	w := o.Bench
+	w.URLs, w.SubscriberURLs, w.Isolated = s.urls, nil, false
+	if s.waitInterest != nil {
+		want, err := filtersPerAddress(w)
+		if err != nil {
+			return row, err
+		}
+		w.BeforePublish = func(ctx context.Context) error {
+			o.progressf(name, "clients subscribed; waiting until every agent knows its peer's interest")
+			return s.waitInterest(ctx, want, o.SetupTimeout)
+		}
+	}
+	before, err := s.counters(ctx)
+	if err != nil {
+		return row, err
+	}
+	o.progressf(name, "running %s: %d publishers x %d messages, %d subscribers on %s",
+		w.Scenario, w.Publishers, w.Messages, w.Subscribers, strings.Join(w.URLs, ", "))
+	res, runErr := Run(ctx, w)
+	// The processes are still up after a cancelled run: read what they used.
+	after, err := s.counters(context.WithoutCancel(ctx))
+	row.Result = res
+	if err == nil {
+		row.measure(before, after)
+	}
+	if res != nil {
+		o.progressf(name, "delivered %d/%d in %s", res.Delivered, res.Expected, res.Duration.Round(time.Millisecond))
+	}
+	return row, errors.Join(runErr, err)
+}
+
+func (r *CompareRow) measure(before, after counters) {
+	r.InterNodeBytes = after.bytes - before.bytes
+	r.BrokerCPU = after.brokerCPU - before.brokerCPU
+	r.AgentCPU = after.agentCPU - before.agentCPU
+	r.Forwarded = after.forwarded - before.forwarded
+	if r.Forwarded > 0 {
+		r.AgentCPUPerMsg = micros(r.AgentCPU) / float64(r.Forwarded)
+	}
+	if r.Result != nil && r.Result.Delivered > 0 {
+		r.CPUPerDelivered = micros(r.BrokerCPU+r.AgentCPU) / float64(r.Result.Delivered)
+	}
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// filtersPerAddress counts the distinct filters the workload's
+// subscribers hold on each address: what each agent must advertise.
+func filtersPerAddress(o Options) (map[string]int, error) {
+	p, err := buildPlan(o, "")
+	if err != nil {
+		return nil, err
+	}
+	sets := map[string]map[string]bool{}
+	for _, s := range p.Subscribers {
+		if sets[s.Address] == nil {
+			sets[s.Address] = map[string]bool{}
+		}
+		sets[s.Address][s.Topic] = true
+	}
+	counts := map[string]int{}
+	for addr, set := range sets {
+		counts[addr] = len(set)
+	}
+	return counts, nil
+}
+
+// setup is one running arrangement of brokers (and agents).
+type setup struct {
+	urls    []string // one per node; single uses its broker twice
+	brokers []*launch.Process
+	agents  []*launch.Process
+	relay   *Relay // on the inter-node path; nil for single
+	nodes   []mohaNode
+	// waitInterest, for moha, waits until each agent advertises want[its
+	// broker address] filters to its peer.
+	waitInterest func(ctx context.Context, want map[string]int, timeout time.Duration) error
+	closers      []func() // run in reverse order
+}
+
+// mohaNode is what the moha setup needs of a node.
+type mohaNode struct {
+	name, broker, http string
+}
+
+func (s *setup) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+func (s *setup) pids() []int {
+	var pids []int
+	for _, p := range slices.Concat(s.brokers, s.agents) {
+		pids = append(pids, p.Pid())
+	}
+	return pids
+}
+
+// counters is what the setup has used so far.
+type counters struct {
+	bytes               int64
+	brokerCPU, agentCPU time.Duration
+	forwarded           int64
+}
+
+func (s *setup) counters(ctx context.Context) (counters, error) {
+	var c counters
+	if s.relay != nil {
+		to, from := s.relay.Bytes()
+		c.bytes = to + from
+	}
+	for _, p := range s.brokers {
+		c.brokerCPU += p.CPUTime()
+	}
+	for _, p := range s.agents {
+		c.agentCPU += p.CPUTime()
+	}
+	for _, n := range s.nodes {
+		st, err := fetchStatus(ctx, n.http)
+		if err != nil {
+			return c, err
+		}
+		for _, p := range st.Peers {
+			c.forwarded += int64(p.SentMessages)
+		}
+	}
+	return c, nil
+}
+
+func (o *CompareOptions) start(ctx context.Context, name, dir string) (*setup, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.SetupTimeout)
+	defer cancel()
+	switch name {
+	case SetupSingle:
+		return o.startSingle(ctx, dir)
+	case SetupBridge:
+		return o.startBridge(ctx, dir)
+	default:
+		return o.startMoha(ctx, dir)
+	}
+}
+
+// startSingle starts one broker; both endpoints are its address, so the
+// clients are spread exactly as in the two-node setups.
+func (o *CompareOptions) startSingle(ctx context.Context, dir string) (*setup, error) {
+	p, addr, err := startBroker(ctx, o.MosquittoBinary, dir, "mosquitto", "")
+	if err != nil {
+		return nil, err
+	}
+	s := &setup{urls: []string{addr, addr}, brokers: []*launch.Process{p}}
+	s.closers = append(s.closers, func() { p.Stop(stopGrace) })
+	return s, nil
+}
+
+// startBridge starts broker A, a relay in front of it, and broker B whose
+// native bridge dials A through the relay; it returns once messages cross
+// both ways.
+func (o *CompareOptions) startBridge(ctx context.Context, dir string) (_ *setup, err error) {
+	s := &setup{}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	a, addrA, err := startBroker(ctx, o.MosquittoBinary, dir, "mosquitto-a", "")
+	if err != nil {
+		return nil, err
+	}
+	s.brokers = append(s.brokers, a)
+	s.closers = append(s.closers, func() { a.Stop(stopGrace) })
+	if s.relay, err = NewRelay("127.0.0.1:0", addrA); err != nil {
+		return nil, err
+	}
+	relay := s.relay
+	s.closers = append(s.closers, func() { _ = relay.Close() })
+	b, addrB, err := startBroker(ctx, o.MosquittoBinary, dir, "mosquitto-b", bridgeSection(relay.Addr()))
+	if err != nil {
+		return nil, err
+	}
+	s.brokers = append(s.brokers, b)
+	// Stop B (the bridge's client side) first so the bridge does not
+	// spend the shutdown reconnecting.
+	s.closers = append(s.closers, func() { b.Stop(stopGrace) })
+	s.urls = []string{addrA, addrB}
+	o.progressf(SetupBridge, "waiting until the bridge carries messages both ways")
+	if err := waitBridge(ctx, addrA, addrB, o.SetupTimeout); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startMoha starts two brokers with their agents as child processes. The
+// relay sits on the agent link: node1 dials node2, so node2's cluster
+// address in the description is the relay's, and node2's agent listens on
+// the real address the relay forwards to.
+func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, err error) {
+	s := &setup{}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	var relayErr error
+	agentArgs := map[string][]string{}
+	opt := launch.Options{
+		Nodes: 2, LBPort: -1, Dir: dir,
+		AgentBinary: o.AgentBinary, AgentArgs: agentArgs,
+		Logger: slog.New(slog.DiscardHandler),
+		Configure: func(c *config.Cluster) {
+			dialer, listener := &c.Nodes[0], &c.Nodes[1]
+			real := listener.Cluster // distinct from every other planned port
+			s.relay, relayErr = NewRelay("127.0.0.1:0", real)
+			if relayErr != nil {
+				c.Nodes = nil // fails validation: nothing to measure without the relay
+				return
+			}
+			listener.Cluster = s.relay.Addr()
+			agentArgs[dialer.Name] = slices.Clone(o.AgentArgs)
+			agentArgs[listener.Name] = append(slices.Clone(o.AgentArgs), "--listen", real)
+		},
+	}
+	c, err := launch.Up(ctx, opt)
+	if s.relay != nil {
+		relay := s.relay
+		s.closers = append(s.closers, func() { _ = relay.Close() })
+	}
+	if err != nil {
+		return nil, errors.Join(relayErr, err)
+	}
+	s.closers = append(s.closers, func() { _ = c.Close() })
+	for _, n := range c.Config.Nodes {
+		s.brokers = append(s.brokers, c.Broker(n.Name))
+		s.agents = append(s.agents, c.AgentProcess(n.Name))
+		s.urls = append(s.urls, n.Broker.Address)
+		s.nodes = append(s.nodes, mohaNode{name: n.Name, broker: n.Broker.Address, http: n.HTTP})
+		o.progressf(SetupMoha, "%s: broker %s, agent http://%s/status (log %s)",
+			n.Name, n.Broker.Address, n.HTTP, c.AgentProcess(n.Name).LogPath)
+	}
+	s.waitInterest = s.waitAdvertised
+	o.progressf(SetupMoha, "waiting until both agents are ready, linked and sure of their interest")
+	if err := s.waitAdvertised(ctx, nil, o.SetupTimeout); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// waitAdvertised polls every agent's /status until it is ready, not
+// degraded, its peers are up, and each peer advertises want[peer's broker
+// address] filters (any number when want is nil).
+func (s *setup) waitAdvertised(ctx context.Context, want map[string]int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	brokerOf := map[string]string{}
+	for _, n := range s.nodes {
+		brokerOf[n.name] = n.broker
+	}
+	tick := time.NewTicker(statusPollInterval)
+	defer tick.Stop()
+	var why string
+	for {
+		why = ""
+		for _, n := range s.nodes {
+			if why = s.unsettled(ctx, n, want, brokerOf); why != "" {
+				break
+			}
+		}
+		if why == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("moha agents not settled: %s: %w", why, context.Cause(ctx))
+		case <-tick.C:
+		}
+	}
+}
+
+// unsettled says why node n is not settled yet, "" when it is.
+func (s *setup) unsettled(ctx context.Context, n mohaNode, want map[string]int, brokerOf map[string]string) string {
+	st, err := fetchStatus(ctx, n.http)
+	switch {
+	case err != nil:
+		return err.Error()
+	case !st.Ready:
+		return n.name + " not ready: " + st.ReadyReason
+	case st.Degraded:
+		return n.name + " degraded: " + st.DegradedReason
+	case len(st.Peers) != len(s.nodes)-1:
+		return fmt.Sprintf("%s knows %d peers", n.name, len(st.Peers))
+	}
+	for _, p := range st.Peers {
+		if !p.Up {
+			return fmt.Sprintf("%s: link to %s down", n.name, p.Name)
+		}
+		if w := want[brokerOf[p.Name]]; want != nil && p.InterestFilters != w {
+			return fmt.Sprintf("%s sees %d filters of %s, want %d", n.name, p.InterestFilters, p.Name, w)
+		}
+	}
+	return ""
+}
+
+// fetchStatus reads an agent's /status.
+func fetchStatus(ctx context.Context, httpAddr string) (agent.Status, error) {
+	var st agent.Status
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/status", nil)
+	if err != nil {
+		return st, fmt.Errorf("agent status: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("agent status: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("agent status %s: %s", httpAddr, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return st, fmt.Errorf("agent status %s: %w", httpAddr, err)
+	}
+	return st, nil
+}
+
+// row returns the row of setup name, nil when it did not run.
+func (c *CompareResult) row(name string) *CompareRow {
+	for i := range c.Rows {
+		if c.Rows[i].Setup == name && c.Rows[i].Result != nil {
+			return &c.Rows[i]
+		}
+	}
+	return nil
+}
+
+func (c *CompareResult) ratios() *CompareRatios {
+	m, b := c.row(SetupMoha), c.row(SetupBridge)
+	if m == nil || b == nil {
+		return nil
+	}
+	over := func(f func(*CompareRow) float64) float64 { return ratio(f(m), f(b)) }
+	return &CompareRatios{
+		DeliveredRate:      over(deliveredRate),
+		CrossDeliveredRate: over(crossDeliveredRate),
+		InterNodeBytes:     over(interNodeBytes),
+		CPU:                over(totalCPU),
+		LatencyP50:         over(latencyP50),
+		LatencyP99:         over(latencyP99),
+	}
+}
+
+// ratio is a/b, 0 when b is 0.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// tableLine is one line of the comparison table: a value per setup and,
+// when figure is set, moha's figure over the bridge's.
+type tableLine struct {
+	label  string
+	value  func(*CompareRow) string
+	figure func(*CompareRow) float64
+}
+
+func deliveredRate(r *CompareRow) float64      { return r.Result.DeliveredRate }
+func crossDeliveredRate(r *CompareRow) float64 { return r.Result.CrossDeliveredRate }
+func latencyP50(r *CompareRow) float64         { return float64(r.Result.LatencyP50) }
+func latencyP99(r *CompareRow) float64         { return float64(r.Result.LatencyP99) }
+func interNodeBytes(r *CompareRow) float64     { return float64(r.InterNodeBytes) }
+func totalCPU(r *CompareRow) float64           { return float64(r.BrokerCPU + r.AgentCPU) }
+
+var compareLines = []tableLine{
+	{"delivered / expected", func(r *CompareRow) string { return fmt.Sprintf("%d / %d", r.Result.Delivered, r.Result.Expected) }, nil},
+	{"lost", func(r *CompareRow) string { return fmt.Sprint(r.Result.Lost) }, nil},
+	{"duplicated", func(r *CompareRow) string { return fmt.Sprint(r.Result.Duplicated) }, nil},
+	{"out of order", func(r *CompareRow) string { return fmt.Sprint(r.Result.OutOfOrder) }, nil},
+	{"publish errors", func(r *CompareRow) string { return fmt.Sprint(r.Result.PublishErrors) }, nil},
+	{"delivered rate (msg/s)", func(r *CompareRow) string { return fmt.Sprintf("%.0f", r.Result.DeliveredRate) }, deliveredRate},
+	{"cross-node delivered ¹", func(r *CompareRow) string { return fmt.Sprint(r.Result.CrossDelivered) }, nil},
+	{"cross-node rate (msg/s) ¹", func(r *CompareRow) string { return fmt.Sprintf("%.0f", r.Result.CrossDeliveredRate) }, crossDeliveredRate},
+	{"publish rate (msg/s)", func(r *CompareRow) string { return fmt.Sprintf("%.0f", r.Result.PublishRate) }, nil},
+	{"duration", func(r *CompareRow) string { return r.Result.Duration.Round(time.Millisecond).String() }, nil},
+	{"latency p50", func(r *CompareRow) string { return roundLatency(r.Result.LatencyP50).String() }, latencyP50},
+	{"latency p99", func(r *CompareRow) string { return roundLatency(r.Result.LatencyP99).String() }, latencyP99},
+	{"bytes between brokers ²", func(r *CompareRow) string { return groupDigits(r.InterNodeBytes) }, interNodeBytes},
+	{"  per published msg", func(r *CompareRow) string {
+		return fmt.Sprintf("%.1f", ratio(float64(r.InterNodeBytes), float64(r.Result.Published)))
+	}, nil},
+	{"broker CPU (s) ³", func(r *CompareRow) string { return fmt.Sprintf("%.2f", r.BrokerCPU.Seconds()) }, nil},
+	{"agent CPU (s) ³", func(r *CompareRow) string { return fmt.Sprintf("%.2f", r.AgentCPU.Seconds()) }, nil},
+	{"CPU per delivered msg (µs) ³", func(r *CompareRow) string { return fmt.Sprintf("%.1f", r.CPUPerDelivered) }, totalCPU},
+	{"agent forwarded msgs ⁴", func(r *CompareRow) string { return fmt.Sprint(r.Forwarded) }, nil},
+	{"agent CPU per fwd msg (µs) ⁴", func(r *CompareRow) string {
+		if r.Forwarded == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", r.AgentCPUPerMsg)
+	}, nil},
+}
+
+const compareFootnotes = `¹ deliveries to a subscriber on another broker than its publisher's (none in single:
+  both endpoints are the one broker); rate = those over first publish to last such delivery.
+² both directions of every TCP connection between the nodes, framing and acks included,
+  counted by one relay on that path (bridge: B's bridge connection to A; moha: the agent
+  link), from before the clients connect until after they disconnect.
+³ user+system CPU time of the broker and agent processes over the same window; the ratio
+  column compares brokers+agents in total.
+⁴ messages the agents sent to a peer (sent_messages on /status); agent CPU per forwarded
+  message divides both agents' CPU time by that count.
+`
+
+// WriteTable prints the setups side by side, with moha's figures over the
+// bridge's in the last column when both ran, then the footnotes.
+func (c *CompareResult) WriteTable(w io.Writer) error {
+	if len(c.Rows) == 0 {
+		_, err := fmt.Fprintln(w, "no setup completed")
+		return err
+	}
+	first := c.Rows[0].Result
+	moha, bridge := c.row(SetupMoha), c.row(SetupBridge)
+	var b strings.Builder
+	fmt.Fprintf(&b, "scenario %s: %d publishers x %d messages x %d B, %d subscribers, QoS %d, pipeline %d\n\n",
+		c.Scenario, first.Publishers, first.Messages, first.Size, first.Subscribers, first.QoS, first.Pipeline)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	header := []string{""}
+	for _, r := range c.Rows {
+		header = append(header, r.Setup)
+	}
+	if moha != nil && bridge != nil {
+		header = append(header, "moha/bridge")
+	}
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	for _, line := range compareLines {
+		cells := []string{line.label}
+		for i := range c.Rows {
+			cells = append(cells, line.value(&c.Rows[i]))
+		}
+		if moha != nil && bridge != nil {
+			cells = append(cells, ratioCell(line, moha, bridge))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write comparison table: %w", err)
+	}
+	b.WriteString("\n" + compareFootnotes)
+	if _, err := io.WriteString(w, trimLineEnds(b.String())); err != nil {
+		return fmt.Errorf("write comparison table: %w", err)
+	}
+	return nil
+}
+
+func ratioCell(line tableLine, moha, bridge *CompareRow) string {
+	if line.figure == nil {
+		return ""
+	}
+	if line.figure(bridge) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", line.figure(moha)/line.figure(bridge))
+}
+
+// trimLineEnds drops the padding tabwriter leaves at the end of lines.
+func trimLineEnds(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// groupDigits writes n with thousands separated by commas.
+func groupDigits(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}

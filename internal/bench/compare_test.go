@@ -1,0 +1,387 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/moha-project/moha/internal/launch"
+)
+
+var (
+	mohaBinaryOnce sync.Once
+	mohaBinaryPath string
+	mohaBinaryErr  error
+)
+
+// mohaBinary builds ./cmd/moha once per test binary: the moha setup runs
+// its agents as child processes of that executable.
+func mohaBinary(t testing.TB) string {
+	t.Helper()
+	mohaBinaryOnce.Do(func() {
+		gomod, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			mohaBinaryErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "moha-bench-bin-")
+		if err != nil {
+			mohaBinaryErr = err
+			return
+		}
+		mohaBinaryPath = filepath.Join(dir, "moha")
+		cmd := exec.Command("go", "build", "-o", mohaBinaryPath, "./cmd/moha")
+		cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			mohaBinaryErr = errors.New(string(out))
+		}
+	})
+	if mohaBinaryErr != nil {
+		t.Fatalf("build moha: %v", mohaBinaryErr)
+	}
+	return mohaBinaryPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if mohaBinaryPath != "" {
+		_ = os.RemoveAll(filepath.Dir(mohaBinaryPath))
+	}
+	os.Exit(code)
+}
+
+// compareOptions is a tiny workload through the given setups, recording
+// the pid of every process the setups start.
+func compareOptions(t *testing.T, o Options, setups []string, pids *[]int) CompareOptions {
+	t.Helper()
+	if _, err := launch.FindBinary("mosquitto"); err != nil {
+		t.Skipf("mosquitto is missing: %v", err)
+	}
+	var mu sync.Mutex
+	var progress syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("progress:\n%s", progress.String())
+		}
+	})
+	return CompareOptions{
+		Bench:        o,
+		Setups:       setups,
+		AgentBinary:  mohaBinary(t),
+		Dir:          t.TempDir(),
+		SetupTimeout: 20 * time.Second,
+		Progress:     &progress,
+		onStart: func(_ string, started []int) {
+			mu.Lock()
+			*pids = append(*pids, started...)
+			mu.Unlock()
+		},
+	}
+}
+
+func runCompare(t *testing.T, o CompareOptions) *CompareResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	res, err := Compare(ctx, o)
+	if err != nil {
+		t.Fatalf("compare: %v", err)
+	}
+	var table syncBuffer
+	if err := res.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+	return res
+}
+
+func requireRow(t *testing.T, res *CompareResult, name string) *CompareRow {
+	t.Helper()
+	r := res.row(name)
+	if r == nil {
+		t.Fatalf("no %s row in %+v", name, res.Rows)
+	}
+	return r
+}
+
+func requireAllDelivered(t *testing.T, r *CompareRow) {
+	t.Helper()
+	res := r.Result
+	if res.Lost != 0 || res.Duplicated != 0 || res.Delivered != res.Expected || res.Expected == 0 {
+		t.Errorf("%s: delivered %d of %d, lost %d, duplicated %d", r.Setup, res.Delivered, res.Expected, res.Lost, res.Duplicated)
+	}
+}
+
+func requireGone(t *testing.T, pids []int) {
+	t.Helper()
+	if len(pids) == 0 {
+		t.Fatal("no process was recorded")
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process %d still exists after Compare (kill 0: %v)", pid, err)
+		}
+	}
+}
+
+func TestCompareSmoke(t *testing.T) {
+	o, err := DefaultOptions(ScenarioSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Subscriber 9 (on the second endpoint) holds test_1/9; publisher 0
+	// is on the first endpoint, publisher 1 on the second.
+	o.Subscribers, o.Publishers, o.Messages, o.Topic = 10, 2, 100, "test_1/9"
+	var pids []int
+	res := runCompare(t, compareOptions(t, o, nil, &pids))
+
+	if got := len(res.Rows); got != len(Setups) {
+		t.Fatalf("%d rows, want %d", got, len(Setups))
+	}
+	single, bridge, moha := requireRow(t, res, SetupSingle), requireRow(t, res, SetupBridge), requireRow(t, res, SetupMoha)
+	for _, r := range []*CompareRow{single, bridge, moha} {
+		requireAllDelivered(t, r)
+		if r.BrokerCPU < 0 || r.AgentCPU < 0 {
+			t.Errorf("%s: negative CPU %s / %s", r.Setup, r.BrokerCPU, r.AgentCPU)
+		}
+	}
+	if single.InterNodeBytes != 0 || single.Result.CrossDelivered != 0 {
+		t.Errorf("single: %d bytes between brokers, %d cross-node deliveries, want 0", single.InterNodeBytes, single.Result.CrossDelivered)
+	}
+	if bridge.InterNodeBytes <= 0 {
+		t.Errorf("bridge: %d bytes between brokers, want > 0", bridge.InterNodeBytes)
+	}
+	if moha.InterNodeBytes <= 0 || moha.InterNodeBytes >= bridge.InterNodeBytes {
+		t.Errorf("moha: %d bytes between brokers, want > 0 and < the bridge's %d", moha.InterNodeBytes, bridge.InterNodeBytes)
+	}
+	for _, r := range []*CompareRow{bridge, moha} {
+		if want := int64(o.Messages); r.Result.CrossDelivered != want {
+			t.Errorf("%s: %d cross-node deliveries, want %d", r.Setup, r.Result.CrossDelivered, want)
+		}
+	}
+	// Only publisher 0's messages have a subscriber on the other node.
+	if moha.Forwarded != int64(o.Messages) {
+		t.Errorf("moha: agents forwarded %d messages, want %d", moha.Forwarded, o.Messages)
+	}
+	if single.AgentCPU != 0 || bridge.AgentCPU != 0 || bridge.Forwarded != 0 {
+		t.Errorf("agent figures without agents: single %s, bridge %s / %d", single.AgentCPU, bridge.AgentCPU, bridge.Forwarded)
+	}
+	if res.MohaVsBridge == nil || res.MohaVsBridge.InterNodeBytes <= 0 || res.MohaVsBridge.InterNodeBytes >= 1 {
+		t.Errorf("moha/bridge ratios: %+v", res.MohaVsBridge)
+	}
+	requireGone(t, pids)
+}
+
+func TestCompareLocalCrossesAlmostNothing(t *testing.T) {
+	o, err := DefaultOptions(ScenarioLocal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Messages = 200
+	var pids []int
+	res := runCompare(t, compareOptions(t, o, []string{SetupBridge, SetupMoha}, &pids))
+	bridge, moha := requireRow(t, res, SetupBridge), requireRow(t, res, SetupMoha)
+	requireAllDelivered(t, bridge)
+	requireAllDelivered(t, moha)
+	// The bridge carries every message; moha only interest and link
+	// upkeep. At full size this is well under 1%; at this size 10%.
+	if moha.InterNodeBytes*10 >= bridge.InterNodeBytes {
+		t.Errorf("moha %d bytes between brokers, bridge %d: want under 10%%", moha.InterNodeBytes, bridge.InterNodeBytes)
+	}
+	if moha.Forwarded != 0 {
+		t.Errorf("moha forwarded %d messages in the local scenario", moha.Forwarded)
+	}
+	requireGone(t, pids)
+}
+
+func TestCompareStopsEverythingOnCancel(t *testing.T) {
+	o, err := DefaultOptions(ScenarioFanout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Messages = 1_000_000 // far more than the test waits for
+	var pids []int
+	co := compareOptions(t, o, []string{SetupMoha}, &pids)
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	co.onStart = func(_ string, p []int) { pids = append(pids, p...); close(started) }
+	done := make(chan error, 1)
+	go func() { _, err := Compare(ctx, co); done <- err }()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("compare ended before the setup started: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the moha setup did not start within 30s")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("compare after cancel: %v, want context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("compare did not return within 30s of cancel")
+	}
+	requireGone(t, pids)
+}
+
+func TestCompareRejectsBadOptions(t *testing.T) {
+	o, err := DefaultOptions(ScenarioSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Compare(context.Background(), CompareOptions{Bench: o, Setups: []string{"cluster"}}); !errors.Is(err, ErrUnknownSetup) {
+		t.Errorf("unknown setup: %v", err)
+	}
+	if _, err := Compare(context.Background(), CompareOptions{Bench: o, Setups: []string{SetupMoha}}); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("moha without agent binary: %v", err)
+	}
+	if _, err := Compare(context.Background(), CompareOptions{Bench: o, Setups: []string{SetupSingle, SetupSingle}}); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("a setup twice: %v", err)
+	}
+	o.Messages = 0
+	if _, err := Compare(context.Background(), CompareOptions{Bench: o}); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("zero messages: %v", err)
+	}
+}
+
+func TestCompareTable(t *testing.T) {
+	row := func(setup string, rate float64, bytes int64, fwd int64) CompareRow {
+		return CompareRow{
+			Setup: setup,
+			Result: &Result{Scenario: ScenarioSeed, Publishers: 20, Subscribers: 500, Messages: 3000, Size: 100, QoS: 1,
+				Pipeline: 1, Expected: 60000, Delivered: 60000, Published: 60000, DeliveredRate: rate},
+			InterNodeBytes: bytes, Forwarded: fwd, AgentCPU: time.Duration(fwd) * 10 * time.Microsecond,
+			AgentCPUPerMsg: 10,
+		}
+	}
+	res := &CompareResult{Scenario: ScenarioSeed, Rows: []CompareRow{
+		row(SetupSingle, 30000, 0, 0), row(SetupBridge, 20000, 10_000_000, 0), row(SetupMoha, 25000, 4_000_000, 30000),
+	}}
+	res.MohaVsBridge = res.ratios()
+	var b strings.Builder
+	if err := res.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"scenario seed: 20 publishers x 3000 messages x 100 B, 500 subscribers, QoS 1, pipeline 1",
+		"single", "bridge", "moha/bridge", "60000 / 60000", "1.25x", "10,000,000", "4,000,000", "0.40x", "10.0",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	lines := strings.Split(out, "\n")
+	header := lines[2]
+	if !(strings.Index(header, "single") < strings.Index(header, "bridge") &&
+		strings.Index(header, "bridge") < strings.Index(header, " moha ")) {
+		t.Errorf("columns not in run order: %q", header)
+	}
+	// Without a bridge row there is nothing to divide by.
+	res.Rows = res.Rows[2:]
+	res.MohaVsBridge = res.ratios()
+	b.Reset()
+	if err := res.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "moha/bridge") {
+		t.Errorf("ratio column without a bridge row:\n%s", b.String())
+	}
+}
+
+func TestGroupDigits(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 123456789: "123,456,789", -1234: "-1,234"} {
+		if got := groupDigits(n); got != want {
+			t.Errorf("groupDigits(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestBrokerConfigIsAccepted(t *testing.T) {
+	bin, err := launch.FindBinary("mosquitto")
+	if err != nil {
+		t.Skipf("mosquitto is missing: %v", err)
+	}
+	text, err := brokerConfig("b", "127.0.0.1:1", currentAccount(), bridgeSection("127.0.0.1:2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"listener 1 127.0.0.1\n", "topic # both 2\n", "address 127.0.0.1:2\n", "persistence false\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("config lacks %q:\n%s", want, text)
+		}
+	}
+	// mosquitto has no config check mode: start it on a free port and see
+	// that it listens.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	p, _, err := startBroker(ctx, bin, t.TempDir(), "bridged", bridgeSection("127.0.0.1:1"))
+	if err != nil {
+		t.Fatalf("mosquitto rejects the bridge config: %v", err)
+	}
+	p.Stop(stopGrace)
+	if _, err := brokerConfig("b", "no-port", "", ""); err == nil {
+		t.Error("brokerConfig accepted an address without a port")
+	}
+}
+
+func TestBeforePublishRunsAfterSubscribesAndCanStopTheRun(t *testing.T) {
+	a, b := startMosquitto(t), startMosquitto(t)
+	o := smallOptions(t, ScenarioFanout, a, b)
+	o.Isolated = true
+	var calls int
+	o.BeforePublish = func(ctx context.Context) error {
+		calls++
+		// A message that is not the run's, published now, reaches every
+		// subscriber on a only if they have all subscribed already.
+		c, err := connectClient(ctx, endpoint{ClientID: "before-publish", Address: a}, paho.ClientConfig{}, 1)
+		if err != nil {
+			return err
+		}
+		defer closeClient(c)
+		_, err = c.Publish(ctx, &paho.Publish{Topic: o.Topic, QoS: 1, Payload: []byte("not the run's")})
+		return err
+	}
+	res := runBench(t, o)
+	if calls != 1 {
+		t.Errorf("BeforePublish called %d times, want 1", calls)
+	}
+	if want := int64((o.Subscribers + 1) / 2); res.Stray != want {
+		t.Errorf("Stray = %d, want %d: subscribers on a missed a message published in BeforePublish", res.Stray, want)
+	}
+	// Isolated fanout: each subscriber gets only the publisher on its own
+	// broker, so nothing counts as crossing.
+	if res.CrossDelivered != 0 || res.Delivered != res.Expected {
+		t.Errorf("isolated fanout: delivered %d of %d, %d across addresses", res.Delivered, res.Expected, res.CrossDelivered)
+	}
+
+	stop := errors.New("not yet")
+	o.BeforePublish = func(context.Context) error { return stop }
+	if res, err := Run(context.Background(), o); !errors.Is(err, stop) || res != nil {
+		t.Errorf("Run with a failing BeforePublish: %v, %v", res, err)
+	}
+}
+
+func TestCrossDeliveredCountsOtherAddresses(t *testing.T) {
+	broker := startMosquitto(t)
+	// Two names for one broker: the plan sees two addresses, so half of
+	// the fanout's streams count as crossing.
+	o := smallOptions(t, ScenarioFanout, "127.0.0.1:"+strings.Split(broker, ":")[1], "localhost:"+strings.Split(broker, ":")[1])
+	o.Publishers, o.Subscribers = 2, 2
+	res := runBench(t, o)
+	if res.Delivered != res.Expected || res.CrossDelivered != res.Expected/2 || res.CrossDeliveredRate <= 0 {
+		t.Errorf("delivered %d of %d, %d across addresses at %.0f msg/s; want half across",
+			res.Delivered, res.Expected, res.CrossDelivered, res.CrossDeliveredRate)
+	}
+}
