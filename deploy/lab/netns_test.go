@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -150,7 +149,8 @@ func (l *lab) waitSettled(t testing.TB, node string, timeout time.Duration) {
 	}
 }
 
-// writeLBConfigs writes lb's haproxy.cfg (moha's renderer) and keepalived.conf.
+// writeLBConfigs writes lb's haproxy.cfg and keepalived.conf, both from moha's
+// renderer (keepalived with unicast peers: VRRP between the lab's namespaces).
 func (l *lab) writeLBConfigs(lb string) {
 	l.t.Helper()
 	dir := filepath.Join(l.dir, lb)
@@ -164,61 +164,13 @@ func (l *lab) writeLBConfigs(lb string) {
 	if err := os.WriteFile(filepath.Join(dir, "haproxy.cfg"), []byte(hap), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "keepalived.conf"), []byte(l.keepalivedConf(lb)), 0o644); err != nil {
+	ka, err := render.Keepalived(l.cluster, lb, render.KeepalivedOptions{Unicast: true})
+	if err != nil {
+		l.t.Fatalf("render keepalived: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "keepalived.conf"), []byte(ka), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
-}
-
-// keepalivedConf follows the recipe verified in HAPROXY.md: VRRPv3, half-second
-// adverts, and a track script probing this host's HAProxy port (a pgrep would see
-// the other namespace's haproxy: the namespaces share one PID space).
-// TODO(lab): use render.Keepalived once internal/render has it.
-func (l *lab) keepalivedConf(lb string) string {
-	lbc := l.cluster.LoadBalancers
-	var self, peer string
-	prio := 0
-	for _, h := range lbc.Hosts {
-		if h.Name == lb {
-			self, prio = h.Address, h.Priority
-		} else {
-			peer = h.Address
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `global_defs {
-    router_id %s
-    vrrp_version 3
-    enable_script_security
-    script_user root
-}
-
-vrrp_script chk_haproxy {
-    script "/usr/bin/timeout 1 /bin/bash -c '</dev/tcp/127.0.0.1/%d'"
-    interval 1
-    timeout 2
-    fall 1
-    rise 1
-}
-
-vrrp_instance mqtt {
-    state BACKUP
-    interface %s
-    virtual_router_id %d
-    priority %d
-    advert_int 0.5
-    unicast_src_ip %s
-    unicast_peer {
-        %s
-    }
-    virtual_ipaddress {
-        %s dev %s
-    }
-    track_script {
-        chk_haproxy
-    }
-}
-`, lb, lbc.Port, lbc.Interface, lbc.RouterID, prio, self, peer, lbc.FloatingIP, lbc.Interface)
-	return b.String()
 }
 
 // waitLBServes waits until an MQTT client reaches a broker through the floating IP.
