@@ -2,9 +2,12 @@ package agent_test
 
 import (
 	"context"
+	"maps"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
@@ -94,5 +97,53 @@ func TestBrokerRestartRecovers(t *testing.T) {
 	back := connect(t, addr(c, "node2"), "br-pers", persistent(3600))
 	if got := back.expect(1, 5*time.Second); string(got[0].Payload) != "after restart" {
 		t.Fatalf("got %q", got[0].Payload)
+	}
+}
+
+// TestRetainedAntiEntropy: a node that was away past the grace period (its
+// buffer dropped) gets, when its link returns, exactly the retained messages
+// it lacks — new ones and a deletion — and nothing it already has.
+func TestRetainedAntiEntropy(t *testing.T) {
+	c := startCluster(t, 2, func(c *config.Cluster) {
+		c.InterestGrace = config.Duration(2 * time.Second)
+	})
+	pub := connect(t, addr(c, "node1"), "ae-pub")
+	retain := func(topic, payload string) {
+		pub.publish(&paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(payload)})
+	}
+	retain("ae/same", "kept")
+	retain("ae/both", "to be deleted")
+	held := func(node string) map[string]string {
+		id := "ae-read-" + node + strconv.FormatInt(time.Now().UnixNano(), 10)
+		s := connect(t, addr(c, node), id)
+		defer s.disconnect()
+		s.subscribe("ae/#", 1)
+		s.subscribe(id, 1)
+		connect(t, addr(c, node), id+"-m").pub(id, 1, "marker")
+		got := map[string]string{}
+		for {
+			m := s.expect(1, 5*time.Second)[0]
+			if m.Topic == id {
+				return got
+			}
+			got[m.Topic] = string(m.Payload)
+		}
+	}
+	waitFor(t, 5*time.Second, "both retained messages on node2", func() bool { return len(held("node2")) == 2 })
+
+	c.StopAgent("node2")
+	waitFor(t, 10*time.Second, "node2 gone for node1", func() bool { return peerStatus(t, c, "node1", "node2").Gone })
+	for i := range 5 {
+		retain("ae/new"+strconv.Itoa(i), "v"+strconv.Itoa(i))
+	}
+	retain("ae/both", "") // a deletion
+	restart(t, c, "node2")
+	want := map[string]string{"ae/same": "kept", "ae/new0": "v0", "ae/new1": "v1", "ae/new2": "v2", "ae/new3": "v3", "ae/new4": "v4"}
+	waitFor(t, 10*time.Second, "node2 to hold what node1 holds", func() bool { return maps.Equal(held("node2"), want) })
+	if n := metricSum(t, c.Node("node1").HTTP, "moha_retained_synced_total"); n != 6 {
+		t.Fatalf("node1 sent %v retained messages, want exactly the 6 node2 lacked", n)
+	}
+	if n := metricSum(t, c.Node("node2").HTTP, "moha_retained_synced_total"); n != 0 {
+		t.Fatalf("node2 sent %v retained messages, node1 lacked none", n)
 	}
 }

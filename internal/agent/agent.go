@@ -56,6 +56,9 @@ type Agent struct {
 	republisher *republisher
 	takeovers   *takeovers
 	retained    *retainedClock
+	scanned     chan struct{} // closed after the first retained scan
+	scanOnce    sync.Once
+	runCtx      context.Context
 	kickWG      sync.WaitGroup
 	brokerTLS   *tls.Config
 
@@ -129,6 +132,8 @@ func (a *Agent) build() error {
 	a.republisher = newRepublisher(a.log, a.metrics)
 	a.takeovers = newTakeovers()
 	a.retained = newRetainedClock()
+	a.scanned = make(chan struct{})
+	a.runCtx = context.Background()
 	a.mesh, err = cluster.New(cluster.Config{
 		Node:           a.node.Name,
 		Listen:         a.node.Cluster,
@@ -147,12 +152,13 @@ func (a *Agent) build() error {
 		Interest:  a.peerInterest,
 		LinkState: a.linkState,
 		Client:    a.peerClient,
+		Digest:    a.peerDigest,
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry)
-	a.table = interest.NewTable([]string{a.dataClientID(), a.logClientID()}, a.localInterest)
+	a.table = interest.NewTable([]string{a.dataClientID(), a.logClientID(), a.scanClientID()}, a.localInterest)
 	a.mesh.Advertise(a.table.Advertised(), nil)
 	a.metrics.registerInterest(a.registry, a.table, a.router)
 	return nil
@@ -160,6 +166,7 @@ func (a *Agent) build() error {
 
 func (a *Agent) dataClientID() string { return "moha-" + a.node.Name }
 func (a *Agent) logClientID() string  { return "moha-" + a.node.Name + "-log" }
+func (a *Agent) scanClientID() string { return "moha-" + a.node.Name + "-scan" }
 
 // localInterest is the table's change callback: peers learn each change.
 func (a *Agent) localInterest(added, removed []string) {
@@ -172,7 +179,7 @@ func (a *Agent) localInterest(added, removed []string) {
 // not stored: racing retained writes converge (last writer wins).
 func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
 	if m.Retain && m.Written != 0 {
-		if !a.retained.applyRemote(m.Topic, m.Written, time.Now()) {
+		if !a.retained.applyRemote(&m, time.Now()) {
 			m.Retain = false
 			a.metrics.staleRetained.Inc()
 		} else {
@@ -186,6 +193,37 @@ func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
 	a.republisher.deliver(peer, m, ack)
 }
 
+// sendDigest sends peer the digest of the local retained messages once the
+// first scan of the broker is done (a digest before it would make the peer
+// re-send what the broker already has).
+func (a *Agent) sendDigest(peer string) {
+	select {
+	case <-a.scanned:
+	case <-a.runCtx.Done():
+		return
+	}
+	a.mesh.SendDigest(peer, a.retained.digest())
+}
+
+// peerDigest answers a peer's digest with the retained messages it lacks.
+func (a *Agent) peerDigest(peer string, entries []cluster.DigestEntry) {
+	a.kickWG.Go(func() {
+		ctx, cancel := context.WithTimeout(a.runCtx, 30*time.Second)
+		defer cancel()
+		missing := a.retained.missingAt(entries)
+		for _, m := range missing {
+			if err := a.mesh.Send(ctx, peer, m, nil); err != nil {
+				a.log.Warn("retained sync to peer stopped", "peer", peer, "err", err)
+				return
+			}
+		}
+		a.metrics.retainedSynced.WithLabelValues(peer).Add(float64(len(missing)))
+		if len(missing) > 0 {
+			a.log.Info("sent a peer the retained messages it lacked", "peer", peer, "messages", len(missing))
+		}
+	})
+}
+
 // peerInterest is the mesh's callback for a peer's interest.
 func (a *Agent) peerInterest(peer string, replace bool, added, removed []string) {
 	if bad := a.router.Apply(peer, replace, added, removed); len(bad) > 0 {
@@ -197,6 +235,7 @@ func (a *Agent) peerInterest(peer string, replace bool, added, removed []string)
 func (a *Agent) linkState(peer string, up bool) {
 	a.router.SetLink(peer, up)
 	if up {
+		a.kickWG.Go(func() { a.sendDigest(peer) })
 		a.log.Info("peer link up", "peer", peer)
 	} else {
 		a.log.Warn("peer link down", "peer", peer)
@@ -208,6 +247,7 @@ func (a *Agent) linkState(peer string, up bool) {
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	a.runCtx = ctx
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer a.kickWG.Wait()

@@ -120,7 +120,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	dataCfg.ReceiveMaximum = 65535
 	dataSess, err := session.Dial(ctx, dataCfg, func(d *session.Delivery) {
 		if d.Message.Retain {
-			d.Message.Written = a.retained.stampLocal(d.Message.Topic, time.Now())
+			d.Message.Written = a.retained.stampLocal(&d.Message, time.Now())
 		}
 		a.forwarder.Enqueue(delivery{d})
 	})
@@ -143,6 +143,9 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("data session: subscribe: %w", err)
 	}
 	a.republisher.setSession(dataSess)
+	if err := a.scanRetained(ctx); err != nil {
+		return true, fmt.Errorf("retained scan: %w", err)
+	}
 	a.sessionUp.Store(true)
 	a.setBrokerError(nil)
 	a.log.Info("broker sessions up", "broker", a.node.Broker.Address, "session_present", dataSess.SessionPresent())
@@ -166,6 +169,35 @@ func errOrClosed(err error) error {
 		return session.ErrClosed
 	}
 	return err
+}
+
+// scanRetained learns the retained messages the broker holds that the agent
+// did not see written (restored from persistence, written while it was
+// away), for the anti-entropy digest. A second SUBSCRIBE's SUBACK marks the
+// end: the broker sends the first one's retained messages before it.
+func (a *Agent) scanRetained(ctx context.Context) error {
+	cfg := a.sessionConfig(a.scanClientID())
+	cfg.CleanStart = true
+	found := 0
+	s, err := session.Dial(ctx, cfg, func(d *session.Delivery) {
+		if d.Message.Retain {
+			a.retained.learnScanned(&d.Message)
+			found++
+		}
+	})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Subscribe(ctx, session.Subscription{Filter: "#", QoS: 0, RetainAsPublished: true}); err != nil {
+		return err
+	}
+	if err := s.Subscribe(ctx, session.Subscription{Filter: probeFilter, QoS: 0}); err != nil {
+		return err
+	}
+	a.scanOnce.Do(func() { close(a.scanned) })
+	a.log.Debug("retained scan done", "found", found)
+	return nil
 }
 
 // nudgeCount makes the broker publish a fresh subscription count while the
@@ -271,7 +303,7 @@ func (a *Agent) onLogLine(d *session.Delivery) {
 }
 
 func (a *Agent) isOwnClient(id string) bool {
-	return id == a.dataClientID() || id == a.logClientID()
+	return id == a.dataClientID() || id == a.logClientID() || id == a.scanClientID()
 }
 
 func truncate(s string) string {

@@ -17,6 +17,7 @@ type metrics struct {
 	invalidPeerFilters *prometheus.CounterVec
 	takeovers          prometheus.Counter
 	staleRetained      prometheus.Counter
+	retainedSynced     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -50,7 +51,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "moha_stale_retained_total",
 		Help: "Retained writes from peers older than the value held here: delivered live, not stored (last writer wins).",
 	})
-	reg.MustRegister(m.takeovers, m.staleRetained)
+	m.retainedSynced = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "moha_retained_synced_total",
+		Help: "Retained messages sent to a peer that lacked them when its link started (anti-entropy).",
+	}, []string{"peer"})
+	reg.MustRegister(m.takeovers, m.staleRetained, m.retainedSynced)
 	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.invalidPeerFilters)
 	return m
 }

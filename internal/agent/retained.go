@@ -1,49 +1,69 @@
 package agent
 
 import (
+	"hash/fnv"
 	"sync"
 	"time"
+
+	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/message"
 )
 
-// retainedClock makes concurrent retained writes to one topic on different
-// nodes converge: every retained message (a deletion too) is stamped with
-// the time its origin agent saw it, each agent remembers the newest stamp it
-// applied per topic, and a peer's retained message older than that is not
-// stored (last writer wins). It is still delivered to live subscribers, as
-// a single broker delivers both of two racing writes.
+// retainedClock is the agent's view of the retained messages its broker
+// holds, with the time each was written. It does two jobs:
 //
+// Convergence: every retained write (a deletion too) is stamped with the
+// time its origin agent saw it, and a peer's retained write older than what
+// the broker holds is not stored (last writer wins); it is still delivered
+// to live subscribers, as a single broker delivers both of two racing writes.
 // The broker, not the agent, decides which of a local write and a peer's
 // write it stored last. Both reach the agent on the data session in the
 // broker's order: the broker's PUBACK for the peer's write (republished) and
 // its delivery of the local write. So while a peer's write is republished
 // but not yet acknowledged, a local write the agent sees was stored before
 // it, and is stamped older than it.
+//
+// Anti-entropy: when a link starts, each side sends a digest of what it
+// holds and gets back only the retained messages it lacks or holds an older
+// version of. The content is kept in memory for that: the agent's memory
+// grows with the broker's retained store.
 type retainedClock struct {
 	mu       sync.Mutex
-	newest   map[string]int64 // topic -> stamp of the retained value the broker holds
-	inFlight map[string]int64 // topic -> stamp of a peer's write republished, not yet acknowledged
+	held     map[string]retainedEntry // topic -> what the broker holds (empty payload: a deletion)
+	inFlight map[string]int64         // topic -> stamp of a peer's write republished, not yet acknowledged
 	pruned   time.Time
 }
 
-// stampTTL is how long a topic's stamp is kept to beat an older, delayed
-// write (a deletion's tombstone included). No delayed write is that old:
-// a peer's buffer is dropped after interest_grace.
+type retainedEntry struct {
+	stamp int64
+	hash  uint64
+	msg   message.Message
+}
+
+// scannedStamp marks retained messages found in the broker when the agent
+// connected (restored from persistence or written while it was away): older
+// than any write the agent saw happen.
+const scannedStamp = 1
+
+// stampTTL is how long a deletion's stamp is kept to beat an older, delayed
+// write. No delayed write is that old: a peer's buffer is dropped after
+// interest_grace.
 const stampTTL = time.Hour
 
 func newRetainedClock() *retainedClock {
-	return &retainedClock{newest: map[string]int64{}, inFlight: map[string]int64{}, pruned: time.Now()}
+	return &retainedClock{held: map[string]retainedEntry{}, inFlight: map[string]int64{}, pruned: time.Now()}
 }
 
 // stampLocal records a retained write published on the local broker and
 // returns its stamp: strictly newer than anything applied for the topic.
-func (c *retainedClock) stampLocal(topic string, now time.Time) int64 {
+func (c *retainedClock) stampLocal(m *message.Message, now time.Time) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if remote, ok := c.inFlight[topic]; ok {
+	if remote, ok := c.inFlight[m.Topic]; ok {
 		return remote - 1 // stored before the peer's write: it loses everywhere
 	}
-	stamp := max(now.UnixNano(), c.newest[topic]+1)
-	c.newest[topic] = stamp
+	stamp := max(now.UnixNano(), c.held[m.Topic].stamp+1)
+	c.held[m.Topic] = newEntry(m, stamp)
 	return stamp
 }
 
@@ -57,35 +77,109 @@ func (c *retainedClock) settled(topic string, stamp int64) {
 	}
 }
 
-// applyRemote reports whether a peer's retained write stamped `stamp` is
-// newer than what the local broker holds, and records it if so. Unstamped
-// writes (stamp 0) are applied: nothing to compare.
-func (c *retainedClock) applyRemote(topic string, stamp int64, now time.Time) bool {
+// applyRemote reports whether a peer's retained write is newer than what
+// the local broker holds, and records it if so. Unstamped writes are
+// applied: nothing to compare.
+func (c *retainedClock) applyRemote(m *message.Message, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pruneLocked(now)
-	if stamp == 0 {
+	if m.Written == 0 {
 		return true
 	}
-	if stamp <= c.newest[topic] {
+	held := c.held[m.Topic]
+	if m.Written < held.stamp {
 		return false
 	}
-	c.newest[topic] = stamp
-	c.inFlight[topic] = stamp
+	e := newEntry(m, m.Written)
+	if m.Written == held.stamp && e.hash <= held.hash {
+		return false // the same write, or a tie the larger hash wins
+	}
+	c.held[m.Topic] = e
+	c.inFlight[m.Topic] = m.Written
 	return true
 }
 
-// pruneLocked forgets stamps older than stampTTL, once a minute, so the
-// table does not grow with every retained topic ever written.
+// learnScanned records a retained message found in the broker by the scan
+// at connect, unless the agent already knows a version of that topic.
+func (c *retainedClock) learnScanned(m *message.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.held[m.Topic]; !ok {
+		c.held[m.Topic] = newEntry(m, scannedStamp)
+	}
+}
+
+// digest lists what the broker holds, deletions included (they must beat
+// older values elsewhere).
+func (c *retainedClock) digest() []cluster.DigestEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]cluster.DigestEntry, 0, len(c.held))
+	for t, e := range c.held {
+		out = append(out, cluster.DigestEntry{Topic: t, Stamp: e.stamp, Hash: e.hash})
+	}
+	return out
+}
+
+// missingAt returns the retained messages a peer with this digest lacks or
+// holds an older version of — and nothing it already has.
+func (c *retainedClock) missingAt(peer []cluster.DigestEntry) []message.Message {
+	has := make(map[string]cluster.DigestEntry, len(peer))
+	for _, e := range peer {
+		has[e.Topic] = e
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []message.Message
+	for t, e := range c.held {
+		p, ok := has[t]
+		switch {
+		case !ok && len(e.msg.Payload) == 0:
+			continue // a deletion of something the peer never had
+		case ok && (p.Stamp > e.stamp || p.Hash == e.hash):
+			continue // the peer's is newer, or the same
+		case ok && p.Stamp == e.stamp && p.Hash > e.hash:
+			continue // same time, different content: the larger hash wins everywhere
+		}
+		m := e.msg
+		m.Retain, m.Written = true, e.stamp
+		out = append(out, m)
+	}
+	return out
+}
+
+// pruneLocked forgets deletions older than stampTTL, once a minute.
 func (c *retainedClock) pruneLocked(now time.Time) {
 	if now.Sub(c.pruned) < time.Minute {
 		return
 	}
 	c.pruned = now
 	limit := now.Add(-stampTTL).UnixNano()
-	for t, s := range c.newest {
-		if s < limit {
-			delete(c.newest, t)
+	for t, e := range c.held {
+		if len(e.msg.Payload) == 0 && e.stamp < limit {
+			delete(c.held, t)
 		}
 	}
+}
+
+func newEntry(m *message.Message, stamp int64) retainedEntry {
+	e := retainedEntry{stamp: stamp, msg: *m}
+	e.msg.Payload = append([]byte(nil), m.Payload...) // the session may reuse its buffer
+	h := fnv.New64a()
+	h.Write(m.Payload)
+	h.Write([]byte{0})
+	h.Write([]byte(m.Props.ContentType))
+	h.Write([]byte{0})
+	h.Write([]byte(m.Props.ResponseTopic))
+	h.Write([]byte{0})
+	h.Write(m.Props.CorrelationData)
+	for _, u := range m.Props.User {
+		h.Write([]byte{0})
+		h.Write([]byte(u.Key))
+		h.Write([]byte{0})
+		h.Write([]byte(u.Value))
+	}
+	e.hash = h.Sum64()
+	return e
 }

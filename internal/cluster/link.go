@@ -36,7 +36,8 @@ type link struct {
 	requestSnapshot atomic.Bool // the reader saw a delta gap: ask the peer for a snapshot
 
 	notesMu sync.Mutex
-	notes   []ClientNote // CLIENT announcements waiting for the writer
+	notes   []ClientNote    // CLIENT announcements waiting for the writer
+	digests [][]DigestEntry // DIGEST frames waiting for the writer
 
 	// reader-owned interest receive state
 	recvVersion  uint64
@@ -116,6 +117,10 @@ func (l *link) handle(f *frame) error {
 		if h := l.mesh.handlers.Client; h != nil {
 			h(l.peer.name, f.client)
 		}
+	case frameDigest:
+		if h := l.mesh.handlers.Digest; h != nil {
+			h(l.peer.name, f.digest)
+		}
 	case frameHeartbeat:
 	}
 	return nil
@@ -129,13 +134,21 @@ func (l *link) announce(n ClientNote) {
 	l.wakeWriter()
 }
 
-// takeNotes returns the queued announcements.
-func (l *link) takeNotes() []ClientNote {
+// takeNotes returns the queued announcements and digests.
+func (l *link) takeNotes() ([]ClientNote, [][]DigestEntry) {
 	l.notesMu.Lock()
 	defer l.notesMu.Unlock()
-	n := l.notes
-	l.notes = nil
-	return n
+	n, d := l.notes, l.digests
+	l.notes, l.digests = nil, nil
+	return n, d
+}
+
+// sendDigest queues a DIGEST frame for the writer.
+func (l *link) sendDigest(entries []DigestEntry) {
+	l.notesMu.Lock()
+	l.digests = append(l.digests, entries)
+	l.notesMu.Unlock()
+	l.wakeWriter()
 }
 
 // handleDelta applies a delta in sequence; on a gap it asks for a snapshot
@@ -251,10 +264,17 @@ func (w *writer) writeReady() (wrote bool, err error) {
 		w.writeFrame(frameSnapshotRequest, nil)
 		wrote = true
 	}
-	for _, n := range l.takeNotes() {
+	notes, digests := l.takeNotes()
+	for _, n := range notes {
 		f := frame{typ: frameClient, client: n}
 		w.scratch = encodeFrameBody(w.scratch[:0], &f)
 		w.writeFrame(frameClient, w.scratch)
+		wrote = true
+	}
+	for _, d := range digests {
+		f := frame{typ: frameDigest, digest: d}
+		w.scratch = encodeFrameBody(w.scratch[:0], &f)
+		w.writeFrame(frameDigest, w.scratch)
 		wrote = true
 	}
 	for {

@@ -38,6 +38,9 @@ type Handlers struct {
 	// there). Called from that link's reader goroutine; must not block.
 	// Optional.
 	Client func(peer string, n ClientNote)
+	// Digest reports a peer's DIGEST of its retained messages. Called from
+	// that link's reader goroutine; must not block. Optional.
+	Digest func(peer string, entries []DigestEntry)
 }
 
 // Sentinel errors.
@@ -262,6 +265,23 @@ func (m *Mesh) AnnounceClient(n ClientNote) {
 			l.announce(n)
 		}
 	}
+}
+
+// SendDigest sends peer a DIGEST of this node's retained messages if its
+// link is up (call it from LinkState). It reports whether it was queued.
+func (m *Mesh) SendDigest(peer string, entries []DigestEntry) bool {
+	p := m.peers[peer]
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	l := p.link
+	p.mu.Unlock()
+	if l == nil {
+		return false
+	}
+	l.sendDigest(entries)
+	return true
 }
 
 // Send queues msg for peer; the mesh owns msg's slices from now on.

@@ -36,6 +36,7 @@ package cluster
 //	ACK              {upTo uvarint}
 //	HEARTBEAT        {}
 //	CLIENT           {client id string, flags byte (bit 0 clean start), at uvarint (unix nanos)}
+//	DIGEST           {n uvarint, n × (topic string, stamp uvarint, hash uvarint)}
 //
 // Interest: a link starts with a SNAPSHOT of the sender's filters; every
 // later change is a DELTA whose version is the previous one + 1. A receiver
@@ -64,6 +65,11 @@ package cluster
 // id is connected on one node at most). Announcements are not buffered for
 // a peer whose link is down: by the time it returns they are stale.
 //
+// DIGEST lists the retained messages the sender's broker holds (topic, the
+// write's timestamp, a hash of its content), sent when a link starts: the
+// receiver sends back only the retained messages the sender lacks or holds
+// an older version of (anti-entropy).
+//
 // HEARTBEAT is written when the writer was idle for the heartbeat interval;
 // a link silent for three intervals is dead.
 
@@ -89,6 +95,7 @@ const (
 	frameAck             byte = 7
 	frameHeartbeat       byte = 8
 	frameClient          byte = 9
+	frameDigest          byte = 10
 )
 
 const (
@@ -135,6 +142,14 @@ type frame struct {
 	msgs     []message.Message // PUBLISH_BATCH
 	upTo     uint64            // ACK
 	client   ClientNote        // CLIENT
+	digest   []DigestEntry     // DIGEST
+}
+
+// DigestEntry describes one retained message a broker holds.
+type DigestEntry struct {
+	Topic string
+	Stamp int64  // the retained write's timestamp (unix nanos)
+	Hash  uint64 // of payload and properties
 }
 
 // ClientNote is one CLIENT announcement.
@@ -232,6 +247,14 @@ func decodeFrame(typ byte, body []byte) (frame, error) {
 		}
 		f.client.Clean = flags&1 != 0
 		f.client.At = int64(d.uvarint())
+	case frameDigest:
+		n := d.count(3)
+		if n > 0 {
+			f.digest = make([]DigestEntry, n)
+		}
+		for i := 0; i < n && d.err == nil; i++ {
+			f.digest[i] = DigestEntry{Topic: d.string(), Stamp: int64(d.uvarint()), Hash: d.uvarint()}
+		}
 	case frameSnapshotRequest, frameHeartbeat:
 	default:
 		return frame{}, fmt.Errorf("%w: unknown frame type %d", ErrProtocol, typ)
@@ -263,6 +286,13 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 		}
 	case frameAck:
 		dst = binary.AppendUvarint(dst, f.upTo)
+	case frameDigest:
+		dst = binary.AppendUvarint(dst, uint64(len(f.digest)))
+		for _, e := range f.digest {
+			dst = appendString(dst, e.Topic)
+			dst = binary.AppendUvarint(dst, uint64(e.Stamp))
+			dst = binary.AppendUvarint(dst, e.Hash)
+		}
 	case frameClient:
 		dst = appendString(dst, f.client.ID)
 		var flags byte

@@ -46,6 +46,8 @@ func sampleFrames() []frame {
 		{typ: frameAck, upTo: 1 << 40},
 		{typ: frameClient, client: ClientNote{ID: "id with spaces", Clean: true, At: 1764000000123456789}},
 		{typ: frameClient, client: ClientNote{ID: "", At: 0}},
+		{typ: frameDigest, digest: []DigestEntry{{Topic: "a/b", Stamp: 1 << 60, Hash: 1<<64 - 1}, {Topic: "", Stamp: 0, Hash: 0}}},
+		{typ: frameDigest},
 		{typ: framePublishBatch, firstSeq: 1, msgs: []message.Message{fullMessage(1), fullMessage(2), {Topic: "plain"}}},
 		{typ: framePublishBatch, firstSeq: 300, msgs: []message.Message{
 			{Topic: "t", Payload: []byte("only expiry"), Props: message.Properties{MessageExpiry: ptr(uint32(0))}},
