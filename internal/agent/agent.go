@@ -179,10 +179,16 @@ func (a *Agent) localInterest(added, removed []string) {
 // not stored: racing retained writes converge (last writer wins).
 func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
 	if m.Retain && m.Written != 0 {
-		if !a.retained.applyRemote(&m, time.Now()) {
+		apply, dup := a.retained.applyRemote(&m, time.Now())
+		switch {
+		case dup:
+			a.metrics.staleRetained.Inc()
+			ack() // the same write arrived from another peer: already delivered
+			return
+		case !apply:
 			m.Retain = false
 			a.metrics.staleRetained.Inc()
-		} else {
+		default:
 			topic, stamp, peerAck := m.Topic, m.Written, ack
 			ack = func() {
 				a.retained.settled(topic, stamp)

@@ -291,7 +291,7 @@ func TestAwkwardClients(t *testing.T) {
 // agent learns it from the broker's client total and the advertised
 // interest returns to empty within 30 s.
 func TestExpiredV5SessionsLeaveInterest(t *testing.T) {
-	c := startCluster(t, 2)
+	c := startCluster(t, 3)
 	const clients = 1000
 	var wg sync.WaitGroup
 	for w := range 10 {

@@ -79,25 +79,29 @@ func (c *retainedClock) settled(topic string, stamp int64) {
 
 // applyRemote reports whether a peer's retained write is newer than what
 // the local broker holds, and records it if so. Unstamped writes are
-// applied: nothing to compare.
-func (c *retainedClock) applyRemote(m *message.Message, now time.Time) bool {
+// applied: nothing to compare. dup reports the very write the broker holds
+// already (several peers answered a digest): it must not be delivered again.
+func (c *retainedClock) applyRemote(m *message.Message, now time.Time) (apply, dup bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pruneLocked(now)
 	if m.Written == 0 {
-		return true
+		return true, false
 	}
 	held := c.held[m.Topic]
 	if m.Written < held.stamp {
-		return false
+		return false, false
 	}
 	e := newEntry(m, m.Written)
-	if m.Written == held.stamp && e.hash <= held.hash {
-		return false // the same write, or a tie the larger hash wins
+	if m.Written == held.stamp && e.hash == held.hash {
+		return false, true
+	}
+	if m.Written == held.stamp && e.hash < held.hash {
+		return false, false // a tie: the larger hash wins everywhere
 	}
 	c.held[m.Topic] = e
 	c.inFlight[m.Topic] = m.Written
-	return true
+	return true, false
 }
 
 // learnScanned records a retained message found in the broker by the scan

@@ -25,7 +25,7 @@ func (c *client) closedWithin(d time.Duration) bool {
 // newer connection on another node closes the older one within 1 s, never
 // the newer one (MQTT 5 and 3.1.1).
 func TestTakeoverAcrossNodes(t *testing.T) {
-	c := startCluster(t, 2)
+	c := startCluster(t, 3)
 	t.Run("mqtt5", func(t *testing.T) {
 		old := connect(t, addr(c, "node1"), "tk-5")
 		agentSees(t, c, "node1", "tk-5")
@@ -56,11 +56,11 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 // the end each id is connected exactly once (its newest connection), and
 // the agents' own takeover connections start no further round.
 func TestTakeoverStorm(t *testing.T) {
-	c := startCluster(t, 2)
+	c := startCluster(t, 3)
 	const ids, rounds = 200, 4
 	conns := make([][]*client, ids)
 	for r := range rounds {
-		node := []string{"node1", "node2"}[r%2]
+		node := []string{"node1", "node2", "node3"}[r%3]
 		var wg sync.WaitGroup
 		for w := range 8 {
 			wg.Go(func() {
@@ -92,16 +92,16 @@ func TestTakeoverStorm(t *testing.T) {
 	}
 	want := float64(ids * (rounds - 1))
 	waitFor(t, 5*time.Second, "takeover counts to settle", func() bool {
-		return metricSum(t, c.Node("node1").HTTP, "moha_takeovers_total")+metricSum(t, c.Node("node2").HTTP, "moha_takeovers_total") >= want
+		return takeovers(t, c) >= want
 	})
 	// One more subscription round trip on each node proves the agents have
 	// read every log line the takeovers caused.
-	for _, n := range []string{"node1", "node2"} {
+	for _, n := range []string{"node1", "node2", "node3"} {
 		probe := connect(t, addr(c, n), "storm-probe-"+n)
 		probe.subscribe("storm/probe", 1)
-		peerKnows(t, c, map[string]string{"node1": "node2", "node2": "node1"}[n], n, "storm/probe", true)
+		peerKnows(t, c, map[string]string{"node1": "node2", "node2": "node3", "node3": "node1"}[n], n, "storm/probe", true)
 	}
-	got := metricSum(t, c.Node("node1").HTTP, "moha_takeovers_total") + metricSum(t, c.Node("node2").HTTP, "moha_takeovers_total")
+	got := takeovers(t, c)
 	if got != want {
 		t.Fatalf("%v takeovers, want exactly %v (one per newer connection, none from the agents' own)", got, want)
 	}
@@ -110,6 +110,15 @@ func TestTakeoverStorm(t *testing.T) {
 			t.Fatalf("id %d: the newest connection was closed", i)
 		}
 	}
+}
+
+// takeovers sums the takeover counters of every node.
+func takeovers(t testing.TB, c *launch.Cluster) float64 {
+	var sum float64
+	for _, n := range c.Config.Nodes {
+		sum += metricSum(t, n.HTTP, "moha_takeovers_total")
+	}
+	return sum
 }
 
 // agentSees waits until node's agent has read the client's connect line:
