@@ -1,0 +1,58 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moha-project/moha/internal/bench"
+)
+
+func newBenchInterestCommand(stdout, stderr io.Writer) *cobra.Command {
+	var (
+		subs          []int
+		clients       int
+		asJSON, quiet bool
+	)
+	cmd := &cobra.Command{
+		Use:   "interest [--subscriptions 10000,100000]",
+		Short: "Measure agent memory and interest propagation against the number of subscriptions",
+		Long: `Start a two-node moha cluster (real brokers, agents as child processes) per
+run, subscribe N distinct filters on node2 and report:
+
+  subscribe           first SUBSCRIBE to the last SUBACK
+  propagated to peer  first SUBSCRIBE until node1's agent advertises all N for node2
+  agent RSS           resident memory of node2's agent (its interest table) and of
+                      node1's (its routing trie for node2), before and after`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find own binary for the agents: %w", err)
+			}
+			o := bench.InterestOptions{Subscriptions: subs, Clients: clients, AgentBinary: self}
+			if !quiet {
+				o.Progress = stderr
+			}
+			rows, err := bench.MeasureInterest(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			return bench.WriteInterestTable(stdout, rows)
+		},
+	}
+	f := cmd.Flags()
+	f.IntSliceVar(&subs, "subscriptions", []int{10000, 100000}, "distinct subscriptions per run (comma separated)")
+	f.IntVar(&clients, "clients", 10, "subscribing clients sharing them")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	f.BoolVar(&quiet, "quiet", false, "no progress lines")
+	return cmd
+}

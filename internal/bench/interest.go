@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/moha-project/moha/internal/launch"
+)
+
+// InterestOptions configure MeasureInterest: how an agent's memory and the
+// propagation of interest to its peers grow with the number of distinct
+// subscriptions on its node.
+type InterestOptions struct {
+	Subscriptions []int  // distinct filters to create on node2, one run each (default 10000, 100000)
+	Clients       int    // subscribing clients sharing them (default 10)
+	PerPacket     int    // filters per SUBSCRIBE packet (default 1000)
+	AgentBinary   string // the moha binary the agents run as
+	Dir           string // work directory (a temporary one when empty)
+	Progress      io.Writer
+}
+
+// InterestRow is one run's figures.
+type InterestRow struct {
+	Subscriptions int           `json:"subscriptions"`
+	Subscribe     time.Duration `json:"subscribe_ns"`   // first SUBSCRIBE to the last SUBACK
+	Propagation   time.Duration `json:"propagation_ns"` // first SUBSCRIBE until the peer's agent knows them all
+	HolderRSS     int64         `json:"holder_rss_bytes"`
+	HolderBase    int64         `json:"holder_rss_before_bytes"`
+	PeerRSS       int64         `json:"peer_rss_bytes"`
+	PeerBase      int64         `json:"peer_rss_before_bytes"`
+}
+
+// MeasureInterest starts a two-node moha cluster per run, subscribes N
+// distinct filters on node2 and reports the time until node1's agent
+// advertises them all for node2, and both agents' resident memory.
+func MeasureInterest(ctx context.Context, o InterestOptions) ([]InterestRow, error) {
+	if len(o.Subscriptions) == 0 {
+		o.Subscriptions = []int{10000, 100000}
+	}
+	o.Clients = orDefault(o.Clients, 10)
+	o.PerPacket = orDefault(o.PerPacket, 1000)
+	if o.AgentBinary == "" {
+		return nil, errors.New("bench: interest: no agent binary")
+	}
+	var rows []InterestRow
+	for _, n := range o.Subscriptions {
+		if n < 1 {
+			return rows, fmt.Errorf("bench: interest: --subscriptions %d: want at least 1", n)
+		}
+		row, err := measureInterestOnce(ctx, o, n)
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (InterestRow, error) {
+	row := InterestRow{Subscriptions: n}
+	dir, err := os.MkdirTemp(o.Dir, "moha-interest-")
+	if err != nil {
+		return row, fmt.Errorf("bench: interest: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, AgentBinary: o.AgentBinary, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return row, err
+	}
+	defer c.Close()
+	holder, peer := c.Config.Nodes[1], c.Config.Nodes[0]
+	if err := waitSettledAgents(ctx, []string{holder.HTTP, peer.HTTP}); err != nil {
+		return row, err
+	}
+	row.HolderBase = rss(c.AgentProcess(holder.Name).Pid())
+	row.PeerBase = rss(c.AgentProcess(peer.Name).Pid())
+	progressf(o.Progress, "interest: subscribing %d filters on %s", n, holder.Name)
+
+	start := time.Now()
+	var clients []*paho.Client
+	for k := range o.Clients {
+		cl, err := connectClient(ctx, endpoint{ClientID: "moha-bench-interest-" + strconv.Itoa(k), Address: holder.Broker.Address}, paho.ClientConfig{}, 100)
+		if err != nil {
+			return row, err
+		}
+		defer func() { _ = cl.Disconnect(&paho.Disconnect{}) }()
+		clients = append(clients, cl)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(clients))
+	for k, cl := range clients {
+		wg.Go(func() { errs[k] = subscribeShare(ctx, cl, k, o.Clients, n, o.PerPacket) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return row, err
+	}
+	row.Subscribe = time.Since(start)
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		st, err := fetchStatus(ctx, peer.HTTP)
+		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return row, fmt.Errorf("bench: interest: %s did not learn %d filters of %s within 5 min", peer.Name, n, holder.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return row, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	row.Propagation = time.Since(start)
+	row.HolderRSS = rss(c.AgentProcess(holder.Name).Pid())
+	row.PeerRSS = rss(c.AgentProcess(peer.Name).Pid())
+	progressf(o.Progress, "interest: %d filters known to %s after %v", n, peer.Name, row.Propagation.Round(time.Millisecond))
+	return row, nil
+}
+
+// subscribeShare subscribes client k's share of the n filters
+// bench/interest/<i>, per packets of perPacket filters.
+func subscribeShare(ctx context.Context, cl *paho.Client, k, clients, n, perPacket int) error {
+	var subs []paho.SubscribeOptions
+	flush := func() error {
+		if len(subs) == 0 {
+			return nil
+		}
+		_, err := cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
+		subs = subs[:0]
+		if err != nil {
+			return fmt.Errorf("bench: interest: subscribe: %w", err)
+		}
+		return nil
+	}
+	for i := k; i < n; i += clients {
+		subs = append(subs, paho.SubscribeOptions{Topic: "bench/interest/" + strconv.Itoa(i), QoS: 0})
+		if len(subs) == perPacket {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// waitSettledAgents waits until every agent is ready and not degraded.
+func waitSettledAgents(ctx context.Context, https []string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, h := range https {
+		for {
+			st, err := fetchStatus(ctx, h)
+			if err == nil && st.Ready && !st.Degraded {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("bench: interest: agent %s not settled", h)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// rss reads a process's resident set size from /proc (0 when unknown).
+func rss(pid int) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func progressf(w io.Writer, format string, args ...any) {
+	if w != nil {
+		fmt.Fprintf(w, format+"\n", args...)
+	}
+}
+
+// WriteInterestTable prints the rows as a table.
+func WriteInterestTable(w io.Writer, rows []InterestRow) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "subscriptions\tsubscribe\tpropagated to peer\tholder agent RSS (before)\tpeer agent RSS (before)\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%d\t%v\t%v\t%.1f MiB (%.1f)\t%.1f MiB (%.1f)\t\n", r.Subscriptions,
+			r.Subscribe.Round(time.Millisecond), r.Propagation.Round(time.Millisecond),
+			mib(r.HolderRSS), mib(r.HolderBase), mib(r.PeerRSS), mib(r.PeerBase))
+	}
+	return tw.Flush()
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
