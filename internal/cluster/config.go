@@ -33,7 +33,7 @@ type Config struct {
 	BackoffMin     time.Duration // first reconnect delay (default 100ms)
 	BackoffMax     time.Duration // reconnect delay cap (default 5s)
 
-	Logger     *slog.Logger          // default: discard
+	Logger     *slog.Logger          // default: discard; the caller adds the node key
 	Registerer prometheus.Registerer // may be nil: no metrics registered
 }
 

@@ -99,7 +99,7 @@ func New(cfg Config, h Handlers) (*Mesh, error) {
 	m := &Mesh{
 		cfg:              cfg,
 		handlers:         h,
-		log:              cfg.Logger.With("node", cfg.Node),
+		log:              cfg.Logger, // the caller's logger names the node
 		metrics:          met,
 		epoch:            binary.BigEndian.Uint64(epoch[:]),
 		peers:            make(map[string]*peer, len(cfg.Peers)),
