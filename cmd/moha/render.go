@@ -48,7 +48,12 @@ Install on each node, for example:
 and on each load balancer host:
   moha render haproxy --cluster c.yaml > /etc/haproxy/haproxy.cfg
   moha render keepalived --cluster c.yaml --lb lb1 > /etc/keepalived/keepalived.conf`,
-		Args:      cobra.ExactArgs(1),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("render what? name one file: mosquitto, haproxy, keepalived or systemd")
+			}
+			return nil
+		},
 		ValidArgs: []string{"mosquitto", "haproxy", "keepalived", "systemd"},
 		RunE: func(_ *cobra.Command, args []string) error {
 			c, err := config.Load(f.clusterFile)
