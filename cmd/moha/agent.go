@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +17,7 @@ func newAgentCommand(stderr io.Writer) *cobra.Command {
 		clusterFile, node, logLevel  string
 		brokerAddr, listen, httpAddr string
 		pprofOn                      bool
+		procs                        int
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --cluster FILE --node NAME",
@@ -37,6 +40,7 @@ HTTP endpoints (on the node's http address):
 			if err != nil {
 				return err
 			}
+			setProcs(procs)
 			c, err := config.Load(clusterFile)
 			if err != nil {
 				return err
@@ -71,7 +75,21 @@ HTTP endpoints (on the node's http address):
 	f.StringVar(&listen, "listen", "", "override the address peer agents connect to (host:port)")
 	f.StringVar(&httpAddr, "http", "", "override the HTTP address for health, metrics and status")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&procs, "procs", 1, "OS threads running Go code (GOMAXPROCS) for the agent; 0: one per core. An explicit GOMAXPROCS environment variable wins")
 	f.BoolVar(&pprofOn, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address (exposes internals: keep that port private)")
 	_ = cmd.MarkFlagRequired("node")
 	return cmd
+}
+
+// setProcs sets GOMAXPROCS for the agent unless the environment does. The
+// agent's work is a chain of goroutines handing each message on (broker
+// reader, forwarder, link writer; link reader, republisher, session writer):
+// on one P those handoffs need no cross-thread wakeups, and its broker uses
+// one core anyway. Measured with moha bench compare on 2 cores: 20–21 µs of
+// agent CPU per forwarded message instead of 27–32 µs, and higher cluster
+// throughput. A busy agent on a larger host can be given more with --procs.
+func setProcs(n int) {
+	if n > 0 && os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(n)
+	}
 }
