@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,13 +11,9 @@ import (
 
 func newBenchCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
-		urls                              []string
-		scenario                          string
-		publishers, subscribers, messages int
-		size, pipeline, qos               int
-		topic                             string
-		timeout                           time.Duration
-		asJSON, quiet                     bool
+		wf            workloadFlags
+		urls          []string
+		asJSON, quiet bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench --url HOST:PORT [--scenario seed|fanout|fanin|wildcard|local]",
@@ -40,24 +34,9 @@ Scenarios:
 Flags left at 0 take the scenario's default.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := bench.DefaultOptions(scenario)
+			o, err := wf.options(cmd)
 			if err != nil {
 				return err
-			}
-			o.URLs = urls
-			setIf(&o.Publishers, publishers)
-			setIf(&o.Subscribers, subscribers)
-			setIf(&o.Messages, messages)
-			setIf(&o.Size, size)
-			setIf(&o.Pipeline, pipeline)
-			if cmd.Flags().Changed("qos") {
-				o.QoS = byte(qos)
-			}
-			if topic != "" {
-				o.Topic = topic
-			}
-			if timeout > 0 {
-				o.Timeout = timeout
 			}
 			if !quiet {
 				o.Progress = stderr
@@ -78,27 +57,11 @@ Flags left at 0 take the scenario's default.`,
 		},
 	}
 	f := cmd.Flags()
+	wf.register(f)
 	f.StringArrayVar(&urls, "url", nil, "MQTT endpoint host:port or tcp://host:port (repeat to spread clients)")
-	f.StringVar(&scenario, "scenario", "seed", "seed, fanout, fanin, wildcard or local")
-	f.IntVar(&publishers, "publishers", 0, "publishing clients")
-	f.IntVar(&subscribers, "subscribers", 0, "subscribing clients")
-	f.IntVar(&messages, "messages", 0, "messages per publisher")
-	f.IntVar(&size, "size", 0, "payload bytes per message")
-	f.IntVar(&qos, "qos", 1, "QoS of publishes and subscriptions (0, 1 or 2)")
-	f.IntVar(&pipeline, "pipeline", 0, "messages each publisher keeps in flight (1: wait for each)")
-	f.StringVar(&topic, "topic", "", "seed: the topic publishers use")
-	f.DurationVar(&timeout, "timeout", 0, "how long to wait for deliveries after the last publish")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress line")
 	_ = cmd.MarkFlagRequired("url")
 	cmd.AddCommand(newBenchCompareCommand(stdout, stderr), newBenchInterestCommand(stdout, stderr))
 	return cmd
 }
-
-func setIf(dst *int, v int) {
-	if v != 0 {
-		*dst = v
-	}
-}
-
-var _ = fmt.Sprint

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,12 +14,10 @@ import (
 
 func newBenchCompareCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
-		scenario, dir, topic              string
-		publishers, subscribers, messages int
-		size, pipeline, qos               int
-		timeout                           time.Duration
-		setups, agentArgs                 []string
-		asJSON, quiet                     bool
+		wf                workloadFlags
+		dir               string
+		setups, agentArgs []string
+		asJSON, quiet     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "compare [--scenario seed|fanout|fanin|wildcard|local] [--setups single,bridge,moha]",
@@ -52,23 +49,9 @@ The table ends with moha's figures over the bridge's (delivered rate, bytes, CPU
 latency). Progress goes to stderr, the table (or --json) to stdout.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o, err := bench.DefaultOptions(scenario)
+			o, err := wf.options(cmd)
 			if err != nil {
 				return err
-			}
-			setIf(&o.Publishers, publishers)
-			setIf(&o.Subscribers, subscribers)
-			setIf(&o.Messages, messages)
-			setIf(&o.Size, size)
-			setIf(&o.Pipeline, pipeline)
-			if cmd.Flags().Changed("qos") {
-				o.QoS = byte(qos)
-			}
-			if topic != "" {
-				o.Topic = topic
-			}
-			if timeout > 0 {
-				o.Timeout = timeout
 			}
 			if !quiet {
 				o.Progress = stderr
@@ -90,15 +73,7 @@ latency). Progress goes to stderr, the table (or --json) to stdout.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&scenario, "scenario", "seed", "seed, fanout, fanin, wildcard or local")
-	f.IntVar(&publishers, "publishers", 0, "publishing clients")
-	f.IntVar(&subscribers, "subscribers", 0, "subscribing clients")
-	f.IntVar(&messages, "messages", 0, "messages per publisher")
-	f.IntVar(&size, "size", 0, "payload bytes per message")
-	f.IntVar(&qos, "qos", 1, "QoS of publishes and subscriptions (0, 1 or 2)")
-	f.IntVar(&pipeline, "pipeline", 0, "messages each publisher keeps in flight (1: wait for each)")
-	f.StringVar(&topic, "topic", "", "seed: the topic publishers use (a smaller seed needs test_1/<subscribers-1>)")
-	f.DurationVar(&timeout, "timeout", 0, "how long to wait for deliveries after the last publish")
+	wf.register(f)
 	f.StringSliceVar(&setups, "setups", nil, "setups to run, in order (default single,bridge,moha)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no per-second progress line (setup phases are still shown)")

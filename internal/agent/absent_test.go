@@ -113,22 +113,7 @@ func TestRetainedAntiEntropy(t *testing.T) {
 	}
 	retain("ae/same", "kept")
 	retain("ae/both", "to be deleted")
-	held := func(node string) map[string]string {
-		id := "ae-read-" + node + strconv.FormatInt(time.Now().UnixNano(), 10)
-		s := connect(t, addr(c, node), id)
-		defer s.disconnect()
-		s.subscribe("ae/#", 1)
-		s.subscribe(id, 1)
-		connect(t, addr(c, node), id+"-m").pub(id, 1, "marker")
-		got := map[string]string{}
-		for {
-			m := s.expect(1, 5*time.Second)[0]
-			if m.Topic == id {
-				return got
-			}
-			got[m.Topic] = string(m.Payload)
-		}
-	}
+	held := func(node string) map[string]string { return retainedOn(t, c, node, "ae/#") }
 	waitFor(t, 5*time.Second, "both retained messages on node2", func() bool { return len(held("node2")) == 2 })
 
 	c.StopAgent("node2")

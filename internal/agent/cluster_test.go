@@ -335,22 +335,7 @@ func TestRetainedConverges(t *testing.T) {
 	close(start)
 	<-done
 	<-done
-	read := func(n string) map[string]string {
-		id := "lww-read-" + n + strconv.FormatInt(time.Now().UnixNano(), 10)
-		s := connect(t, addr(c, n), id)
-		defer s.disconnect()
-		s.subscribe("lww/#", 1)
-		s.subscribe(id, 1)
-		connect(t, addr(c, n), id+"-m").pub(id, 1, "marker")
-		got := map[string]string{}
-		for {
-			m := s.expect(1, 5*time.Second)[0]
-			if m.Topic == id {
-				return got
-			}
-			got[m.Topic] = string(m.Payload)
-		}
-	}
+	read := func(n string) map[string]string { return retainedOn(t, c, n, "lww/#") }
 	var differ int
 	waitFor(t, 10*time.Second, "every node to hold the same retained values", func() bool {
 		v1, v2, v3 := read("node1"), read("node2"), read("node3")

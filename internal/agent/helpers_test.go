@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -271,4 +272,25 @@ func payloads(ms []*paho.Publish) []string {
 func statusJSON(s agent.Status) string {
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return string(b)
+}
+
+// retainedOn returns the retained messages node's broker holds under filter
+// (topic -> payload): a fresh subscriber gets them, then a marker published
+// on its own node after them ends the list.
+func retainedOn(t testing.TB, c *launch.Cluster, node, filter string) map[string]string {
+	t.Helper()
+	id := "read-" + node + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	s := connect(t, c.Node(node).Broker.Address, id)
+	defer s.disconnect()
+	s.subscribe(filter, 1)
+	s.subscribe(id, 1)
+	connect(t, c.Node(node).Broker.Address, id+"-m").pub(id, 1, "marker")
+	got := map[string]string{}
+	for {
+		m := s.expect(1, 5*time.Second)[0]
+		if m.Topic == id {
+			return got
+		}
+		got[m.Topic] = string(m.Payload)
+	}
 }
