@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -128,7 +130,7 @@ func (a *Agent) build() error {
 	if err != nil {
 		return err
 	}
-	a.router = forward.NewRouter(keys(peers))
+	a.router = forward.NewRouter(slices.Collect(maps.Keys(peers)))
 	a.republisher = newRepublisher(a.log, a.metrics)
 	a.takeovers = newTakeovers()
 	a.retained = newRetainedClock()
@@ -254,9 +256,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	a.runCtx = ctx
+	// Deferred in this order, the takeover and digest goroutines are waited
+	// for after everything that can start them (the mesh) has stopped.
+	defer a.kickWG.Wait()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer a.kickWG.Wait()
 
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 	wg.Go(func() {
@@ -314,14 +318,6 @@ func (a *Agent) Ready() (bool, string) {
 		return false, fmt.Sprintf("reaches %d of %d nodes, not a majority", reach, total)
 	}
 	return true, "ok"
-}
-
-func keys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }
 
 // Metrics returns the forwarding counters (tests assert them).

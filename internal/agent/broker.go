@@ -93,11 +93,13 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	logCfg := a.sessionConfig(a.logClientID())
 	logCfg.CleanStart = true
 	logSess, err := session.Dial(ctx, logCfg, func(d *session.Delivery) {
-		if !sawOwn && a.isOwnConnectLine(d) {
+		ev, err := a.onLogLine(d)
+		// The data session's own connect line proves the broker logs what
+		// the agent needs.
+		if !sawOwn && err == nil && ev.Kind == interest.Connected && ev.ClientID == a.dataClientID() {
 			sawOwn = true
 			close(ownLine)
 		}
-		a.onLogLine(d)
 	})
 	if err != nil {
 		return false, fmt.Errorf("log session: %w", err)
@@ -201,9 +203,10 @@ func (a *Agent) scanRetained(ctx context.Context) error {
 }
 
 // nudgeCount makes the broker publish a fresh subscription count while the
-// table needs one (needsFreshCount). Mosquitto publishes the count only when it differs from
-// the last value it published, so after an agent restart (its log session's
-// subscriptions gone and back within one interval) no count may ever come.
+// table needs one (needsFreshCount). Mosquitto publishes the count only
+// when it differs from the last value it published, so after an agent
+// restart (its log session's subscriptions gone and back within one
+// interval) no count may ever come.
 // Toggling one probe subscription moves the count by one each time, and of
 // two neighbouring values at least one differs from the last published one.
 func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
@@ -250,35 +253,26 @@ func (a *Agent) needsFreshCount() bool {
 	return a.table.Stats().Uncertain > 0 && a.table.Applied() != a.countApplied.Load()
 }
 
-// isOwnConnectLine reports whether d is the broker's connect line for the
-// data session: proof that the broker logs what the agent needs.
-func (a *Agent) isOwnConnectLine(d *session.Delivery) bool {
-	if d.Message.Topic != "$SYS/broker/log/N" {
-		return false
-	}
-	ev, err := interest.ParseLine(d.Message.Topic, d.Message.Payload)
-	return err == nil && ev.Kind == interest.Connected && ev.ClientID == a.dataClientID()
-}
-
-// onLogLine feeds one log-session message to the interest table. It runs
-// on the session's reader and does not block.
-func (a *Agent) onLogLine(d *session.Delivery) {
+// onLogLine feeds one log-session message to the interest table (and the
+// takeover bookkeeping), and returns the parsed line. It runs on the
+// session's reader and does not block.
+func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 	defer d.Ack()
 	m := &d.Message
 	if m.Topic == clientsTotal {
 		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
 		if err != nil || m.Retain {
-			return // stale (retained) or unreadable: the next one will do
+			return ev, nil // stale (retained) or unreadable: the next one will do
 		}
 		if forgot := a.table.ReconcileClients(n); forgot > 0 {
 			a.log.Info("forgot offline MQTT v5 sessions that expired unseen", "sessions", forgot, "clients_total", n)
 		}
-		return
+		return ev, nil
 	}
 	if m.Topic == subscriptionCount {
 		a.log.Debug("broker subscription count", "payload", string(m.Payload), "retain", m.Retain)
 		if m.Retain {
-			return // the retained copy is a stale snapshot, not ordered with the log lines
+			return ev, nil // the retained copy is a stale snapshot, not ordered with the log lines
 		}
 		a.lastCount.Store(time.Now().UnixNano())
 		a.countApplied.Store(a.table.Applied())
@@ -286,20 +280,22 @@ func (a *Agent) onLogLine(d *session.Delivery) {
 		if err != nil {
 			a.metrics.logErrors.Inc()
 			a.log.Warn("unreadable subscription count", "payload", truncate(string(m.Payload)))
-			return
+			return ev, nil
 		}
 		a.table.Reconcile(n)
-		return
+		return ev, nil
 	}
-	if ev, err := interest.ParseLine(m.Topic, m.Payload); err == nil && !a.isOwnClient(ev.ClientID) {
+	ev, err = interest.ParseLine(m.Topic, m.Payload)
+	if err == nil && !a.isOwnClient(ev.ClientID) {
 		if note, ok := a.takeovers.onEvent(ev, time.Now()); ok {
 			a.mesh.AnnounceClient(note)
 		}
 	}
-	if err := a.table.Apply(m.Topic, m.Payload); err != nil {
+	if applyErr := a.table.ApplyParsed(m.Topic, ev, err); applyErr != nil {
 		a.metrics.logErrors.Inc()
-		a.log.Warn("broker log line not understood", "topic", m.Topic, "line", truncate(string(m.Payload)), "err", err)
+		a.log.Warn("broker log line not understood", "topic", m.Topic, "line", truncate(string(m.Payload)), "err", applyErr)
 	}
+	return ev, err
 }
 
 func (a *Agent) isOwnClient(id string) bool {

@@ -8,6 +8,7 @@ package forward
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/moha-project/moha/internal/topic"
 )
@@ -25,7 +26,7 @@ type Router struct {
 	localShared map[string]*topic.Trie            // group -> this node's filters
 	sharedCount int                               // shared filters known anywhere: 0 skips the work
 	down        map[string]bool                   // peers whose link is down
-	turn        uint64                            // round-robin among a group's member nodes
+	turn        atomic.Uint64                     // round-robin among a group's member nodes
 }
 
 // NewRouter returns a router for the given peers. Until a peer's first
@@ -98,18 +99,15 @@ func (r *Router) Apply(peer string, replace bool, added, removed []string) (inva
 // (see sharedTargets).
 func (r *Router) Targets(topicName string, retain bool, dst []string) []string {
 	r.mu.RLock()
+	defer r.mu.RUnlock()
 	for _, p := range r.order {
 		if retain || r.tries[p].Matches(topicName) {
 			dst = append(dst, p)
 		}
 	}
 	if r.sharedCount == 0 {
-		r.mu.RUnlock()
 		return dst
 	}
-	r.mu.RUnlock()
-	r.mu.Lock() // sharedTargets advances the round-robin turn
-	defer r.mu.Unlock()
 	return r.sharedTargets(topicName, dst)
 }
 
@@ -135,6 +133,7 @@ func (r *Router) sharedTargets(topicName string, dst []string) []string {
 		names = append(names, g)
 	}
 	slices.Sort(names)
+	turn := r.turn.Add(1) - 1
 	chose := false
 	for _, g := range names {
 		if t := r.localShared[g]; t != nil && t.Matches(topicName) {
@@ -148,11 +147,10 @@ func (r *Router) sharedTargets(topicName string, dst []string) []string {
 		if len(live) == 0 {
 			live = members // none reachable: buffer for one of them
 		}
-		dst = append(dst, live[r.turn%uint64(len(live))])
+		dst = append(dst, live[turn%uint64(len(live))])
 		chose = true
 	}
 	if chose {
-		r.turn++
 		slices.Sort(dst) // same order as r.order (sorted names)
 	}
 	return dst

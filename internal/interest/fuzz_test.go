@@ -271,10 +271,9 @@ func checkInvariants(t *testing.T, tab *Table, rec *recorder) {
 	subscriptions, nonShared := 0, 0
 	for _, filters := range clients {
 		for _, f := range filters {
-			advertised, shared := splitShared(f)
-			union[advertised] = true
+			union[f] = true // shared subscriptions are advertised whole
 			subscriptions++
-			if !shared {
+			if !isShared(f) {
 				nonShared++
 			}
 		}

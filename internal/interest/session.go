@@ -3,7 +3,8 @@ package interest
 import (
 	"fmt"
 	"slices"
-	"strings"
+
+	"github.com/moha-project/moha/internal/topic"
 )
 
 // This file holds the Table's write side. Every method here runs with t.mu
@@ -146,7 +147,7 @@ func (t *Table) addFilter(s *session, filter string) {
 	}
 	s.filters[filter] = struct{}{}
 	t.subscriptions++
-	if _, shared := splitShared(filter); !shared {
+	if !isShared(filter) {
 		t.nonShared++
 	}
 	// A shared subscription is advertised whole ("$share/g/f"): peers route
@@ -160,7 +161,7 @@ func (t *Table) removeFilter(s *session, filter string) {
 	}
 	delete(s.filters, filter)
 	t.subscriptions--
-	if _, shared := splitShared(filter); !shared {
+	if !isShared(filter) {
 		t.nonShared--
 	}
 	t.ref(filter, -1)
@@ -246,16 +247,9 @@ func (t *Table) takeDelta() (added, removed []string) {
 	return added, removed
 }
 
-// splitShared maps a shared subscription "$share/<group>/<filter>" to its
-// filter; other filters map to themselves.
-func splitShared(filter string) (string, bool) {
-	rest, ok := strings.CutPrefix(filter, "$share/")
-	if !ok {
-		return filter, false
-	}
-	i := strings.IndexByte(rest, '/')
-	if i <= 0 || i == len(rest)-1 {
-		return filter, false
-	}
-	return rest[i+1:], true
+// isShared reports whether filter is a shared subscription ($share/g/f),
+// which the broker counts apart from the others.
+func isShared(filter string) bool {
+	_, _, shared, _ := topic.SplitShared(filter)
+	return shared
 }

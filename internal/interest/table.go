@@ -60,7 +60,7 @@ type Table struct {
 
 	sessions map[string]*session
 	// refs counts, per advertised filter, the session filters that map to
-	// it ("$share/g/f" maps to f): the multiset of the node's interest.
+	// it (a shared "$share/g/f" is its own entry): the multiset of the node's interest.
 	refs          map[string]int
 	subscriptions int // sum over sessions of their filters
 	nonShared     int // the part of subscriptions the broker's counter sees
@@ -106,8 +106,14 @@ func NewTable(self []string, onChange func(added, removed []string)) *Table {
 // session, degrades the table (interest unknown): a subscription the table
 // cannot place must not turn into no interest.
 func (t *Table) Apply(topic string, payload []byte) error {
-	t.appliedCount.Add(1)
 	ev, err := ParseLine(topic, payload)
+	return t.ApplyParsed(topic, ev, err)
+}
+
+// ApplyParsed is Apply for a line the caller already parsed with ParseLine
+// (ev and err are what it returned), so that a line is parsed once.
+func (t *Table) ApplyParsed(topic string, ev Event, err error) error {
+	t.appliedCount.Add(1)
 	if err == nil && ev.Kind == Ignored {
 		return nil
 	}
@@ -125,7 +131,7 @@ func (t *Table) Apply(topic string, payload []byte) error {
 
 // Advertised returns the sorted filters this node must advertise to its
 // peers: {"#"} while degraded, else the distinct filters of all known
-// sessions, a shared subscription "$share/g/f" counting as f.
+// sessions (a shared subscription advertised whole, "$share/g/f").
 func (t *Table) Advertised() []string {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -273,7 +279,7 @@ func (t *Table) forgetExpired(brokerCount int) int {
 		n := 0
 		shared := false
 		for f := range s.filters {
-			if _, ok := splitShared(f); ok {
+			if isShared(f) {
 				shared = true
 			} else {
 				n++
@@ -303,7 +309,7 @@ type Stats struct {
 	Clients          int    // sessions known: connected plus offline persistent
 	Connected        int    // sessions with a live connection
 	Uncertain        int    // offline MQTT v5 persistent sessions: their expiry is not logged
-	Filters          int    // distinct advertised filters ("$share/g/f" counts as f)
+	Filters          int    // distinct advertised filters ("$share/g/f" is one)
 	Subscriptions    int    // sum over sessions of their distinct filters
 	OwnSubscriptions int    // as set by SetOwnSubscriptions
 	ParseErrors      uint64 // lines that did not parse
