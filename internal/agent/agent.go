@@ -35,9 +35,6 @@ type Options struct {
 	Cluster *config.Cluster
 	Node    string
 	Logger  *slog.Logger
-	// HTTPListener, when set, is used instead of listening on the node's
-	// http address (tests pass a listener on 127.0.0.1:0).
-	HTTPListener net.Listener
 	// Pprof serves Go's profiler under /debug/pprof/ on the HTTP address.
 	// Off by default: it exposes internals to whoever reaches that port.
 	Pprof bool
@@ -101,11 +98,9 @@ func New(opt Options) (*Agent, error) {
 	if err := a.build(); err != nil {
 		return nil, err
 	}
-	a.httpLn, a.pprof = opt.HTTPListener, opt.Pprof
-	if a.httpLn == nil {
-		if a.httpLn, err = net.Listen("tcp", node.HTTP); err != nil {
-			return nil, fmt.Errorf("agent: listen http %s: %w", node.HTTP, err)
-		}
+	a.pprof = opt.Pprof
+	if a.httpLn, err = net.Listen("tcp", node.HTTP); err != nil {
+		return nil, fmt.Errorf("agent: listen http %s: %w", node.HTTP, err)
 	}
 	return a, nil
 }
@@ -293,9 +288,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	return err
 }
-
-// HTTPAddr is the address the HTTP endpoints listen on.
-func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
 
 // Ready reports whether clients should be sent to this node, and why not.
 // A node is ready when its broker sessions are up and it can reach enough

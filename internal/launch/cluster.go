@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -75,9 +74,9 @@ type NodeEndpoint struct {
 	Cluster string `json:"cluster"`
 }
 
-// Plan writes the description of a local cluster on 127.0.0.1 with free
+// plan writes the description of a local cluster on 127.0.0.1 with free
 // ports and a fresh cluster secret into dir/cluster.yaml.
-func Plan(opt Options) (*config.Cluster, error) {
+func plan(opt Options) (*config.Cluster, error) {
 	if opt.Nodes < 1 {
 		return nil, fmt.Errorf("launch: need at least 1 node, got %d", opt.Nodes)
 	}
@@ -152,7 +151,7 @@ func Up(ctx context.Context, opt Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
-	cfg, err := Plan(opt)
+	cfg, err := plan(opt)
 	if err != nil {
 		return nil, err
 	}
@@ -422,6 +421,3 @@ func currentUser() string {
 	}
 	return u.Username
 }
-
-// ErrNoProcess is returned when a named process is not running.
-var ErrNoProcess = errors.New("launch: no such process")
