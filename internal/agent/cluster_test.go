@@ -336,16 +336,24 @@ func TestRetainedConverges(t *testing.T) {
 	<-done
 	<-done
 	read := func(n string) map[string]string { return retainedOn(t, c, n, "lww/#") }
-	var differ int
-	waitFor(t, 10*time.Second, "every node to hold the same retained values", func() bool {
+	// Convergence is checked until a deadline; a failure names the topics
+	// that still differ, so a divergence can be told from a slow machine.
+	var differ []string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
 		v1, v2, v3 := read("node1"), read("node2"), read("node3")
-		differ = 0
+		differ = differ[:0]
 		for k := range topics {
 			topic := "lww/" + strconv.Itoa(k)
 			if v1[topic] != v2[topic] || v2[topic] != v3[topic] || v1[topic] == "" {
-				differ++
+				differ = append(differ, fmt.Sprintf("%s=%q/%q/%q", topic, v1[topic], v2[topic], v3[topic]))
 			}
 		}
-		return differ == 0
-	})
+		if len(differ) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d topics still differ after 20 s (node1/node2/node3): %v", len(differ), differ[:min(10, len(differ))])
+		}
+	}
 }
