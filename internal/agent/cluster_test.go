@@ -190,7 +190,8 @@ func TestQoSAndProperties(t *testing.T) {
 }
 
 // TestAtLeastOnceAcrossNodes: 5000 QoS 1 messages, none lost; and QoS 2
-// beyond the broker's Receive Maximum of 20 all arrive.
+// beyond the broker's Receive Maximum (max_inflight_messages 1000 as
+// rendered) all arrive.
 func TestAtLeastOnceAcrossNodes(t *testing.T) {
 	c := startCluster(t, 2)
 	sub := connect(t, addr(c, "node2"), "sub-bulk")
@@ -216,18 +217,19 @@ func TestAtLeastOnceAcrossNodes(t *testing.T) {
 	if len(seen) != 5000 {
 		t.Fatalf("distinct messages %d, want 5000", len(seen))
 	}
-	// QoS 2: 100 back to back from several publishers, more than Mosquitto's 20 in flight.
+	// QoS 2: 1040 back to back from several publishers, more than the 1000
+	// the broker lets the republishing agent keep in flight.
 	sub.subscribe("q2/+", 2)
 	peerKnows(t, c, "node1", "node2", "q2/+", true)
 	for i := range 4 {
 		p := connect(t, addr(c, "node1"), "pub-q2-"+strconv.Itoa(i))
 		go func() {
-			for j := range 25 {
+			for j := range 260 {
 				p.pub("q2/"+strconv.Itoa(i), 2, strconv.Itoa(j))
 			}
 		}()
 	}
-	got = sub.expect(100, 20*time.Second)
+	got = sub.expect(1040, 30*time.Second)
 	for _, m := range got {
 		if m.QoS != 2 {
 			t.Fatalf("QoS 2 message arrived at QoS %d", m.QoS)

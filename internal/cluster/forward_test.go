@@ -185,6 +185,46 @@ func TestAcksInRandomOrder(t *testing.T) {
 	}
 }
 
+// TestAcksCoalesced: a receiver whose broker accepts messages one at a time
+// (as PUBACKs arrive) must not answer each with its own ACK frame, and the
+// acks must still arrive promptly.
+func TestAcksCoalesced(t *testing.T) {
+	const n = 400
+	acks := make(chan func(), n)
+	recB := newRecorder()
+	recB.onDeliver = func(_ string, _ message.Message, ack func()) { acks <- ack }
+	a, b := pair(t, nil, nil, newRecorder(), recB)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // one completion every ~50 µs, like a busy broker's PUBACKs
+		for {
+			select {
+			case ack := <-acks:
+				ack()
+				deadline := time.Now().Add(50 * time.Microsecond)
+				for time.Now().Before(deadline) {
+				}
+			case <-stop:
+				return
+			}
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+
+	out := newOutcomes(t)
+	for i := range n {
+		if err := a.Send(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "all acked", func() bool { return out.count(Acked) == n })
+	frames := metric(t, b.reg, "moha_ack_frames_total", map[string]string{"peer": "a"})
+	t.Logf("%d messages completed one at a time: %v ACK frames", n, frames)
+	if frames > n/8 {
+		t.Fatalf("%v ACK frames for %d messages completed one at a time: acks are not coalesced", frames, n)
+	}
+}
+
 func TestAckTrackerCumulative(t *testing.T) {
 	var tr ackTracker
 	if err := tr.receive(1, 5); err != nil {

@@ -207,13 +207,26 @@ type writer struct {
 	batch    []item
 	sentAck  uint64
 	interest uint64 // local interest version the peer has
+	ackDue   bool   // the ack delay ran out: send what is completed
 }
+
+// ackDelay is how long an acknowledgement with nothing else to carry it
+// waits for more to coalesce with. Under load the local broker's PUBACKs
+// complete messages one at a time, and an ACK frame for each doubled the
+// link's writes (a loopback write costs about what forwarding a message
+// does). The delay holds back only the peer's PUBACK to its broker, never a
+// delivery.
+const ackDelay = 2 * time.Millisecond
 
 func (l *link) writeLoop() error {
 	w := &writer{l: l, bw: bufio.NewWriterSize(l.conn, 64<<10)}
 	heartbeat := l.mesh.cfg.Heartbeat
 	idle := time.NewTimer(heartbeat)
 	defer idle.Stop()
+	ackTimer := time.NewTimer(ackDelay)
+	ackTimer.Stop()
+	defer ackTimer.Stop()
+	ackArmed := false
 	for {
 		wrote, err := w.writeReady()
 		if err != nil {
@@ -226,9 +239,16 @@ func (l *link) writeLoop() error {
 			idle.Reset(heartbeat)
 			continue // more may have become ready meanwhile
 		}
+		if !ackArmed && l.acks.completed() > w.sentAck {
+			ackTimer.Reset(ackDelay)
+			ackArmed = true
+		}
 		select {
 		case <-l.ctx.Done():
 			return context.Cause(l.ctx)
+		case <-ackTimer.C:
+			ackArmed = false
+			w.ackDue = true
 		case <-l.wake:
 		case <-idle.C:
 			w.writeFrame(frameHeartbeat, nil)
@@ -251,8 +271,8 @@ func (w *writer) flush() error {
 }
 
 // writeReady writes everything that is ready: interest, a snapshot
-// request, message batches while the window allows, and one coalesced ACK.
-// Errors from bw surface at flush.
+// request, message batches while the window allows, and one coalesced ACK
+// (see ackDelay). Errors from bw surface at flush.
 func (w *writer) writeReady() (wrote bool, err error) {
 	l := w.l
 	w.frames, w.scratch = l.mesh.interest.appendFrames(w.frames[:0], &w.interest, l.sendSnapshot.Swap(false), w.scratch)
@@ -291,10 +311,14 @@ func (w *writer) writeReady() (wrote bool, err error) {
 			w.writeAck()
 		}
 	}
-	if l.acks.completed() > w.sentAck {
+	// An ACK rides along with anything written; alone it waits for
+	// ackDelay, or until a quarter of the peer's window waits on it.
+	pending := l.acks.completed() - w.sentAck
+	if pending > 0 && (wrote || w.ackDue || pending >= uint64(l.mesh.cfg.Window/4)) {
 		w.writeAck()
 		wrote = true
 	}
+	w.ackDue = false
 	return wrote, nil
 }
 

@@ -139,8 +139,13 @@ func writeLimits(w *writer) {
 		"rather than drop (the default is 1000, then silent loss).",
 	)
 	w.line("max_queued_messages 100000")
-	w.comment("Advertised to clients as Receive Maximum; the agent respects it when republishing.")
-	w.line("max_inflight_messages 20")
+	w.comment(
+		"Advertised to MQTT 5 clients as Receive Maximum, and the agent republishes every peer's",
+		"messages on one session within it: at the default (20) it had to write one message per",
+		"PUBACK, its largest cost under load. It is also how many messages may wait unacknowledged",
+		"at an MQTT 3.1.1 subscriber.",
+	)
+	w.line("max_inflight_messages 1000")
 	w.comment(
 		"The agent reconciles its interest table against the $SYS subscription counts:",
 		"publish them every second rather than every 10.",
