@@ -30,6 +30,7 @@ type Config struct {
 	BufferBytes    int64         // max topic+payload+property bytes held per peer (default 64 MiB)
 	InterestGrace  time.Duration // a peer down this long is gone: its queue is discarded (default 2m)
 	Heartbeat      time.Duration // idle heartbeat interval (default 1s); a link silent 3 intervals is dead, so use one value cluster-wide
+	AckDelay       time.Duration // how long an ACK with nothing else to ride on waits to coalesce (default 2ms)
 	BackoffMin     time.Duration // first reconnect delay (default 100ms)
 	BackoffMax     time.Duration // reconnect delay cap (default 5s)
 
@@ -44,6 +45,7 @@ const (
 	DefaultBufferBytes    = 64 << 20
 	DefaultInterestGrace  = 2 * time.Minute
 	DefaultHeartbeat      = time.Second
+	DefaultAckDelay       = 2 * time.Millisecond
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = 5 * time.Second
 
@@ -106,7 +108,7 @@ func (c *Config) validateLimits(bad func(field, format string, args ...any)) {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"InterestGrace", c.InterestGrace}, {"Heartbeat", c.Heartbeat}, {"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}} {
+	}{{"InterestGrace", c.InterestGrace}, {"Heartbeat", c.Heartbeat}, {"AckDelay", c.AckDelay}, {"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}} {
 		if d.v < 0 {
 			bad(d.field, "negative")
 		}
@@ -124,6 +126,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.BufferBytes, DefaultBufferBytes)
 	setDefault(&c.InterestGrace, DefaultInterestGrace)
 	setDefault(&c.Heartbeat, DefaultHeartbeat)
+	setDefault(&c.AckDelay, DefaultAckDelay)
 	setDefault(&c.BackoffMin, DefaultBackoffMin)
 	setDefault(&c.BackoffMax, DefaultBackoffMax)
 	if c.BackoffMax < c.BackoffMin {

@@ -225,6 +225,31 @@ func TestAcksCoalesced(t *testing.T) {
 	}
 }
 
+// TestShutdownFlushesAcks: messages the receiver's broker accepted are
+// acknowledged when its mesh shuts down, even while their ACK waits to be
+// coalesced; otherwise the sender would send them again (duplicates).
+func TestShutdownFlushesAcks(t *testing.T) {
+	recB := newRecorder()
+	a, b := pair(t, nil, func(c *Config) { c.AckDelay = time.Hour }, newRecorder(), recB)
+	const n = 10
+	out := newOutcomes(t)
+	for i := range n {
+		if err := a.Send(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "b received all", func() bool {
+		recB.mu.Lock()
+		defer recB.mu.Unlock()
+		return len(recB.msgs["a"]) == n
+	})
+	if got := out.count(Acked); got != 0 {
+		t.Fatalf("%d acked before the delay or the shutdown: the test proves nothing", got)
+	}
+	b.stop(t)
+	waitFor(t, 5*time.Second, "all acked after b shut down", func() bool { return out.count(Acked) == n })
+}
+
 func TestAckTrackerCumulative(t *testing.T) {
 	var tr ackTracker
 	if err := tr.receive(1, 5); err != nil {

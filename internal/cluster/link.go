@@ -21,6 +21,7 @@ const maxUnacked = 1 << 20
 // link is one authenticated connection to a peer: a reader and a writer
 // goroutine, ended together through ctx's cancel cause.
 type link struct {
+	parent   context.Context // the mesh's: done when the mesh shuts down
 	peer     *peer
 	mesh     *Mesh
 	conn     net.Conn
@@ -47,6 +48,7 @@ type link struct {
 
 func newLink(ctx context.Context, p *peer, conn net.Conn, br *bufio.Reader) *link {
 	l := &link{
+		parent:   ctx,
 		peer:     p,
 		mesh:     p.mesh,
 		conn:     conn,
@@ -67,8 +69,13 @@ func (l *link) wakeWriter() {
 }
 
 // run serves the link until either loop fails or ctx ends, and returns the cause.
+// The connection stays open until both loops returned, so the writer can
+// send a last ACK on shutdown; deadlines unblock the loops meanwhile.
 func (l *link) run() error {
-	stop := context.AfterFunc(l.ctx, func() { l.conn.Close() })
+	stop := context.AfterFunc(l.ctx, func() {
+		_ = l.conn.SetReadDeadline(time.Now())
+		_ = l.conn.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
+	})
 	defer stop()
 	var wg sync.WaitGroup
 	wg.Go(func() { l.cancel(l.readLoop()) })
@@ -84,6 +91,11 @@ func (l *link) readLoop() error {
 	for {
 		if err := l.conn.SetReadDeadline(time.Now().Add(l.deadAfter())); err != nil {
 			return fmt.Errorf("set read deadline: %w", err)
+		}
+		// Checked after setting the deadline: ending the link moves the
+		// deadline to now, and must not be overwritten unnoticed.
+		if err := l.ctx.Err(); err != nil {
+			return context.Cause(l.ctx)
 		}
 		typ, body, err := readFrame(l.br, maxFrameSize)
 		if err != nil {
@@ -210,19 +222,16 @@ type writer struct {
 	ackDue   bool   // the ack delay ran out: send what is completed
 }
 
-// ackDelay is how long an acknowledgement with nothing else to carry it
-// waits for more to coalesce with. Under load the local broker's PUBACKs
-// complete messages one at a time, and an ACK frame for each doubled the
-// link's writes (a loopback write costs about what forwarding a message
-// does). The delay holds back only the peer's PUBACK to its broker, never a
-// delivery.
-const ackDelay = 2 * time.Millisecond
+// finalWriteTimeout bounds the last ACK a link sends when the mesh shuts
+// down, and any write still blocked when a link ends.
+const finalWriteTimeout = 200 * time.Millisecond
 
 func (l *link) writeLoop() error {
 	w := &writer{l: l, bw: bufio.NewWriterSize(l.conn, 64<<10)}
 	heartbeat := l.mesh.cfg.Heartbeat
 	idle := time.NewTimer(heartbeat)
 	defer idle.Stop()
+	ackDelay := l.mesh.cfg.AckDelay
 	ackTimer := time.NewTimer(ackDelay)
 	ackTimer.Stop()
 	defer ackTimer.Stop()
@@ -245,6 +254,7 @@ func (l *link) writeLoop() error {
 		}
 		select {
 		case <-l.ctx.Done():
+			w.finalAck()
 			return context.Cause(l.ctx)
 		case <-ackTimer.C:
 			ackArmed = false
@@ -257,6 +267,21 @@ func (l *link) writeLoop() error {
 			}
 			idle.Reset(heartbeat)
 		}
+	}
+}
+
+// finalAck tells the peer, when the mesh shuts down, which of its messages
+// the broker already accepted: without it the peer would send them again
+// to whoever runs next (duplicates). A link ended for any other reason
+// (replaced, broken) sends nothing more.
+func (w *writer) finalAck() {
+	l := w.l
+	if l.parent.Err() == nil || l.acks.completed() <= w.sentAck {
+		return
+	}
+	w.writeAck()
+	if err := l.conn.SetWriteDeadline(time.Now().Add(finalWriteTimeout)); err == nil {
+		_ = w.bw.Flush()
 	}
 }
 
