@@ -39,7 +39,7 @@ func TestAbsentPeer(t *testing.T) {
 		p := peerStatus(t, c, "node1", "node2")
 		return p.Queued == 50 && p.Dropped == 50
 	})
-	if n := metricSum(t, c.Node("node1").HTTP, "moha_peer_dropped_messages_total"); n != 50 {
+	if n := metricSum(t, c.MustNode("node1").HTTP, "moha_peer_dropped_messages_total"); n != 50 {
 		t.Fatalf("dropped metric %v, want 50", n)
 	}
 	restart(t, c, "node2")
@@ -133,11 +133,11 @@ func TestRetainedAntiEntropy(t *testing.T) {
 	// node1 and node3 each answer node2's digest with the same 6 messages;
 	// node2 applies each once and delivers it to its live subscriber once.
 	for _, n := range []string{"node1", "node3"} {
-		if got := metricSum(t, c.Node(n).HTTP, "moha_retained_synced_total"); got != 6 && got != 0 {
+		if got := metricSum(t, c.MustNode(n).HTTP, "moha_retained_synced_total"); got != 6 && got != 0 {
 			t.Fatalf("%s sent %v retained messages, want the 6 node2 lacked (or none)", n, got)
 		}
 	}
-	if n := metricSum(t, c.Node("node2").HTTP, "moha_retained_synced_total"); n != 0 {
+	if n := metricSum(t, c.MustNode("node2").HTTP, "moha_retained_synced_total"); n != 0 {
 		t.Fatalf("node2 sent %v retained messages, its peers lacked none", n)
 	}
 	seen := map[string]int{}

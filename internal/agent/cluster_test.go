@@ -15,7 +15,7 @@ import (
 )
 
 // addr returns node's broker address.
-func addr(c *launch.Cluster, node string) string { return c.Node(node).Broker.Address }
+func addr(c *launch.Cluster, node string) string { return c.MustNode(node).Broker.Address }
 
 // TestWildcardsAcrossNodes: a message published on one node reaches every
 // matching subscriber on the others, for exact, + and # filters, and a/#

@@ -280,11 +280,11 @@ func statusJSON(s agent.Status) string {
 func retainedOn(t testing.TB, c *launch.Cluster, node, filter string) map[string]string {
 	t.Helper()
 	id := "read-" + node + "-" + strconv.FormatInt(time.Now().UnixNano(), 10)
-	s := connect(t, c.Node(node).Broker.Address, id)
+	s := connect(t, c.MustNode(node).Broker.Address, id)
 	defer s.disconnect()
 	s.subscribe(filter, 1)
 	s.subscribe(id, 1)
-	connect(t, c.Node(node).Broker.Address, id+"-m").pub(id, 1, "marker")
+	connect(t, c.MustNode(node).Broker.Address, id+"-m").pub(id, 1, "marker")
 	got := map[string]string{}
 	for {
 		m := s.expect(1, 5*time.Second)[0]

@@ -212,7 +212,7 @@ func checkSequence(t *testing.T, got []*paho.Publish, n int) {
 // node it cannot prove, is refused, logged and counted; the agents carry on.
 func TestLinksAuthenticate(t *testing.T) {
 	c := startCluster(t, 2)
-	target := c.Node("node2").Cluster
+	target := c.MustNode("node2").Cluster
 	for _, junk := range [][]byte{
 		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 		{0x10, 0xff, 0xff, 0xff, 0x7f},
@@ -228,7 +228,7 @@ func TestLinksAuthenticate(t *testing.T) {
 		conn.Close()
 	}
 	waitFor(t, 5*time.Second, "rejections counted", func() bool {
-		return metricSum(t, c.Node("node2").HTTP, "moha_link_rejected_total") >= 3
+		return metricSum(t, c.MustNode("node2").HTTP, "moha_link_rejected_total") >= 3
 	})
 	sub := connect(t, addr(c, "node2"), "auth-sub")
 	sub.subscribe("auth/ok", 1)

@@ -16,6 +16,7 @@ type metrics struct {
 	inboundRejected    *prometheus.CounterVec
 	invalidPeerFilters *prometheus.CounterVec
 	takeovers          prometheus.Counter
+	endedSessions      prometheus.Counter
 	staleRetained      prometheus.Counter
 	retainedSynced     *prometheus.CounterVec
 }
@@ -47,6 +48,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "moha_takeovers_total",
 		Help: "Local client connections closed because the same client id connected on another node.",
 	})
+	m.endedSessions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "moha_ended_sessions_total",
+		Help: "Offline local sessions ended because their client id connected with clean start on another node.",
+	})
 	m.staleRetained = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "moha_stale_retained_total",
 		Help: "Retained writes from peers older than the value held here: delivered live, not stored (last writer wins).",
@@ -55,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "moha_retained_synced_total",
 		Help: "Retained messages sent to a peer that lacked them when its link started (anti-entropy).",
 	}, []string{"peer"})
-	reg.MustRegister(m.takeovers, m.staleRetained, m.retainedSynced)
+	reg.MustRegister(m.takeovers, m.endedSessions, m.staleRetained, m.retainedSynced)
 	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.invalidPeerFilters)
 	return m
 }

@@ -65,6 +65,23 @@ func (t *takeovers) shouldKick(n cluster.ClientNote, self, peer string) bool {
 	return true
 }
 
+// shouldEnd decides on a peer's announcement for a client not connected
+// here: a clean start elsewhere ends the session this node still holds for
+// it (offline says the broker has one), as a single broker discards a
+// session when its client connects with clean start.
+func (t *takeovers) shouldEnd(n cluster.ClientNote, offline bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !n.Clean || !offline {
+		return false
+	}
+	if _, connected := t.local[n.ID]; connected {
+		return false // shouldKick decides
+	}
+	t.kicking[n.ID]++
+	return true
+}
+
 // kickFailed undoes shouldKick's bookkeeping when no connection was made.
 func (t *takeovers) kickFailed(id string) {
 	t.mu.Lock()
@@ -81,14 +98,19 @@ func (t *takeovers) kickFailed(id string) {
 // block: the takeover runs on its own goroutine, owned by the agent's
 // WaitGroup through kickWG.
 func (a *Agent) peerClient(peer string, n cluster.ClientNote) {
-	if !a.takeovers.shouldKick(n, a.node.Name, peer) {
+	switch {
+	case a.takeovers.shouldKick(n, a.node.Name, peer):
+		a.metrics.takeovers.Inc()
+	case a.takeovers.shouldEnd(n, a.table.Offline(n.ID)):
+		a.metrics.endedSessions.Inc()
+	default:
 		return
 	}
-	a.metrics.takeovers.Inc()
 	a.kickWG.Go(func() { a.kick(peer, n) })
 }
 
-// kick closes the local connection of n.ID by connecting with the same id.
+// kick closes the local connection of n.ID by connecting with the same id
+// (or, for an offline session and a clean start elsewhere, ends the session).
 // The takeover connection mirrors the newer connection's clean start, so
 // the old connection's will fares as on a single broker. A clean newer
 // connection ends the session here too (session expiry 0). A persistent one
@@ -111,5 +133,5 @@ func (a *Agent) kick(peer string, n cluster.ClientNote) {
 		return
 	}
 	_ = s.Close()
-	a.log.Info("closed a client's older connection: it connected again on another node", "client", n.ID, "peer", peer)
+	a.log.Info("closed a client's older connection or session: it connected again on another node", "client", n.ID, "peer", peer, "clean_start", n.Clean)
 }

@@ -153,3 +153,34 @@ func rawConnect311(t testing.TB, addr, id string) net.Conn {
 	_ = conn.SetDeadline(time.Time{})
 	return conn
 }
+
+// TestCleanStartEndsSessionElsewhere: a client that connects with clean
+// start on one node ends the session it left offline on another, as a single
+// broker discards it: its subscriptions stop drawing messages there, and the
+// newer connection is not disturbed by the agent ending the old session.
+func TestCleanStartEndsSessionElsewhere(t *testing.T) {
+	c := startCluster(t, 2)
+	old := connect(t, addr(c, "node1"), "moved-x", persistent(600))
+	old.subscribe("moved/x", 1)
+	peerKnows(t, c, "node2", "node1", "moved/x", true)
+	old.disconnect()
+	waitFor(t, 5*time.Second, "node1's agent to see moved-x offline", func() bool {
+		st := c.Agent("node1").Status().Interest
+		return st.Clients == 1 && st.Connected == 0
+	})
+	peerKnows(t, c, "node2", "node1", "moved/x", true) // a persistent session keeps its interest
+
+	newer := connect(t, addr(c, "node2"), "moved-x")
+	peerKnows(t, c, "node2", "node1", "moved/x", false)
+	waitFor(t, 5*time.Second, "node1's agent to forget moved-x", func() bool {
+		_, known := c.Agent("node1").Clients()["moved-x"]
+		return !known
+	})
+	if newer.closedWithin(500 * time.Millisecond) {
+		t.Fatal("the clean-start connection on node2 was closed")
+	}
+	http := c.MustNode("node1").HTTP
+	if ended, kicked := metricSum(t, http, "moha_ended_sessions_total"), metricSum(t, http, "moha_takeovers_total"); ended != 1 || kicked != 0 {
+		t.Fatalf("node1 ended %v sessions and closed %v connections, want 1 and 0", ended, kicked)
+	}
+}

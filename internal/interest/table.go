@@ -357,6 +357,15 @@ func (t *Table) Stats() Stats {
 	return st
 }
 
+// Offline reports whether the broker holds id's session with no client
+// connected to it, as far as the log showed.
+func (t *Table) Offline(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s, ok := t.sessions[id]
+	return ok && !s.connected
+}
+
 // Clients returns every known session's filters, sorted, as subscribed
 // (shared subscriptions in full, "$share/g/f"), for /status and debugging.
 // It copies the whole table: meant for small tables.
