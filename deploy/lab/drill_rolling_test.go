@@ -46,7 +46,7 @@ func (l *lab) drillRollingRestart(t *testing.T) {
 		for i, id := range ld.subIDs {
 			if at, _ := l.place.of(id); home[id] == node && at.Node != node {
 				moved++
-				ld.subs[i].drop() // back to its own node and its session there
+				l.sendHome(t, ld.subs[i], id, node) // back to its own node and its session there
 			}
 		}
 	}
@@ -94,6 +94,27 @@ func (l *lab) stopRole(role string) {
 }
 
 // drop closes the client's connection (keeping its session); it reconnects.
+// sendHome drops id's connection until HAProxy places it on home again. A
+// restart shorter than HAProxy's checks (fall 2, rise 2, 1 s apart) may be
+// noticed only after the node is back: for a moment HAProxy still sends the
+// id elsewhere.
+func (l *lab) sendHome(t *testing.T, c *client, id, home string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		dropped := time.Now()
+		c.drop()
+		waitFor(t, 10*time.Second, id+" reconnected", func() bool {
+			at, _ := l.place.of(id)
+			return at.At.After(dropped)
+		})
+		if at, _ := l.place.of(id); at.Node == home {
+			return
+		}
+	}
+	t.Errorf("%s not back on %s after 15 s", id, home)
+}
+
 func (c *client) drop() {
 	c.mu.Lock()
 	pc := c.pc

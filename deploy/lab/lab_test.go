@@ -113,13 +113,27 @@ func skipUnlessLabCanRun(t *testing.T) {
 	_ = exec.Command("ip", "netns", "del", probe).Run()
 }
 
+// labDir is where configs and process logs go: a temporary directory, or
+// MOHA_LAB_KEEP (created, and left behind for reading after a failure).
+func labDir(t *testing.T) string {
+	keep := os.Getenv("MOHA_LAB_KEEP")
+	if keep == "" {
+		return t.TempDir()
+	}
+	if err := os.MkdirAll(keep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("lab files kept in %s", keep)
+	return keep
+}
+
 func startLab(t *testing.T) *lab {
 	skipUnlessLabCanRun(t)
 	script, err := filepath.Abs("lab.sh")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &lab{t: t, run: fmt.Sprintf("moha%d", os.Getpid()%100000), dir: t.TempDir(), script: script,
+	l := &lab{t: t, run: fmt.Sprintf("moha%d", os.Getpid()%100000), dir: labDir(t), script: script,
 		procs: map[string]*launch.Process{}, report: newReport()}
 	// Registered first, so it runs last: after every process is gone the namespaces go.
 	l.startLauncher()

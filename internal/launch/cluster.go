@@ -206,11 +206,13 @@ func maxConnForFDLimit() int {
 	return max(100, int(lim.Max-200)/2)
 }
 
-// Node returns the named node's description.
-func (c *Cluster) Node(name string) *config.Node {
+// MustNode returns the named node's description and panics when the
+// cluster has no such node: for tests and callers whose names come from the
+// cluster's own configuration.
+func (c *Cluster) MustNode(name string) *config.Node {
 	n, err := c.Config.Node(name)
 	if err != nil {
-		panic(err) // a test named a node that is not there: a bug in the test
+		panic(err)
 	}
 	return n
 }
@@ -221,7 +223,10 @@ func (c *Cluster) logPath(name string) string {
 
 // StartBroker renders node's mosquitto config and starts the broker.
 func (c *Cluster) StartBroker(ctx context.Context, node string) error {
-	n := c.Node(node)
+	n, err := c.Config.Node(node)
+	if err != nil {
+		return fmt.Errorf("launch: %w", err)
+	}
 	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
 		return fmt.Errorf("launch: %w", err)
 	}
@@ -318,12 +323,16 @@ func (c *Cluster) StopAgent(node string) {
 
 // WaitReady waits until node's agent answers /readyz with 200.
 func (c *Cluster) WaitReady(ctx context.Context, node string) error {
+	n, err := c.Config.Node(node)
+	if err != nil {
+		return fmt.Errorf("launch: %w", err)
+	}
 	c.mu.Lock()
 	h := c.agents[node]
 	c.mu.Unlock()
 	wait, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := WaitHTTP(wait, "http://"+c.Node(node).HTTP+"/readyz", h.proc); err != nil {
+	if err := WaitHTTP(wait, "http://"+n.HTTP+"/readyz", h.proc); err != nil {
 		return fmt.Errorf("launch: agent %s not ready: %w", node, err)
 	}
 	return nil
