@@ -15,6 +15,12 @@ import (
 // up. Every acknowledged message must reach every subscriber.
 func (l *lab) drillRollingRestart(t *testing.T) {
 	vip := floatingIP + ":1883"
+	// Every node must be up in HAProxy's view before clients are placed: a node
+	// that a previous drill took out comes back only after its checks rise, and
+	// a client placed meanwhile gets a neighbour as its "own" node.
+	for _, n := range nodeNames {
+		l.idsOn(t, n, 1)
+	}
 	ld := l.newLoad("roll", 50*time.Millisecond)
 	defer ld.stop()
 	for i := 1; i <= 3; i++ {
@@ -94,10 +100,9 @@ func (l *lab) stopRole(role string) {
 }
 
 // drop closes the client's connection (keeping its session); it reconnects.
-// sendHome drops id's connection until HAProxy places it on home again. A
-// restart shorter than HAProxy's checks (fall 2, rise 2, 1 s apart) may be
-// noticed only after the node is back: for a moment HAProxy still sends the
-// id elsewhere.
+// sendHome drops id's connection until HAProxy places it on home again: a
+// node HAProxy marked down during its restart is used again only after its
+// checks rise (rise 2, 1 s apart), and meanwhile the id still goes elsewhere.
 func (l *lab) sendHome(t *testing.T, c *client, id, home string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -108,9 +113,11 @@ func (l *lab) sendHome(t *testing.T, c *client, id, home string) {
 			at, _ := l.place.of(id)
 			return at.At.After(dropped)
 		})
-		if at, _ := l.place.of(id); at.Node == home {
+		at, _ := l.place.of(id)
+		if at.Node == home {
 			return
 		}
+		t.Logf("%s reconnected on %s (from %s), not %s: dropping it again", id, at.Node, at.From, home)
 	}
 	t.Errorf("%s not back on %s after 15 s", id, home)
 }
