@@ -9,11 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // TestMain lets the test binary stand in for the moha binary: `moha up`
@@ -208,21 +209,4 @@ func TestRenderMosquitto(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to write from the command's goroutines
-// while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testkit.SyncBuffer

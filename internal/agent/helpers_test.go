@@ -19,6 +19,7 @@ import (
 	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // startCluster starts n real brokers with in-process agents (no HAProxy)
@@ -67,17 +68,7 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = testkit.WaitFor
 
 // peerKnows waits until on node `at` the peer `of` advertises filter.
 func peerKnows(t testing.TB, c *launch.Cluster, at, of, filter string, want bool) {

@@ -13,23 +13,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moha-project/moha/internal/message"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 var testSecret = []byte("0123456789abcdef-test-secret")
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = testkit.WaitFor
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("CLUSTER_TEST_LOG") != "" {

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // These tests hand the rendered files to the real daemons.
@@ -220,7 +220,7 @@ func (b *brokerFixture) start(t *testing.T, conf string) {
 		<-b.exited
 	})
 	addr := fmt.Sprintf("127.0.0.1:%d", b.port)
-	waitFor(t, 10*time.Second, func() bool {
+	testkit.WaitFor(t, 10*time.Second, "mosquitto listening on "+addr, func() bool {
 		select {
 		case <-b.exited:
 			t.Fatalf("mosquitto exited at start:\n%s\nconfig:\n%s", b.output, conf)
@@ -345,40 +345,11 @@ func waitForMessage(t *testing.T, msgs <-chan *paho.Publish, topic, text string)
 // freePort asks the OS for a port nobody uses right now.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testkit.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// syncBuffer collects a process's output safely while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
+type syncBuffer = testkit.SyncBuffer

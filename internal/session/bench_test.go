@@ -22,12 +22,12 @@ func BenchmarkRoundTrip(b *testing.B) {
 func benchRoundTrip(b *testing.B, brokerConf ...string) {
 	br := startBroker(b, brokerConf...)
 	var received atomic.Int64
-	sub := dial(b, br.addr, "bench-sub", func(d *Delivery) {
+	sub := dial(b, br.Addr, "bench-sub", func(d *Delivery) {
 		d.Ack()
 		received.Add(1)
 	})
 	subscribe(b, sub, dataSub("#", 2))
-	pub := dial(b, br.addr, "bench-pub", nil)
+	pub := dial(b, br.Addr, "bench-pub", nil)
 
 	// Bound what is queued so a large b.N does not hold every message in memory.
 	const outstanding = 2000

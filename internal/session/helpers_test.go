@@ -1,160 +1,29 @@
 package session
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // broker is a real mosquitto process started for one test.
-type broker struct {
-	addr   string
-	cmd    *exec.Cmd
-	log    *syncBuffer
-	exited chan struct{}
-}
-
-// syncBuffer collects the broker's log for failing tests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type broker = testkit.Broker
 
 // startBroker runs mosquitto on a free 127.0.0.1 port with the test
 // configuration plus extra lines, and kills it when the test ends.
 func startBroker(t testing.TB, extra ...string) *broker {
 	t.Helper()
-	var lastErr error
-	for range 5 { // the free port may be taken between probe and bind
-		b, err := tryStartBroker(t, extra)
-		if err == nil {
-			return b
-		}
-		lastErr = err
-	}
-	t.Fatalf("start mosquitto: %v", lastErr)
-	return nil
+	return testkit.StartBroker(t, extra...)
 }
 
-func tryStartBroker(t testing.TB, extra []string) (*broker, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	lines := []string{
-		fmt.Sprintf("listener %d 127.0.0.1", port),
-		"max_queued_messages 100000",
-		"persistence false",
-		"log_dest stderr",
-	}
-	if os.Geteuid() == 0 {
-		lines = append(lines, "user root") // else mosquitto drops to a user that cannot read t.TempDir()
-	}
-	if !strings.Contains(strings.Join(extra, "\n"), "allow_anonymous") {
-		lines = append(lines, "allow_anonymous true")
-	}
-	lines = append(lines, extra...)
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	b := &broker{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), log: &syncBuffer{}, exited: make(chan struct{})}
-	b.cmd = exec.Command("mosquitto", "-c", conf)
-	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
-	if err := b.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { b.cmd.Wait(); close(b.exited) }()
-	if err := b.awaitListening(5 * time.Second); err != nil {
-		b.kill()
-		return nil, fmt.Errorf("%w\n%s", err, b.log.String())
-	}
-	t.Cleanup(func() {
-		b.kill()
-		if t.Failed() {
-			t.Logf("mosquitto log:\n%s", b.log.String())
-		}
-	})
-	return b, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func (b *broker) awaitListening(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		select {
-		case <-b.exited:
-			return fmt.Errorf("mosquitto exited")
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", b.addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the listener; no event to await
-	}
-	return fmt.Errorf("mosquitto not listening on %s after %v", b.addr, timeout)
-}
-
-// kill ends the broker at once (SIGKILL) and waits for it.
-func (b *broker) kill() {
-	b.cmd.Process.Kill()
-	<-b.exited
-}
-
-// pause stops the broker (SIGSTOP): connections stay open, nothing is answered.
-func (b *broker) pause(t testing.TB) {
-	t.Helper()
-	if err := b.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatalf("pause mosquitto: %v", err)
-	}
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = testkit.WaitFor
 
 func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {

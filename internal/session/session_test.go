@@ -18,8 +18,8 @@ import (
 func TestRoundTripQoSAndNoLocal(t *testing.T) {
 	b := startBroker(t)
 	subBox, pubBox := &inbox{autoAck: true}, &inbox{autoAck: true}
-	sub := dial(t, b.addr, "sub", subBox.handle)
-	pub := dial(t, b.addr, "pub", pubBox.handle)
+	sub := dial(t, b.Addr, "sub", subBox.handle)
+	pub := dial(t, b.Addr, "pub", pubBox.handle)
 	subscribe(t, sub, dataSub("#", 2))
 	subscribe(t, pub, dataSub("#", 2)) // No Local: must never see its own publishes
 
@@ -61,7 +61,7 @@ func TestRoundTripQoSAndNoLocal(t *testing.T) {
 
 func TestInvalidMessageRefusedLocally(t *testing.T) {
 	b := startBroker(t)
-	s := dial(t, b.addr, "pub", nil)
+	s := dial(t, b.Addr, "pub", nil)
 	bad := []message.Message{
 		{Topic: "", QoS: 1},
 		{Topic: "a/+", QoS: 1},
@@ -85,8 +85,8 @@ func TestInvalidMessageRefusedLocally(t *testing.T) {
 func TestPropertiesRoundTrip(t *testing.T) {
 	b := startBroker(t)
 	box := &inbox{autoAck: true}
-	sub := dial(t, b.addr, "sub", box.handle)
-	pub := dial(t, b.addr, "pub", nil)
+	sub := dial(t, b.Addr, "sub", box.handle)
+	pub := dial(t, b.Addr, "pub", nil)
 	subscribe(t, sub, dataSub("#", 2))
 	pf, expiry := byte(1), uint32(3600)
 	sent := message.Message{
@@ -121,8 +121,8 @@ func TestPropertiesRoundTrip(t *testing.T) {
 func TestQoS2BackToBackRespectsReceiveMaximum(t *testing.T) {
 	b := startBroker(t)
 	box := &inbox{autoAck: true}
-	sub := dial(t, b.addr, "sub", box.handle)
-	pub := dial(t, b.addr, "pub", nil)
+	sub := dial(t, b.Addr, "sub", box.handle)
+	pub := dial(t, b.Addr, "pub", nil)
 	subscribe(t, sub, dataSub("#", 2))
 	if got := pub.ServerReceiveMaximum(); got != 20 {
 		t.Fatalf("ServerReceiveMaximum = %d, want mosquitto's default 20", got)
@@ -160,9 +160,9 @@ func TestAcksReleasedInArrivalOrder(t *testing.T) {
 	b := startBroker(t)
 	persistent := func(c *Config) { c.SessionExpiry = 300 }
 	box := &inbox{} // acked by hand below
-	sub := dial(t, b.addr, "acker", box.handle, persistent)
+	sub := dial(t, b.Addr, "acker", box.handle, persistent)
 	subscribe(t, sub, Subscription{Filter: "ack/#", QoS: 1})
-	pub := dial(t, b.addr, "pub", nil)
+	pub := dial(t, b.Addr, "pub", nil)
 	for i := range 10 {
 		pub.Publish(message.Message{Topic: "ack/t", Payload: fmt.Appendf(nil, "m%d", i), QoS: 1}, nil)
 	}
@@ -185,7 +185,7 @@ func TestAcksReleasedInArrivalOrder(t *testing.T) {
 
 	// The broker still holds m3..m9 for the persistent session and resends them.
 	again := &inbox{autoAck: true}
-	sub2 := dial(t, b.addr, "acker", again.handle, persistent, func(c *Config) { c.CleanStart = false })
+	sub2 := dial(t, b.Addr, "acker", again.handle, persistent, func(c *Config) { c.CleanStart = false })
 	if !sub2.SessionPresent() {
 		t.Fatal("session not present after reconnect")
 	}
@@ -213,12 +213,12 @@ func TestAcksReleasedInArrivalOrder(t *testing.T) {
 
 func TestRetainAsPublishedAndRetainHandling(t *testing.T) {
 	b := startBroker(t)
-	pub := dial(t, b.addr, "pub", nil)
+	pub := dial(t, b.Addr, "pub", nil)
 	if err := publishAndWait(t, pub, message.Message{Topic: "ret/old", Payload: []byte("old"), QoS: 1, Retain: true}); err != nil {
 		t.Fatalf("publish retained: %v", err)
 	}
 	box := &inbox{autoAck: true}
-	sub := dial(t, b.addr, "sub", box.handle)
+	sub := dial(t, b.Addr, "sub", box.handle)
 	subscribe(t, sub, dataSub("ret/#", 1)) // Retain Handling 2: ret/old is not replayed
 	for _, m := range []message.Message{
 		{Topic: "ret/new", Payload: []byte("new"), QoS: 1, Retain: true},
@@ -247,7 +247,7 @@ func TestRefusedConnect(t *testing.T) {
 	b := startBroker(t, "allow_anonymous false", "password_file "+pwfile)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cfg := Config{Addr: b.addr, ClientID: "c", CleanStart: true, Username: "agent", Password: "wrong", Logger: testLogger(t)}
+	cfg := Config{Addr: b.Addr, ClientID: "c", CleanStart: true, Username: "agent", Password: "wrong", Logger: testLogger(t)}
 	s, err := Dial(ctx, cfg, nil)
 	var refused *RefusedError
 	if !errors.As(err, &refused) || refused.Code < 0x80 {
@@ -269,7 +269,7 @@ func TestRefusedConnect(t *testing.T) {
 
 func TestCloseTwiceAndAfterClose(t *testing.T) {
 	b := startBroker(t)
-	s := dial(t, b.addr, "c", nil)
+	s := dial(t, b.Addr, "c", nil)
 	if err := s.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
@@ -296,8 +296,8 @@ func TestCloseTwiceAndAfterClose(t *testing.T) {
 
 func TestCloseFailsQueuedWithErrClosed(t *testing.T) {
 	b := startBroker(t)
-	s := dial(t, b.addr, "c", nil)
-	b.pause(t) // nothing is acknowledged any more
+	s := dial(t, b.Addr, "c", nil)
+	b.Pause(t) // nothing is acknowledged any more
 	const n = 30
 	done := make([]completion, n)
 	for i := range n {
@@ -314,8 +314,8 @@ func TestCloseFailsQueuedWithErrClosed(t *testing.T) {
 
 func TestBrokerKilled(t *testing.T) {
 	b := startBroker(t)
-	s := dial(t, b.addr, "c", nil)
-	b.pause(t)
+	s := dial(t, b.Addr, "c", nil)
+	b.Pause(t)
 	const n = 50
 	done := make([]completion, n)
 	for i := range n {
@@ -325,7 +325,7 @@ func TestBrokerKilled(t *testing.T) {
 		st := s.Stats()
 		return st.InFlight == 20 && st.Queued == 30
 	})
-	b.kill()
+	b.Kill()
 	select {
 	case <-s.Done():
 	case <-time.After(5 * time.Second):
@@ -346,9 +346,9 @@ func TestBrokerKilled(t *testing.T) {
 func TestAckAfterEndIsNoop(t *testing.T) {
 	b := startBroker(t)
 	box := &inbox{}
-	sub := dial(t, b.addr, "sub", box.handle)
+	sub := dial(t, b.Addr, "sub", box.handle)
 	subscribe(t, sub, dataSub("#", 1))
-	pub := dial(t, b.addr, "pub", nil)
+	pub := dial(t, b.Addr, "pub", nil)
 	if err := publishAndWait(t, pub, message.Message{Topic: "x", QoS: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -363,14 +363,14 @@ func TestAckAfterEndIsNoop(t *testing.T) {
 func TestUnsubscribe(t *testing.T) {
 	b := startBroker(t)
 	box := &inbox{autoAck: true}
-	sub := dial(t, b.addr, "sub", box.handle)
+	sub := dial(t, b.Addr, "sub", box.handle)
 	subscribe(t, sub, dataSub("gone/#", 1), dataSub("kept/#", 1))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := sub.Unsubscribe(ctx, "gone/#"); err != nil {
 		t.Fatalf("unsubscribe: %v", err)
 	}
-	pub := dial(t, b.addr, "pub", nil)
+	pub := dial(t, b.Addr, "pub", nil)
 	for _, topic := range []string{"gone/x", "kept/x"} {
 		if err := publishAndWait(t, pub, message.Message{Topic: topic, QoS: 1}); err != nil {
 			t.Fatalf("publish %s: %v", topic, err)

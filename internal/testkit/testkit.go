@@ -1,0 +1,163 @@
+// Package testkit holds what the tests of several packages share: a private
+// mosquitto broker per test, polling with a deadline, and a log buffer safe
+// for a writer and a reader. Only tests import it.
+package testkit
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Broker is a real mosquitto process started for one test.
+type Broker struct {
+	Addr   string // 127.0.0.1:<port>
+	cmd    *exec.Cmd
+	log    *SyncBuffer
+	exited chan struct{}
+}
+
+// StartBroker runs mosquitto on a free 127.0.0.1 port, anonymous access
+// allowed unless extra says otherwise, no persistence, a deep queue, plus
+// the extra configuration lines. The broker is killed when the test ends,
+// and its log is printed if the test failed.
+func StartBroker(t testing.TB, extra ...string) *Broker {
+	t.Helper()
+	var lastErr error
+	for range 5 { // the free port may be taken between probe and bind
+		b, err := tryStartBroker(t, extra)
+		if err == nil {
+			return b
+		}
+		lastErr = err
+	}
+	t.Fatalf("start mosquitto: %v", lastErr)
+	return nil
+}
+
+func tryStartBroker(t testing.TB, extra []string) (*Broker, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	lines := []string{
+		fmt.Sprintf("listener %d 127.0.0.1", port),
+		"max_queued_messages 100000",
+		"persistence false",
+		"log_dest stderr",
+	}
+	if os.Geteuid() == 0 {
+		lines = append(lines, "user root") // else mosquitto drops to a user that cannot read t.TempDir()
+	}
+	if !strings.Contains(strings.Join(extra, "\n"), "allow_anonymous") {
+		lines = append(lines, "allow_anonymous true")
+	}
+	lines = append(lines, extra...)
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
+	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	b := &Broker{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), log: &SyncBuffer{}, exited: make(chan struct{})}
+	b.cmd = exec.Command("mosquitto", "-c", conf)
+	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
+	if err := b.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { _ = b.cmd.Wait(); close(b.exited) }()
+	if err := b.awaitListening(5 * time.Second); err != nil {
+		b.Kill()
+		return nil, fmt.Errorf("%w\n%s", err, b.log.String())
+	}
+	t.Cleanup(func() {
+		b.Kill()
+		if t.Failed() {
+			t.Logf("mosquitto log:\n%s", b.log.String())
+		}
+	})
+	return b, nil
+}
+
+func (b *Broker) awaitListening(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-b.exited:
+			return fmt.Errorf("mosquitto exited")
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", b.Addr, 200*time.Millisecond); err == nil {
+			_ = c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the listener; no event to await
+	}
+	return fmt.Errorf("mosquitto not listening on %s after %v", b.Addr, timeout)
+}
+
+// Kill ends the broker at once (SIGKILL) and waits for it.
+func (b *Broker) Kill() {
+	_ = b.cmd.Process.Kill()
+	<-b.exited
+}
+
+// Pause stops the broker (SIGSTOP): connections stay open, nothing is answered.
+func (b *Broker) Pause(t testing.TB) {
+	t.Helper()
+	if err := b.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("pause mosquitto: %v", err)
+	}
+}
+
+// Log returns what the broker has logged so far.
+func (b *Broker) Log() string { return b.log.String() }
+
+// FreePort asks the OS for a 127.0.0.1 port nobody uses right now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// WaitFor polls cond until it holds, and fails the test if timeout passes
+// first. For conditions no event announces.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// SyncBuffer is a bytes.Buffer safe for one writer and readers at once
+// (a process's output read while it runs).
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
