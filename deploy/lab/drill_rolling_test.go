@@ -15,9 +15,14 @@ import (
 // up. Every acknowledged message must reach every subscriber.
 func (l *lab) drillRollingRestart(t *testing.T) {
 	vip := floatingIP + ":1883"
-	// Every node must be up in HAProxy's view before clients are placed: a node
-	// that a previous drill took out comes back only after its checks rise, and
-	// a client placed meanwhile gets a neighbour as its "own" node.
+	// The drill starts from a whole cluster. Every node linked to every other:
+	// after the partition drill one link may still wait out its redial backoff.
+	// And every node up in HAProxy's view: a node that a previous drill took
+	// out comes back only after its checks rise, and a client placed meanwhile
+	// gets a neighbour as its "own" node.
+	for _, n := range nodeNames {
+		l.waitLinked(t, n, 20*time.Second)
+	}
 	for _, n := range nodeNames {
 		l.idsOn(t, n, 1)
 	}

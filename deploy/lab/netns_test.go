@@ -149,6 +149,28 @@ func (l *lab) waitSettled(t testing.TB, node string, timeout time.Duration) {
 	}
 }
 
+// waitLinked waits until node is ready and settled and has a link up to every
+// peer: after a partition heals, a node may still be waiting out its redial
+// backoff (up to 5 s) while the others are already linked.
+func (l *lab) waitLinked(t testing.TB, node string, timeout time.Duration) {
+	t.Helper()
+	if _, ok := pollUntil(timeout, func() bool {
+		s, err := l.status(node)
+		if err != nil || !s.Ready || s.Degraded || len(s.Peers) != len(nodeNames)-1 {
+			return false
+		}
+		for _, p := range s.Peers {
+			if !p.Up {
+				return false
+			}
+		}
+		return true
+	}); !ok {
+		s, err := l.status(node)
+		t.Fatalf("%s not linked to every peer after %v: %+v %v", node, timeout, s, err)
+	}
+}
+
 // writeLBConfigs writes lb's haproxy.cfg and keepalived.conf, both from moha's
 // renderer (keepalived with unicast peers: VRRP between the lab's namespaces).
 func (l *lab) writeLBConfigs(lb string) {
