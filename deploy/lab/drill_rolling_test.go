@@ -104,7 +104,6 @@ func (l *lab) stopRole(role string) {
 	}
 }
 
-// drop closes the client's connection (keeping its session); it reconnects.
 // sendHome drops id's connection until HAProxy places it on home again: a
 // node HAProxy marked down during its restart is used again only after its
 // checks rise (rise 2, 1 s apart), and meanwhile the id still goes elsewhere.
@@ -127,6 +126,7 @@ func (l *lab) sendHome(t *testing.T, c *client, id, home string) {
 	t.Errorf("%s not back on %s after 15 s", id, home)
 }
 
+// drop closes the client's connection (keeping its session); it reconnects.
 func (c *client) drop() {
 	c.mu.Lock()
 	pc := c.pc

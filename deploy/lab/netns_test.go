@@ -140,13 +140,7 @@ func (l *lab) waitReady(t testing.TB, node string, want bool, timeout time.Durat
 // waitSettled waits until node is ready and not degraded.
 func (l *lab) waitSettled(t testing.TB, node string, timeout time.Duration) {
 	t.Helper()
-	if _, ok := pollUntil(timeout, func() bool {
-		s, err := l.status(node)
-		return err == nil && s.Ready && !s.Degraded
-	}); !ok {
-		s, err := l.status(node)
-		t.Fatalf("%s not ready and settled after %v: %+v %v", node, timeout, s, err)
-	}
+	l.waitStatus(t, node, timeout, "ready and settled", func(s agentStatus) bool { return s.Ready && !s.Degraded })
 }
 
 // waitLinked waits until node is ready and settled and has a link up to every
@@ -154,9 +148,8 @@ func (l *lab) waitSettled(t testing.TB, node string, timeout time.Duration) {
 // backoff (up to 5 s) while the others are already linked.
 func (l *lab) waitLinked(t testing.TB, node string, timeout time.Duration) {
 	t.Helper()
-	if _, ok := pollUntil(timeout, func() bool {
-		s, err := l.status(node)
-		if err != nil || !s.Ready || s.Degraded || len(s.Peers) != len(nodeNames)-1 {
+	l.waitStatus(t, node, timeout, "linked to every peer", func(s agentStatus) bool {
+		if !s.Ready || s.Degraded || len(s.Peers) != len(nodeNames)-1 {
 			return false
 		}
 		for _, p := range s.Peers {
@@ -165,9 +158,19 @@ func (l *lab) waitLinked(t testing.TB, node string, timeout time.Duration) {
 			}
 		}
 		return true
+	})
+}
+
+// waitStatus polls node's /status until cond holds, and fails the test with
+// the last status after timeout.
+func (l *lab) waitStatus(t testing.TB, node string, timeout time.Duration, what string, cond func(agentStatus) bool) {
+	t.Helper()
+	if _, ok := pollUntil(timeout, func() bool {
+		s, err := l.status(node)
+		return err == nil && cond(s)
 	}); !ok {
 		s, err := l.status(node)
-		t.Fatalf("%s not linked to every peer after %v: %+v %v", node, timeout, s, err)
+		t.Fatalf("%s not %s after %v: %+v %v", node, what, timeout, s, err)
 	}
 }
 

@@ -13,16 +13,6 @@ func startMosquitto(t testing.TB) string {
 	return testkit.StartBroker(t).Addr
 }
 
-// freePort returns a 127.0.0.1 port nobody listens on right now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	port, err := testkit.FreePort()
-	if err != nil {
-		t.Fatalf("find free port: %v", err)
-	}
-	return port
-}
-
 var waitFor = testkit.WaitFor
 
 type syncBuffer = testkit.SyncBuffer

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 func newTestRelay(t *testing.T, target string) *Relay {
@@ -267,7 +269,7 @@ func TestRelayCloseEndsConnections(t *testing.T) {
 }
 
 func TestRelayTargetDown(t *testing.T) {
-	r := newTestRelay(t, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	r := newTestRelay(t, "127.0.0.1:"+strconv.Itoa(testkit.FreePort(t)))
 	c, err := net.Dial("tcp", r.Addr())
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // smallOptions returns a scenario's defaults scaled down for tests.
@@ -207,7 +209,7 @@ func TestRunReportsProgressAndStopsOnCancel(t *testing.T) {
 }
 
 func TestRunFailsWhenBrokerUnreachable(t *testing.T) {
-	o := smallOptions(t, ScenarioFanout, "127.0.0.1:"+strconv.Itoa(freePort(t)))
+	o := smallOptions(t, ScenarioFanout, "127.0.0.1:"+strconv.Itoa(testkit.FreePort(t)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	res, err := Run(ctx, o)

@@ -280,13 +280,14 @@ func (w *writer) finalAck() {
 		return
 	}
 	w.writeAck()
-	if err := l.conn.SetWriteDeadline(time.Now().Add(finalWriteTimeout)); err == nil {
-		_ = w.bw.Flush()
-	}
+	_ = w.flushWithin(finalWriteTimeout)
 }
 
-func (w *writer) flush() error {
-	if err := w.l.conn.SetWriteDeadline(time.Now().Add(w.l.deadAfter())); err != nil {
+func (w *writer) flush() error { return w.flushWithin(w.l.deadAfter()) }
+
+// flushWithin writes what is buffered, giving up after d.
+func (w *writer) flushWithin(d time.Duration) error {
+	if err := w.l.conn.SetWriteDeadline(time.Now().Add(d)); err != nil {
 		return fmt.Errorf("set write deadline: %w", err)
 	}
 	if err := w.bw.Flush(); err != nil {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // The session rules the Table applies are the broker's. TestRealBroker runs
@@ -128,7 +130,7 @@ func replay(t *testing.T, capture string) *Table {
 
 func startBroker(t *testing.T) string {
 	t.Helper()
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
 	config := fmt.Sprintf(`listener %d 127.0.0.1
@@ -227,16 +229,6 @@ func brokerBinary(name string) string {
 		return p
 	}
 	return "/usr/sbin/" + name
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func readFile(t *testing.T, path string) string {

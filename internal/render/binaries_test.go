@@ -161,7 +161,7 @@ func newBrokerFixture(t *testing.T, username string) *brokerFixture {
 		t.Fatal(err)
 	}
 	b.giveToBrokerUser(t, b.dataDir)
-	b.port = freePort(t)
+	b.port = testkit.FreePort(t)
 	c := config.Default()
 	c.Secret = "render-test-secret-0123456789"
 	c.Nodes = []config.Node{{
@@ -340,16 +340,6 @@ func waitForMessage(t *testing.T, msgs <-chan *paho.Publish, topic, text string)
 			t.Fatalf("no message on %s containing %q within 5s", topic, text)
 		}
 	}
-}
-
-// freePort asks the OS for a port nobody uses right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	port, err := testkit.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
 }
 
 type syncBuffer = testkit.SyncBuffer

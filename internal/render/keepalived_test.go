@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // checkGolden compares got with testdata/<name>.golden, rewriting it under -update.
@@ -351,7 +352,7 @@ func TestKeepalivedFollowsHAProxy(t *testing.T) {
 	// Documentation addresses (RFC 5737), only ever inside the namespace.
 	lbs.FloatingIP = "192.0.2.100/24"
 	lbs.Hosts[0].Address, lbs.Hosts[1].Address = "192.0.2.2", "192.0.2.3"
-	lbs.Port = freePort(t)
+	lbs.Port = testkit.FreePort(t)
 	lbs.MaxConn = 100 // HAProxy wants twice as many open files: stay below any limit
 	ns.must(t, "addr", "add", "192.0.2.2/24", "dev", lbs.Interface)
 

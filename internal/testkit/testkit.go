@@ -45,7 +45,7 @@ func StartBroker(t testing.TB, extra ...string) *Broker {
 }
 
 func tryStartBroker(t testing.TB, extra []string) (*Broker, error) {
-	port, err := FreePort()
+	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
@@ -120,8 +120,20 @@ func (b *Broker) Pause(t testing.TB) {
 // Log returns what the broker has logged so far.
 func (b *Broker) Log() string { return b.log.String() }
 
-// FreePort asks the OS for a 127.0.0.1 port nobody uses right now.
-func FreePort() (int, error) {
+// FreePort asks the OS for a 127.0.0.1 port nobody uses right now, and
+// fails the test if it cannot.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	return port
+}
+
+// freePort is launch.FreePort: tests of packages launch imports (session)
+// cannot import launch.
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
