@@ -38,12 +38,8 @@ func (o *outbound) complete(err error) {
 func (s *Session) Publish(m message.Message, done func(error)) {
 	o := &outbound{msg: m, done: done, err: s.check(&m)}
 	s.mu.Lock()
-	if s.ended || s.closing {
-		err := s.endErr
+	if err := s.refusalLocked(); err != nil {
 		s.mu.Unlock()
-		if err == nil {
-			err = ErrClosed
-		}
 		o.complete(err)
 		return
 	}

@@ -205,17 +205,26 @@ func checkReasons(what string, reasons []byte, want int) error {
 	return nil
 }
 
+// refusalLocked is the error a new publish or request gets once the session
+// is ending (its cause, or ErrClosed), nil while it runs. s.mu is held.
+func (s *Session) refusalLocked() error {
+	switch {
+	case !s.ended && !s.closing:
+		return nil
+	case s.endErr != nil:
+		return s.endErr
+	default:
+		return ErrClosed
+	}
+}
+
 // request sends the packet build makes for a fresh packet id and waits for
 // its acknowledgement, ctx, or the end of the session.
 func (s *Session) request(ctx context.Context, kind byte, build func(id uint16) *packets.ControlPacket) ([]byte, error) {
 	r := &request{kind: kind, result: make(chan requestResult, 1)}
 	s.mu.Lock()
-	if s.ended || s.closing {
-		err := s.endErr
+	if err := s.refusalLocked(); err != nil {
 		s.mu.Unlock()
-		if err == nil {
-			err = ErrClosed
-		}
 		return nil, err
 	}
 	id, ok := s.allocID()
