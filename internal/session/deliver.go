@@ -18,6 +18,9 @@ type Handler func(d *Delivery)
 // Delivery is one inbound PUBLISH.
 type Delivery struct {
 	Message message.Message // topic, payload, QoS, retain flag, v5 properties
+	// SubID is the subscription identifier the broker sent with the
+	// message (the subscription that matched it); 0 when none.
+	SubID uint32
 
 	id    uint16 // packet id (QoS 1/2)
 	qos   byte
@@ -92,6 +95,9 @@ func (s *Session) onPublish(p *packets.Publish) error {
 		id:  p.PacketID,
 		qos: p.QoS,
 		s:   s,
+	}
+	if p.Properties != nil && p.Properties.SubscriptionIdentifier != nil {
+		d.SubID = uint32(*p.Properties.SubscriptionIdentifier)
 	}
 	if p.QoS > 0 {
 		s.mu.Lock()

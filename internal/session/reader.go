@@ -17,7 +17,16 @@ type Subscription struct {
 	NoLocal           bool
 	RetainAsPublished bool
 	RetainHandling    byte
+	// ID is the subscription identifier the broker puts on every message
+	// this subscription delivers (MQTT v5 3.8.2.1.2); 0 for none. One
+	// SUBSCRIBE carries one identifier: every subscription of a Subscribe
+	// call must have the same ID.
+	ID uint32
 }
+
+// maxSubscriptionID is the largest subscription identifier (a four-byte
+// variable byte integer).
+const maxSubscriptionID = 268_435_455
 
 // request is a SUBSCRIBE or UNSUBSCRIBE waiting for its acknowledgement.
 type request struct {
@@ -137,6 +146,9 @@ func (s *Session) Subscribe(ctx context.Context, subs ...Subscription) error {
 		if err := validateSubscription(sub); err != nil {
 			return err
 		}
+		if sub.ID != subs[0].ID {
+			return errors.New("session: subscribe: one SUBSCRIBE carries one subscription identifier")
+		}
 		pkt.Subscriptions[i] = packets.SubOptions{
 			Topic:             sub.Filter,
 			QoS:               sub.QoS,
@@ -144,6 +156,13 @@ func (s *Session) Subscribe(ctx context.Context, subs ...Subscription) error {
 			NoLocal:           sub.NoLocal,
 			RetainAsPublished: sub.RetainAsPublished,
 		}
+	}
+	if id := subs[0].ID; id != 0 {
+		if id > maxSubscriptionID {
+			return fmt.Errorf("session: subscribe: subscription identifier %d over %d", id, maxSubscriptionID)
+		}
+		n := int(id)
+		pkt.Properties = &packets.Properties{SubscriptionIdentifier: &n}
 	}
 	reasons, err := s.request(ctx, packets.SUBSCRIBE, func(id uint16) *packets.ControlPacket {
 		pkt.PacketID = id

@@ -384,3 +384,58 @@ func TestUnsubscribe(t *testing.T) {
 		t.Errorf("subscribe with qos 3: %v", err)
 	}
 }
+
+// Mosquitto sends one copy per matching subscription, each with the
+// identifier of its own subscription (what the agent's data session relies
+// on to keep one copy of each message).
+func TestSubscriptionIdentifiers(t *testing.T) {
+	b := startBroker(t)
+	box := &inbox{autoAck: true}
+	sub := dial(t, b.Addr, "sub", box.handle)
+	pub := dial(t, b.Addr, "pub", nil)
+	first, second := dataSub("ids/+", 1), dataSub("ids/a", 1)
+	first.ID, second.ID = 7, 268_435_455
+	subscribe(t, sub, first)
+	subscribe(t, sub, second)
+	if err := publishAndWait(t, pub, message.Message{Topic: "ids/a", Payload: []byte("x"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "2 copies", func() bool { return box.len() == 2 })
+	var ids []uint32
+	for _, d := range box.all() {
+		ids = append(ids, d.SubID)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, []uint32{7, 268_435_455}) {
+		t.Errorf("copies carry ids %v, want [7 268435455]", ids)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	mixed := dataSub("ids/b", 1)
+	if err := sub.Subscribe(ctx, first, mixed); err == nil {
+		t.Error("subscribe with two identifiers in one SUBSCRIBE: no error")
+	}
+	mixed.ID = 268_435_456
+	if err := sub.Subscribe(ctx, mixed); err == nil {
+		t.Error("subscribe with identifier over the maximum: no error")
+	}
+}
+
+// End discards the session: a reconnect with clean start off finds none.
+func TestEndDiscardsSession(t *testing.T) {
+	b := startBroker(t)
+	persistent := func(c *Config) { c.CleanStart, c.SessionExpiry = false, 3600 }
+	s := dial(t, b.Addr, "ender", nil, persistent)
+	subscribe(t, s, dataSub("end/#", 1))
+	s.Close()
+	s = dial(t, b.Addr, "ender", nil, persistent)
+	if !s.SessionPresent() {
+		t.Fatal("after Close: no session present")
+	}
+	s.End()
+	s = dial(t, b.Addr, "ender", nil, persistent)
+	if s.SessionPresent() {
+		t.Error("after End: session still present")
+	}
+}

@@ -259,3 +259,45 @@ func (n *node) walk(topic string, start int, fn func(string, int) bool) bool {
 	}
 	return true
 }
+
+// Overlaps reports whether some topic name matches both filter f and a filter in the trie
+// (a/+ and +/b overlap on a/b; a/+ and a/b/c do not). f must be a valid filter.
+func (t *Trie) Overlaps(f string) bool {
+	return t.root.overlaps(f, 0, true)
+}
+
+// overlaps reports whether a filter under n overlaps f[start:]. At the root, topics starting
+// with '$' match no filter whose first level is a wildcard [MQTT-4.7.2-1].
+func (n *node) overlaps(f string, start int, root bool) bool {
+	dollar := root && strings.HasPrefix(f, "$")
+	if n.hash != nil && !dollar {
+		return true // '#' matches whatever f's remaining levels match
+	}
+	if start > len(f) {
+		return n.count > 0
+	}
+	end := levelEnd(f, start)
+	switch level := f[start:end]; level {
+	case "#":
+		if n.count > 0 {
+			return true // "a/#" matches "a"
+		}
+		for name := range n.literal {
+			if !root || !strings.HasPrefix(name, "$") {
+				return true // a pruned trie keeps no node without a filter below it
+			}
+		}
+		return n.plus != nil
+	case "+":
+		for name, child := range n.literal {
+			if (!root || !strings.HasPrefix(name, "$")) && child.overlaps(f, end+1, false) {
+				return true
+			}
+		}
+	default:
+		if child := n.literal[level]; child != nil && child.overlaps(f, end+1, false) {
+			return true
+		}
+	}
+	return !dollar && n.plus != nil && n.plus.overlaps(f, end+1, false)
+}
