@@ -56,6 +56,11 @@ type Agent struct {
 	takeovers   *takeovers
 	retained    *retainedClock
 	scanned     chan struct{} // closed after the first retained scan
+	wantChanged chan struct{} // the data session's wanted filters may have changed (capacity 1)
+	rescan      chan struct{} // the broker's retained count changed (capacity 1)
+	// lastRetainedCount is the broker's retained count last seen (log
+	// session reader only).
+	lastRetainedCount string
 	scanOnce    sync.Once
 	runCtx      context.Context
 	kickWG      sync.WaitGroup
@@ -129,6 +134,9 @@ func (a *Agent) build() error {
 	a.republisher = newRepublisher(a.log, a.metrics)
 	a.takeovers = newTakeovers()
 	a.retained = newRetainedClock()
+	a.wantChanged = make(chan struct{}, 1)
+	a.rescan = make(chan struct{}, 1)
+	a.retained.onTopics = a.notifyWant
 	a.scanned = make(chan struct{})
 	a.runCtx = context.Background()
 	a.mesh, err = cluster.New(cluster.Config{
@@ -155,13 +163,16 @@ func (a *Agent) build() error {
 		return fmt.Errorf("agent: %w", err)
 	}
 	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry)
-	a.table = interest.NewTable([]string{a.dataClientID(), a.logClientID(), a.scanClientID()}, a.localInterest)
+	data := a.dataClientIDs()
+	a.table = interest.NewTable([]string{data[0], data[1], a.logClientID(), a.scanClientID()}, a.localInterest)
+	for _, id := range data {
+		a.table.TrackOwn(id)
+	}
 	a.mesh.Advertise(a.table.Advertised(), nil)
 	a.metrics.registerInterest(a.registry, a.table, a.router)
 	return nil
 }
 
-func (a *Agent) dataClientID() string { return "moha-" + a.node.Name }
 func (a *Agent) logClientID() string  { return "moha-" + a.node.Name + "-log" }
 func (a *Agent) scanClientID() string { return "moha-" + a.node.Name + "-scan" }
 
@@ -229,6 +240,7 @@ func (a *Agent) peerDigest(peer string, entries []cluster.DigestEntry) {
 
 // peerInterest is the mesh's callback for a peer's interest.
 func (a *Agent) peerInterest(peer string, replace bool, added, removed []string) {
+	defer a.notifyWant()
 	if bad := a.router.Apply(peer, replace, added, removed); len(bad) > 0 {
 		a.metrics.invalidPeerFilters.WithLabelValues(peer).Add(float64(len(bad)))
 		a.log.Warn("peer advertised invalid filters, ignored", "peer", peer, "count", len(bad), "first", bad[0])

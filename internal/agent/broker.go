@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moha-project/moha/internal/interest"
@@ -21,15 +22,15 @@ const (
 	dataSessionExpiry = 24 * 60 * 60
 	subscriptionCount = "$SYS/broker/subscriptions/count"
 	clientsTotal      = "$SYS/broker/clients/total"
+	retainedCount     = "$SYS/broker/retained messages/count"
 	// probeFilter is a subscription no message ever matches: it only moves
 	// the broker's subscription count (see nudgeCount).
 	probeFilter    = "$SYS/moha/probe"
 	ownLineTimeout = 5 * time.Second
 )
 
-// logFilters are what the log session subscribes; with the data session's
-// "#" they are the agent's own subscriptions in the broker's count.
-var logFilters = []string{"$SYS/broker/log/N", "$SYS/broker/log/E", "$SYS/broker/log/M/#", subscriptionCount, clientsTotal}
+// logFilters are what the log session subscribes.
+var logFilters = []string{"$SYS/broker/log/N", "$SYS/broker/log/E", "$SYS/broker/log/M/#", subscriptionCount, clientsTotal, retainedCount}
 
 // brokerLoop keeps the two local sessions up, reconnecting with capped
 // backoff, until ctx ends or the broker turns out to be unusable.
@@ -85,18 +86,19 @@ func (a *Agent) sessionConfig(clientID string) session.Config {
 	}
 }
 
-// runBroker connects the log session, then the data session, and blocks
-// until either ends. connected reports whether both came up.
+// runBroker connects the log session, then the data sessions, and blocks
+// until one of them ends. connected reports whether all came up.
 func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	ownLine := make(chan struct{})
 	var sawOwn bool
+	data := a.dataClientIDs()
 	logCfg := a.sessionConfig(a.logClientID())
 	logCfg.CleanStart = true
 	logSess, err := session.Dial(ctx, logCfg, func(d *session.Delivery) {
 		ev, err := a.onLogLine(d)
-		// The data session's own connect line proves the broker logs what
+		// A data session's own connect line proves the broker logs what
 		// the agent needs.
-		if !sawOwn && err == nil && ev.Kind == interest.Connected && ev.ClientID == a.dataClientID() {
+		if !sawOwn && err == nil && ev.Kind == interest.Connected && (ev.ClientID == data[0] || ev.ClientID == data[1]) {
 			sawOwn = true
 			close(ownLine)
 		}
@@ -106,8 +108,9 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	}
 	defer logSess.Close()
 	// Set before subscribing: every live count the table sees includes the
-	// log session's filters and the data session's persistent "#".
-	a.table.SetOwnSubscriptions(1 + len(logFilters))
+	// log session's filters. The data sessions' filters come from their own
+	// log lines (TrackOwn), in order with the counts.
+	a.table.SetOwnSubscriptions(len(logFilters))
 	a.table.SetOwnClients(2)
 	subs := make([]session.Subscription, len(logFilters))
 	for i, f := range logFilters {
@@ -117,19 +120,11 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("log session: subscribe: %w", err)
 	}
 
-	dataCfg := a.sessionConfig(a.dataClientID())
-	dataCfg.SessionExpiry = dataSessionExpiry
-	dataCfg.ReceiveMaximum = 65535
-	dataSess, err := session.Dial(ctx, dataCfg, func(d *session.Delivery) {
-		if d.Message.Retain {
-			d.Message.Written = a.retained.stampLocal(&d.Message, time.Now())
-		}
-		a.forwarder.Enqueue(delivery{d})
-	})
+	live, old, err := a.startData(ctx)
 	if err != nil {
-		return false, fmt.Errorf("data session: %w", err)
+		return false, err
 	}
-	defer dataSess.Close()
+	defer closeData(append(old, live))
 	select {
 	case <-ownLine:
 	case <-time.After(ownLineTimeout):
@@ -137,30 +132,52 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
-	// No Local keeps the agent's republished messages from coming back;
-	// Retain As Published keeps retained flags; Retain Handling 2 keeps a
-	// resubscribe from replaying every retained message (MOSQUITTO.md).
-	err = dataSess.Subscribe(ctx, session.Subscription{Filter: "#", QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: 2})
-	if err != nil {
+	// Learn what the broker holds retained before the live session asks
+	// for replays of it: a replay of a known value is not a new write.
+	if err := a.scanRetained(ctx); err != nil {
+		return false, fmt.Errorf("retained scan: %w", err)
+	}
+	if err := live.subscribeMarker(ctx); err != nil {
 		return false, fmt.Errorf("data session: subscribe: %w", err)
 	}
-	a.republisher.setSession(dataSess)
-	if err := a.scanRetained(ctx); err != nil {
-		return true, fmt.Errorf("retained scan: %w", err)
+	live.mode.Store(int32(modeLive))
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	held := make(chan struct{})
+	followErr := make(chan error, 1)
+	wg.Go(func() { followErr <- a.followInterest(runCtx, live, held) })
+	select {
+	case <-held:
+	case err := <-followErr:
+		return false, errOrClosed(err)
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
+	for _, c := range old {
+		if err := a.drain(ctx, c); err != nil {
+			return false, err
+		}
+	}
+	// Only now: a peer's message republished while an old session still
+	// took everything could have come back through it.
+	a.republisher.setSession(live.sess)
 	a.sessionUp.Store(true)
 	a.setBrokerError(nil)
-	a.log.Info("broker sessions up", "broker", a.node.Broker.Address, "session_present", dataSess.SessionPresent())
+	a.log.Info("broker sessions up", "broker", a.node.Broker.Address, "data_session", live.id, "drained", len(old))
 
-	nudgeCtx, stopNudge := context.WithCancel(ctx)
-	defer stopNudge()
-	go a.nudgeCount(nudgeCtx, logSess)
+	wg.Go(func() { a.nudgeCount(runCtx, logSess) })
+	wg.Go(func() { a.rescanLoop(runCtx) })
 
 	select {
 	case <-ctx.Done():
 		return true, ctx.Err()
-	case <-dataSess.Done():
-		return true, fmt.Errorf("data session: %w", errOrClosed(dataSess.Err()))
+	case err := <-followErr:
+		return true, errOrClosed(err)
+	case <-live.sess.Done():
+		return true, fmt.Errorf("data session: %w", errOrClosed(live.sess.Err()))
 	case <-logSess.Done():
 		return true, fmt.Errorf("log session: %w", errOrClosed(logSess.Err()))
 	}
@@ -175,16 +192,67 @@ func errOrClosed(err error) error {
 
 // scanRetained learns the retained messages the broker holds that the agent
 // did not see written (restored from persistence, written while it was
-// away), for the anti-entropy digest. A second SUBSCRIBE's SUBACK marks the
-// end: the broker sends the first one's retained messages before it.
+// away), for the anti-entropy digest.
 func (a *Agent) scanRetained(ctx context.Context) error {
+	found := 0
+	err := a.scanBroker(ctx, func(m *message.Message) {
+		a.retained.learnScanned(m)
+		found++
+	})
+	if err != nil {
+		return err
+	}
+	a.scanOnce.Do(func() { close(a.scanned) })
+	a.log.Debug("retained scan done", "found", found)
+	return nil
+}
+
+// rescanLoop scans the broker's retained messages each time its retained
+// count changed: a retained message on a topic no data subscription matched
+// was not seen written. It is forwarded from the scan, and its topic joins
+// the data session's filters so that later writes are seen.
+func (a *Agent) rescanLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.rescan:
+		}
+		found := 0
+		err := a.scanBroker(ctx, func(m *message.Message) {
+			stamp, unseen := a.retained.stampFound(m, time.Now())
+			if !unseen {
+				return
+			}
+			msg := *m
+			msg.Payload = append([]byte(nil), m.Payload...) // the session reuses its buffer
+			msg.Written = stamp
+			a.forwarder.Enqueue(scannedWrite{&msg})
+			found++
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("retained rescan failed", "err", err)
+			}
+			continue
+		}
+		a.metrics.retainedRescans.Inc()
+		if found > 0 {
+			a.log.Debug("retained rescan found writes not seen", "messages", found)
+		}
+	}
+}
+
+// scanBroker hands fn every retained message the broker holds (not "$"
+// topics). A second SUBSCRIBE's SUBACK marks the end: the broker sends the
+// first one's retained messages before it. fn runs on the scan session's
+// reader; scanBroker returns after its last call.
+func (a *Agent) scanBroker(ctx context.Context, fn func(*message.Message)) error {
 	cfg := a.sessionConfig(a.scanClientID())
 	cfg.CleanStart = true
-	found := 0
 	s, err := session.Dial(ctx, cfg, func(d *session.Delivery) {
 		if d.Message.Retain {
-			a.retained.learnScanned(&d.Message)
-			found++
+			fn(&d.Message)
 		}
 	})
 	if err != nil {
@@ -194,12 +262,7 @@ func (a *Agent) scanRetained(ctx context.Context) error {
 	if err := s.Subscribe(ctx, session.Subscription{Filter: "#", QoS: 0, RetainAsPublished: true}); err != nil {
 		return err
 	}
-	if err := s.Subscribe(ctx, session.Subscription{Filter: probeFilter, QoS: 0}); err != nil {
-		return err
-	}
-	a.scanOnce.Do(func() { close(a.scanned) })
-	a.log.Debug("retained scan done", "found", found)
-	return nil
+	return s.Subscribe(ctx, session.Subscription{Filter: probeFilter, QoS: 0})
 }
 
 // nudgeCount makes the broker publish a fresh subscription count while the
@@ -214,7 +277,7 @@ func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	probing := false
-	own := 1 + len(logFilters)
+	own := len(logFilters)
 	for {
 		select {
 		case <-ctx.Done():
@@ -269,6 +332,16 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 		}
 		return ev, nil
 	}
+	if m.Topic == retainedCount {
+		if n := string(m.Payload); n != a.lastRetainedCount {
+			a.lastRetainedCount = n
+			select {
+			case a.rescan <- struct{}{}:
+			default:
+			}
+		}
+		return ev, nil
+	}
 	if m.Topic == subscriptionCount {
 		a.log.Debug("broker subscription count", "payload", string(m.Payload), "retain", m.Retain)
 		if m.Retain {
@@ -299,7 +372,8 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 }
 
 func (a *Agent) isOwnClient(id string) bool {
-	return id == a.dataClientID() || id == a.logClientID() || id == a.scanClientID()
+	data := a.dataClientIDs()
+	return id == data[0] || id == data[1] || id == a.logClientID() || id == a.scanClientID()
 }
 
 func truncate(s string) string {
@@ -309,8 +383,22 @@ func truncate(s string) string {
 	return s
 }
 
-// delivery adapts a data-session delivery to the forwarder.
-type delivery struct{ d *session.Delivery }
+// scannedWrite is a retained write found by a rescan, for the forwarder:
+// the broker has it already, nothing to acknowledge.
+type scannedWrite struct{ m *message.Message }
+
+func (w scannedWrite) Msg() *message.Message { return w.m }
+func (w scannedWrite) Ack()                  {}
+
+// delivery adapts a data-session delivery to the forwarder; done runs after
+// its acknowledgement.
+type delivery struct {
+	d    *session.Delivery
+	done func()
+}
 
 func (d delivery) Msg() *message.Message { return &d.d.Message }
-func (d delivery) Ack()                  { d.d.Ack() }
+func (d delivery) Ack() {
+	d.d.Ack()
+	d.done()
+}

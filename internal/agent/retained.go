@@ -32,6 +32,10 @@ type retainedClock struct {
 	held     map[string]retainedEntry // topic -> what the broker holds (empty payload: a deletion)
 	inFlight map[string]int64         // topic -> stamp of a peer's write republished, not yet acknowledged
 	pruned   time.Time
+	// onTopics is called when the set of topics holding a retained message
+	// may have changed, possibly with the lock held: it must not block or
+	// call back.
+	onTopics func()
 }
 
 type retainedEntry struct {
@@ -51,7 +55,54 @@ const scannedStamp = 1
 const stampTTL = time.Hour
 
 func newRetainedClock() *retainedClock {
-	return &retainedClock{held: map[string]retainedEntry{}, inFlight: map[string]int64{}, pruned: time.Now()}
+	return &retainedClock{held: map[string]retainedEntry{}, inFlight: map[string]int64{}, pruned: time.Now(), onTopics: func() {}}
+}
+
+// noteLocked records that m's topic now holds m, and reports whether the set
+// of retained topics changed (a new one, or one deleted).
+func (c *retainedClock) noteLocked(m *message.Message, e retainedEntry) (changed bool) {
+	old, had := c.held[m.Topic]
+	c.held[m.Topic] = e
+	return (!had || len(old.msg.Payload) == 0) != (len(m.Payload) == 0)
+}
+
+// holds reports whether the broker holds exactly m as its retained message
+// on m's topic, as far as the agent knows.
+func (c *retainedClock) holds(m *message.Message) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.held[m.Topic]
+	return ok && len(e.msg.Payload) > 0 && e.hash == newEntry(m, 0).hash
+}
+
+// topics returns the topics the broker holds a retained message on, as far
+// as the agent knows.
+func (c *retainedClock) topics() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, len(c.held))
+	for t, e := range c.held {
+		if len(e.msg.Payload) > 0 {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// stampFound records a retained message a rescan found on a topic the agent
+// knows no retained message on: a write it did not see (no data
+// subscription matched then). It returns the write's stamp, or ok false for
+// a topic the agent knows (its writes are seen live).
+func (c *retainedClock) stampFound(m *message.Message, now time.Time) (stamp int64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, held := c.held[m.Topic]; held && len(e.msg.Payload) > 0 {
+		return 0, false
+	}
+	stamp = max(now.UnixNano(), c.held[m.Topic].stamp+1)
+	c.noteLocked(m, newEntry(m, stamp))
+	c.onTopics()
+	return stamp, true
 }
 
 // stampLocal records a retained write published on the local broker and
@@ -63,7 +114,9 @@ func (c *retainedClock) stampLocal(m *message.Message, now time.Time) int64 {
 		return remote - 1 // stored before the peer's write: it loses everywhere
 	}
 	stamp := max(now.UnixNano(), c.held[m.Topic].stamp+1)
-	c.held[m.Topic] = newEntry(m, stamp)
+	if c.noteLocked(m, newEntry(m, stamp)) {
+		c.onTopics()
+	}
 	return stamp
 }
 
@@ -99,7 +152,9 @@ func (c *retainedClock) applyRemote(m *message.Message, now time.Time) (apply, d
 	if m.Written == held.stamp && e.hash < held.hash {
 		return false, false // a tie: the larger hash wins everywhere
 	}
-	c.held[m.Topic] = e
+	if c.noteLocked(m, e) {
+		c.onTopics()
+	}
 	c.inFlight[m.Topic] = m.Written
 	return true, false
 }
@@ -109,8 +164,8 @@ func (c *retainedClock) applyRemote(m *message.Message, now time.Time) (apply, d
 func (c *retainedClock) learnScanned(m *message.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.held[m.Topic]; !ok {
-		c.held[m.Topic] = newEntry(m, scannedStamp)
+	if _, ok := c.held[m.Topic]; !ok && c.noteLocked(m, newEntry(m, scannedStamp)) {
+		c.onTopics()
 	}
 }
 

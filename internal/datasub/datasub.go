@@ -19,13 +19,16 @@
 //     that moment: the copy of the earliest stable one is kept. With none,
 //     the copy of the earliest subscription being added (SUBSCRIBEs take
 //     effect in order, so whenever any has, the earliest has) or of the
-//     earliest being removed (one UNSUBSCRIBE takes effect at once) is kept.
+//     earliest being removed (removals are sent latest first, so whenever any
+//     is still held, the earliest is) is kept.
 //
 // Everything here is pure bookkeeping; the agent sends the packets.
 package datasub
 
 import (
+	"cmp"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/moha-project/moha/internal/topic"
@@ -43,8 +46,10 @@ type Packet struct {
 	Replay bool
 }
 
-// Step is one change of the subscription set: Subscribe packets (sent in
-// order) or Unsubscribe filters (one UNSUBSCRIBE), never both.
+// Step is one change of the subscription set: Subscribe packets or
+// Unsubscribe filters, never both. Both must be sent in the order given; a
+// packet's filters and the Unsubscribe list may be split over several
+// packets (still in order).
 type Step struct {
 	Subscribe   []Packet
 	Unsubscribe []string
@@ -114,7 +119,15 @@ func (s *Set) Next(want map[string]bool) *Step {
 	if len(remove) == 0 {
 		return nil
 	}
-	slices.Sort(remove)
+	// Latest first: while a removal is under way, the earliest removed
+	// subscription matching a topic, whose copy is kept, is still held
+	// whenever any matching one is.
+	slices.SortFunc(remove, func(x, y string) int {
+		if c := cmp.Compare(s.subs[y].seq, s.subs[x].seq); c != 0 {
+			return c
+		}
+		return strings.Compare(x, y)
+	})
 	s.pending = true
 	return &Step{Unsubscribe: remove}
 }
@@ -142,6 +155,18 @@ func (s *Set) addLocked(add []string, want map[string]bool) []Packet {
 		g.Filters = append(g.Filters, f)
 		g.trie.Add(f)
 	}
+	// Replay packets first: among filters being added, the earliest
+	// matching one's copy is kept, and a retained replay comes only
+	// through the exact topic's own subscription.
+	slices.SortStableFunc(groups, func(x, y *group) int {
+		switch {
+		case x.Replay == y.Replay:
+			return 0
+		case x.Replay:
+			return -1
+		}
+		return 1
+	})
 	packets := make([]Packet, len(groups))
 	for i, g := range groups {
 		s.seq++
@@ -217,6 +242,20 @@ func (s *Set) Keep(topicName string, id uint32) (keep, replay bool) {
 		}
 	}
 	return true, false
+}
+
+// CoveredStable reports whether a held wildcard filter, not being added or
+// removed, matches topic name t: the session sees every write on t, and
+// nothing about t can be missed while the set changes.
+func (s *Set) CoveredStable(t string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	covered := false
+	s.trie.MatchFunc(t, func(f string, _ int) bool {
+		covered = f != t && s.subs[f].state == stable
+		return !covered
+	})
+	return covered
 }
 
 // Filters returns the filters held or being added, sorted.

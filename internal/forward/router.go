@@ -246,3 +246,26 @@ func (r *Router) FilterList(peer string) []string {
 	}
 	return out
 }
+
+// Wanted returns the distinct filters some peer needs messages for: every
+// peer's plain filters and the filter part of its shared subscriptions.
+// The agent's data session subscribes to these (and nothing else reaches
+// the agent), so "#" comes back for a peer whose interest is unknown.
+func (r *Router) Wanted() map[string]struct{} {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := map[string]struct{}{}
+	for _, t := range r.tries {
+		for _, f := range t.Filters() {
+			out[f] = struct{}{}
+		}
+	}
+	for _, groups := range r.shared {
+		for _, t := range groups {
+			for _, f := range t.Filters() {
+				out[f] = struct{}{}
+			}
+		}
+	}
+	return out
+}

@@ -38,6 +38,9 @@ func (t *Table) applyEvent(ev Event) error {
 // never saw: Reconcile catches that).
 func (t *Table) connected(ev Event) {
 	if t.isSelf(ev.ClientID) {
+		if fs := t.tracked[ev.ClientID]; fs != nil && ev.Clean {
+			clear(fs)
+		}
 		return
 	}
 	s := t.sessions[ev.ClientID]
@@ -55,6 +58,10 @@ func (t *Table) connected(ev Event) {
 // stays, offline, with its filters (for MQTT v5 possibly longer than the
 // broker keeps it: Stats counts those as uncertain).
 func (t *Table) disconnected(id string) {
+	if t.ending[id] {
+		delete(t.ending, id)
+		clear(t.tracked[id])
+	}
 	s := t.sessions[id]
 	if s == nil || t.isSelf(id) {
 		return
@@ -84,6 +91,13 @@ func (t *Table) subscription(rest string, subscribe bool) error {
 		t.setDegraded(fmt.Sprintf("%s line splits %d ways: %q", what, n, clip(rest)))
 		return fmt.Errorf("%w: %s %q splits %d ways", ErrAmbiguousClient, what, clip(rest), n)
 	case t.isSelf(id):
+		if fs := t.tracked[id]; fs != nil && !isShared(filter) {
+			if subscribe {
+				fs[filter] = struct{}{}
+			} else {
+				delete(fs, filter)
+			}
+		}
 		return nil
 	}
 	s := t.sessions[id]

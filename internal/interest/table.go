@@ -64,7 +64,11 @@ type Table struct {
 	refs          map[string]int
 	subscriptions int // sum over sessions of their filters
 	nonShared     int // the part of subscriptions the broker's counter sees
-	own           int // non-shared subscriptions of the agent's own sessions
+	own           int // non-shared subscriptions of the agent's own sessions (SetOwnSubscriptions)
+	// tracked holds, per own session whose log lines the table follows
+	// (TrackOwn), the filters those lines gave it; they count as own.
+	tracked map[string]map[string]struct{}
+	ending  map[string]bool // tracked sessions whose next disconnect ends them (EndOwn)
 	ownClients    int // the agent's own sessions, all connected
 
 	degraded bool
@@ -91,6 +95,8 @@ func NewTable(self []string, onChange func(added, removed []string)) *Table {
 		sessions: make(map[string]*session),
 		refs:     make(map[string]int),
 		delta:    make(map[string]int),
+		tracked:  make(map[string]map[string]struct{}),
+		ending:   make(map[string]bool),
 		degraded: true,
 		reason:   StartupReason,
 	}
@@ -179,6 +185,38 @@ func (t *Table) SessionLost(reason string) {
 	})
 }
 
+// TrackOwn makes the table count the subscriptions of the agent's own
+// session id (one of self) from its log lines, as they come in order with
+// the broker's counters: for a session whose subscriptions change while it
+// runs. A clean start empties them.
+func (t *Table) TrackOwn(id string) {
+	_ = t.update(func() error {
+		if t.tracked[id] == nil {
+			t.tracked[id] = map[string]struct{}{}
+		}
+		return nil
+	})
+}
+
+// EndOwn tells the table that tracked session id is being ended (a
+// DISCONNECT with session expiry 0): at its disconnect line its
+// subscriptions stop counting.
+func (t *Table) EndOwn(id string) {
+	_ = t.update(func() error {
+		t.ending[id] = true
+		return nil
+	})
+}
+
+// ownCount returns the agent's own subscriptions the broker counts.
+func (t *Table) ownCount() int {
+	n := t.own
+	for _, fs := range t.tracked {
+		n += len(fs)
+	}
+	return n
+}
+
 // SetOwnSubscriptions records how many non-shared subscriptions the agent's
 // own sessions hold; the broker's counter includes them.
 func (t *Table) SetOwnSubscriptions(n int) {
@@ -199,7 +237,7 @@ func (t *Table) SetOwnSubscriptions(n int) {
 func (t *Table) Reconcile(brokerCount int) {
 	_ = t.update(func() error {
 		t.forgotten += uint64(t.forgetExpired(brokerCount))
-		expected := t.own + t.nonShared
+		expected := t.ownCount() + t.nonShared
 		t.reconciled, t.brokerCount, t.expected = true, brokerCount, expected
 		if brokerCount == expected {
 			for _, s := range t.sessions {
@@ -273,7 +311,7 @@ func (t *Table) ReconcileClients(total int) (forgotten int) {
 // their sessions ended. Sessions holding shared subscriptions (counted apart
 // by the broker) are kept: over-stating is safe. Called with t.mu held.
 func (t *Table) forgetExpired(brokerCount int) int {
-	certain, uncertainFilters := t.own, 0
+	certain, uncertainFilters := t.ownCount(), 0
 	var drop []string
 	for id, s := range t.sessions {
 		n := 0
@@ -333,7 +371,7 @@ func (t *Table) Stats() Stats {
 		Clients:          len(t.sessions),
 		Filters:          len(t.refs),
 		Subscriptions:    t.subscriptions,
-		OwnSubscriptions: t.own,
+		OwnSubscriptions: t.ownCount(),
 		ParseErrors:      t.parseErrors,
 		UnknownClients:   t.unknownClients,
 		AmbiguousClients: t.ambiguous,

@@ -653,3 +653,40 @@ func TestSessionLostAfterBrokerRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackedOwnSubscriptions: the subscriptions of a tracked own session
+// come from its log lines, in order with the counts, never advertised; an
+// ended one stops counting at its disconnect line.
+func TestTrackedOwnSubscriptions(t *testing.T) {
+	tab, rec := readyTable(t, "agent-a", "agent-b", "agent-log")
+	tab.SetOwnSubscriptions(1)
+	tab.TrackOwn("agent-a")
+	tab.TrackOwn("agent-b")
+	apply(t, tab, lineConnect("agent-a", 5, true))
+	apply(t, tab, lineSub("agent-a", "x/+"))
+	apply(t, tab, lineSub("agent-a", "y/1"))
+	apply(t, tab, lineSub("agent-a", "y/1")) // a replaced subscription counts once
+	apply(t, tab, lineUnsub("agent-a", "x/+"))
+	apply(t, tab, lineConnect("agent-b", 5, false))
+	apply(t, tab, lineSub("agent-b", "$moha/n/drain"))
+	wantAdvertised(t, tab, rec)
+	tab.Reconcile(3) // 1 set + y/1 + the drain marker
+	if d, reason := tab.Degraded(); d {
+		t.Fatalf("degraded: %s", reason)
+	}
+	tab.Reconcile(4) // agent-b's session holds one the table never saw
+	if d, _ := tab.Degraded(); !d {
+		t.Fatal("a subscription nobody explains did not degrade the table")
+	}
+	tab.EndOwn("agent-b")
+	apply(t, tab, lineDisconnect("agent-b"))
+	tab.Reconcile(2)
+	if d, reason := tab.Degraded(); d {
+		t.Fatalf("degraded after the ended session left: %s", reason)
+	}
+	apply(t, tab, lineDisconnect("agent-a"))
+	apply(t, tab, lineConnect("agent-a", 5, true))
+	if st := tab.Stats(); st.OwnSubscriptions != 1 {
+		t.Errorf("after a clean start own subscriptions = %d, want 1", st.OwnSubscriptions)
+	}
+}

@@ -1,0 +1,335 @@
+package agent
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moha-project/moha/internal/datasub"
+	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/session"
+	"github.com/moha-project/moha/internal/topic"
+)
+
+// The data session subscribes to what peers need, not "#": a message no
+// peer wants is never sent to the agent, which saves the broker and the
+// agent the work of handing it over only to drop it (docs/BENCHMARKS.md).
+// Its filters are the peers' interest plus every topic holding a retained
+// message (retained writes reach every node); a retained message on a new
+// topic is found by a rescan when the broker's retained count changes.
+//
+// The session is persistent, so that what clients publish while the agent
+// is away waits in the broker. A new run cannot know which filters an
+// earlier run left subscribed, so it uses the other of two client ids for
+// its live session, and drains the one left behind: it takes every message
+// that session queued, then ends it (see drain).
+
+const (
+	// subscribeChunk bounds the filters of one SUBSCRIBE or UNSUBSCRIBE.
+	subscribeChunk = 1000
+	// drainAckTimeout bounds the wait for the peers to take what a drained
+	// session delivered before it is ended.
+	drainAckTimeout = 30 * time.Second
+)
+
+type dataMode int32
+
+const (
+	// modeDrain keeps every copy: a session left by an earlier run, whose
+	// filters are unknown (overlapping ones duplicate: at least once).
+	modeDrain dataMode = iota
+	// modeLive keeps one copy of each message (datasub.Set).
+	modeLive
+	// modeDrop acknowledges and drops: a drained session whose messages
+	// the live session receives too.
+	modeDrop
+)
+
+// dataConn is one data session and how its deliveries are handled.
+type dataConn struct {
+	id        string
+	sess      *session.Session
+	mode      atomic.Int32
+	set       *datasub.Set
+	markTopic string
+	lastMark  atomic.Uint64
+	marked    chan struct{} // a marker arrived (capacity 1)
+	taken     sync.WaitGroup
+}
+
+func (a *Agent) dataClientIDs() [2]string {
+	return [2]string{"moha-" + a.node.Name, "moha-" + a.node.Name + "-b"}
+}
+
+// dialData connects both data session ids (persistent).
+func (a *Agent) dialData(ctx context.Context) ([]*dataConn, error) {
+	var conns []*dataConn
+	for i, id := range a.dataClientIDs() {
+		c := &dataConn{
+			id:        id,
+			set:       datasub.NewSet(),
+			markTopic: fmt.Sprintf("$moha/%s/mark/%d", a.node.Name, i),
+			marked:    make(chan struct{}, 1),
+		}
+		cfg := a.sessionConfig(id)
+		cfg.SessionExpiry = dataSessionExpiry
+		cfg.ReceiveMaximum = 65535
+		s, err := session.Dial(ctx, cfg, func(d *session.Delivery) { a.onData(c, d) })
+		if err != nil {
+			closeData(conns)
+			return nil, fmt.Errorf("data session %s: %w", id, err)
+		}
+		c.sess = s
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+func closeData(conns []*dataConn) {
+	for _, c := range conns {
+		c.sess.Close()
+	}
+}
+
+// onData handles one delivery on a data session, on its reader goroutine.
+func (a *Agent) onData(c *dataConn, d *session.Delivery) {
+	m := &d.Message
+	if m.Topic == c.markTopic {
+		d.Ack()
+		if len(m.Payload) == 8 {
+			c.lastMark.Store(binary.BigEndian.Uint64(m.Payload))
+			select {
+			case c.marked <- struct{}{}:
+			default:
+			}
+		}
+		return
+	}
+	done := func() {}
+	switch dataMode(c.mode.Load()) {
+	case modeDrop:
+		d.Ack()
+		return
+	case modeLive:
+		keep, replay := c.set.Keep(m.Topic, d.SubID)
+		if !keep {
+			a.metrics.dataCopies.Inc()
+			d.Ack()
+			return
+		}
+		if replay && m.Retain && a.retained.holds(m) {
+			d.Ack() // the broker replaying a retained message the agent knows
+			return
+		}
+	case modeDrain:
+		a.metrics.drained.Inc()
+		c.taken.Add(1)
+		done = c.taken.Done
+	}
+	if m.Retain {
+		m.Written = a.retained.stampLocal(m, time.Now())
+	}
+	a.forwarder.Enqueue(delivery{d: d, done: done})
+}
+
+// mark publishes marker seq to the session itself and waits until it comes
+// back: every message the broker queued for the session before it has then
+// arrived.
+func (c *dataConn) mark(ctx context.Context, seq uint64) error {
+	payload := binary.BigEndian.AppendUint64(nil, seq)
+	c.sess.Publish(message.Message{Topic: c.markTopic, Payload: payload, QoS: 1}, nil)
+	for c.lastMark.Load() < seq {
+		select {
+		case <-c.marked:
+		case <-c.sess.Done():
+			return fmt.Errorf("data session %s: %w", c.id, errOrClosed(c.sess.Err()))
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// subscribeMarker subscribes the session to its own marker topic (No Local
+// off: the session publishes the markers itself).
+func (c *dataConn) subscribeMarker(ctx context.Context) error {
+	return c.sess.Subscribe(ctx, session.Subscription{Filter: c.markTopic, QoS: 1})
+}
+
+// followInterest keeps the live session's filters on what peers need, one
+// step at a time, until ctx ends or the session fails. It closes held once
+// the session holds what was wanted when it started (interest may change
+// all the time: waiting for a quiet moment could wait forever).
+func (a *Agent) followInterest(ctx context.Context, c *dataConn, held chan<- struct{}) error {
+	var seq uint64
+	for {
+		step := c.set.Next(a.wantedFilters(c.set))
+		if held != nil && (step == nil || seq > 0) {
+			close(held)
+			held = nil
+		}
+		if step == nil {
+			select {
+			case <-a.wantChanged:
+				continue
+			case <-ctx.Done():
+				return nil
+			case <-c.sess.Done():
+				return fmt.Errorf("data session %s: %w", c.id, errOrClosed(c.sess.Err()))
+			}
+		}
+		a.log.Debug("data session subscriptions change", "session", c.id, "subscribe", len(step.Subscribe), "unsubscribe", len(step.Unsubscribe))
+		if err := c.apply(ctx, step); err != nil {
+			return fmt.Errorf("data session %s: %w", c.id, err)
+		}
+		seq++
+		if err := c.mark(ctx, seq); err != nil {
+			return err
+		}
+		c.set.Done()
+		a.metrics.dataFilters.Set(float64(c.set.Len()))
+	}
+}
+
+// apply sends one step's packets, in order.
+func (c *dataConn) apply(ctx context.Context, step *datasub.Step) error {
+	for _, p := range step.Subscribe {
+		var rh byte = 2 // no retained replay: a resubscribe must not resend them all
+		if p.Replay {
+			rh = 0
+		}
+		for chunk := range slices.Chunk(p.Filters, subscribeChunk) {
+			subs := make([]session.Subscription, len(chunk))
+			for i, f := range chunk {
+				// No Local keeps the agent's republished messages from
+				// coming back; Retain As Published keeps retained flags.
+				subs[i] = session.Subscription{Filter: f, QoS: 2, NoLocal: true, RetainAsPublished: true, RetainHandling: rh, ID: p.ID}
+			}
+			if err := c.sess.Subscribe(ctx, subs...); err != nil {
+				return err
+			}
+		}
+	}
+	for chunk := range slices.Chunk(step.Unsubscribe, subscribeChunk) {
+		if err := c.sess.Unsubscribe(ctx, chunk...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wantedFilters returns the filters the live data session must hold (filter
+// → replay retained): what peers need ("$" topics aside), less exact filters a wanted wildcard
+// covers, and the topics holding a retained message (with a replay of it:
+// a write between learning the value and subscribing is not missed) unless
+// a held wildcard already sees them.
+func (a *Agent) wantedFilters(set *datasub.Set) map[string]bool {
+	want := map[string]bool{}
+	for f := range a.router.Wanted() {
+		// "$" topics ($SYS and the like) are the local broker's own: they
+		// never cross, as "#" never matched them.
+		if !strings.HasPrefix(f, "$") {
+			want[f] = false
+		}
+	}
+	wild := topic.NewTrie()
+	for f := range want {
+		if strings.ContainsAny(f, "+#") {
+			_, _ = wild.Add(f)
+		}
+	}
+	for f := range want {
+		if !strings.ContainsAny(f, "+#") && wild.Matches(f) {
+			delete(want, f)
+		}
+	}
+	for _, t := range a.retained.topics() {
+		if topic.ValidateFilter(t) != nil {
+			continue
+		}
+		if !wild.Matches(t) || !set.CoveredStable(t) {
+			want[t] = true
+		}
+	}
+	return want
+}
+
+// notifyWant tells the follower that the wanted filters may have changed.
+func (a *Agent) notifyWant() {
+	select {
+	case a.wantChanged <- struct{}{}:
+	default:
+	}
+}
+
+// drain takes what an earlier run's data session queued, then ends it. The
+// live session already holds every wanted filter, so from the marker on
+// everything the old session still gets, the live one gets too.
+func (a *Agent) drain(ctx context.Context, c *dataConn) error {
+	if err := c.subscribeMarker(ctx); err != nil {
+		return fmt.Errorf("data session %s: %w", c.id, err)
+	}
+	if err := c.mark(ctx, 1); err != nil {
+		return err
+	}
+	c.mode.Store(int32(modeDrop))
+	taken := make(chan struct{})
+	go func() { c.taken.Wait(); close(taken) }()
+	select {
+	case <-taken:
+	case <-time.After(drainAckTimeout):
+		a.log.Warn("ending an old data session before its messages were acknowledged", "session", c.id)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	a.table.EndOwn(c.id)
+	c.sess.End()
+	a.log.Info("drained the data session of an earlier run", "session", c.id)
+	return nil
+}
+
+// startData connects both data sessions and returns the live one and the
+// ones to drain. A session that is not present (nothing left there) is
+// fresh: one becomes live, the other is ended. With both present (an
+// earlier run stopped mid-drain), the first is drained on its own before
+// its id is reused: what only its filters matched in that moment is lost.
+func (a *Agent) startData(ctx context.Context) (live *dataConn, old []*dataConn, err error) {
+	conns, err := a.dialData(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if conns[0].sess.SessionPresent() && conns[1].sess.SessionPresent() {
+		a.log.Warn("both data sessions left by an earlier run: draining one without a live session", "session", conns[0].id)
+		if err := a.drain(ctx, conns[0]); err != nil {
+			closeData(conns)
+			return nil, nil, err
+		}
+		closeData(conns)
+		again, err := a.dialData(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		conns = again
+	}
+	for _, c := range conns {
+		switch {
+		case c.sess.SessionPresent():
+			old = append(old, c)
+		case live == nil:
+			live = c
+		default:
+			c.sess.End() // created by this connect: nothing to keep
+		}
+	}
+	if live == nil {
+		closeData(conns)
+		return nil, nil, errors.New("data session: no free client id")
+	}
+	return live, old, nil
+}
