@@ -61,10 +61,10 @@ type Agent struct {
 	// lastRetainedCount is the broker's retained count last seen (log
 	// session reader only).
 	lastRetainedCount string
-	scanOnce    sync.Once
-	runCtx      context.Context
-	kickWG      sync.WaitGroup
-	brokerTLS   *tls.Config
+	scanOnce          sync.Once
+	runCtx            context.Context
+	kickWG            sync.WaitGroup
+	brokerTLS         *tls.Config
 
 	httpLn       net.Listener
 	pprof        bool

@@ -67,9 +67,9 @@ type Table struct {
 	own           int // non-shared subscriptions of the agent's own sessions (SetOwnSubscriptions)
 	// tracked holds, per own session whose log lines the table follows
 	// (TrackOwn), the filters those lines gave it; they count as own.
-	tracked map[string]map[string]struct{}
-	ending  map[string]bool // tracked sessions whose next disconnect ends them (EndOwn)
-	ownClients    int // the agent's own sessions, all connected
+	tracked    map[string]map[string]struct{}
+	ending     map[string]bool // tracked sessions whose next disconnect ends them (EndOwn)
+	ownClients int             // the agent's own sessions, all connected
 
 	degraded bool
 	reason   string
