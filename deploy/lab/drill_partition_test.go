@@ -168,7 +168,8 @@ func (ld *load) delivered(sub, pub string, since time.Time) bool {
 	return false
 }
 
-// peerAdvertises reports whether at's /status shows peer advertising filter (or #).
+// peerAdvertises reports whether at's /status shows peer advertising filter
+// (or #), and at's data session holding what its peers need.
 func (l *lab) peerAdvertises(at, peer, filter string) bool {
 	s, err := l.status(at)
 	if err != nil {
@@ -176,7 +177,7 @@ func (l *lab) peerAdvertises(at, peer, filter string) bool {
 	}
 	for _, p := range s.Peers {
 		if p.Name == peer {
-			return p.Up && (slices.Contains(p.Interest, filter) || slices.Contains(p.Interest, "#"))
+			return p.Up && s.Data.Current && (slices.Contains(p.Interest, filter) || slices.Contains(p.Interest, "#"))
 		}
 	}
 	return false

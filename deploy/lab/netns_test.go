@@ -109,7 +109,10 @@ type agentStatus struct {
 	Ready          bool   `json:"ready"`
 	Degraded       bool   `json:"degraded"`
 	DegradedReason string `json:"degraded_reason"`
-	Peers          []struct {
+	Data           struct {
+		Current bool `json:"current"`
+	} `json:"data_session"`
+	Peers []struct {
 		Name     string   `json:"name"`
 		Up       bool     `json:"up"`
 		Interest []string `json:"interest"`

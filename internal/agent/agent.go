@@ -57,7 +57,12 @@ type Agent struct {
 	retained    *retainedClock
 	scanned     chan struct{} // closed after the first retained scan
 	wantChanged chan struct{} // the data session's wanted filters may have changed (capacity 1)
-	rescan      chan struct{} // the broker's retained count changed (capacity 1)
+	// wantGen counts changes of what the data session must hold; heldGen is
+	// the last generation its filters were found to match.
+	wantGen, heldGen atomic.Uint64
+	dataID           atomic.Pointer[string] // the live data session's client id
+	dataFilters      atomic.Int64           // filters it holds
+	rescan           chan struct{}          // the broker's retained count changed (capacity 1)
 	// lastRetainedCount is the broker's retained count last seen (log
 	// session reader only).
 	lastRetainedCount string

@@ -157,7 +157,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 		return false, ctx.Err()
 	}
 	for _, c := range old {
-		if err := a.drain(ctx, c); err != nil {
+		if err := a.drain(ctx, c, true); err != nil {
 			return false, err
 		}
 	}

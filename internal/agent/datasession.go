@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,7 +59,11 @@ type dataConn struct {
 	markTopic string
 	lastMark  atomic.Uint64
 	marked    chan struct{} // a marker arrived (capacity 1)
-	taken     sync.WaitGroup
+	// partnered: a live session receives whatever this drained one still
+	// gets after its marker, so that is dropped (modeDrain → modeDrop).
+	partnered atomic.Bool
+	taken     atomic.Int64  // messages a drained session took, not yet acknowledged
+	acked     chan struct{} // taken fell to zero (capacity 1)
 }
 
 func (a *Agent) dataClientIDs() [2]string {
@@ -76,6 +79,7 @@ func (a *Agent) dialData(ctx context.Context) ([]*dataConn, error) {
 			set:       datasub.NewSet(),
 			markTopic: fmt.Sprintf("$moha/%s/mark/%d", a.node.Name, i),
 			marked:    make(chan struct{}, 1),
+			acked:     make(chan struct{}, 1),
 		}
 		cfg := a.sessionConfig(id)
 		cfg.SessionExpiry = dataSessionExpiry
@@ -103,6 +107,11 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 	if m.Topic == c.markTopic {
 		d.Ack()
 		if len(m.Payload) == 8 {
+			if c.partnered.Load() {
+				// Switched here, on the reader: nothing after the
+				// marker is taken.
+				c.mode.CompareAndSwap(int32(modeDrain), int32(modeDrop))
+			}
 			c.lastMark.Store(binary.BigEndian.Uint64(m.Payload))
 			select {
 			case c.marked <- struct{}{}:
@@ -130,7 +139,7 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 	case modeDrain:
 		a.metrics.drained.Inc()
 		c.taken.Add(1)
-		done = c.taken.Done
+		done = c.untake
 	}
 	if m.Retain {
 		m.Written = a.retained.stampLocal(m, time.Now())
@@ -138,12 +147,37 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 	a.forwarder.Enqueue(delivery{d: d, done: done})
 }
 
+// untake records that a message the drained session took was acknowledged.
+func (c *dataConn) untake() {
+	if c.taken.Add(-1) == 0 {
+		select {
+		case c.acked <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitTaken waits until every message the drained session took was
+// acknowledged, or timeout.
+func (c *dataConn) waitTaken(ctx context.Context, timeout time.Duration) (ok bool, err error) {
+	limit := time.After(timeout)
+	for c.taken.Load() > 0 {
+		select {
+		case <-c.acked:
+		case <-limit:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	return true, nil
+}
+
 // mark publishes marker seq to the session itself and waits until it comes
 // back: every message the broker queued for the session before it has then
 // arrived.
 func (c *dataConn) mark(ctx context.Context, seq uint64) error {
-	payload := binary.BigEndian.AppendUint64(nil, seq)
-	c.sess.Publish(message.Message{Topic: c.markTopic, Payload: payload, QoS: 1}, nil)
+	c.sendMark(seq)
 	for c.lastMark.Load() < seq {
 		select {
 		case <-c.marked:
@@ -156,44 +190,57 @@ func (c *dataConn) mark(ctx context.Context, seq uint64) error {
 	return nil
 }
 
+// sendMark publishes marker seq to the session itself.
+func (c *dataConn) sendMark(seq uint64) {
+	payload := binary.BigEndian.AppendUint64(nil, seq)
+	c.sess.Publish(message.Message{Topic: c.markTopic, Payload: payload, QoS: 1}, nil)
+}
+
 // subscribeMarker subscribes the session to its own marker topic (No Local
 // off: the session publishes the markers itself).
 func (c *dataConn) subscribeMarker(ctx context.Context) error {
 	return c.sess.Subscribe(ctx, session.Subscription{Filter: c.markTopic, QoS: 1})
 }
 
-// followInterest keeps the live session's filters on what peers need, one
-// step at a time, until ctx ends or the session fails. It closes held once
-// the session holds what was wanted when it started (interest may change
-// all the time: waiting for a quiet moment could wait forever).
+// followInterest keeps the live session's filters on what peers need until
+// ctx ends or the session fails. A step is sent as soon as the set allows
+// it, followed by its marker; the markers coming back end the steps. It
+// closes held once the session holds what was wanted when it started
+// (interest may change all the time: waiting for a quiet moment could wait
+// forever).
 func (a *Agent) followInterest(ctx context.Context, c *dataConn, held chan<- struct{}) error {
-	var seq uint64
+	a.dataID.Store(&c.id)
 	for {
-		step := c.set.Next(a.wantedFilters(c.set))
-		if held != nil && (step == nil || seq > 0) {
+		gen := a.wantGen.Load()
+		step, behind := c.set.Next(a.wantedFilters(c.set))
+		if step != nil {
+			a.log.Debug("data session subscriptions change", "session", c.id, "step", step.Seq, "subscribe", len(step.Subscribe), "unsubscribe", len(step.Unsubscribe))
+			if err := c.apply(ctx, step); err != nil {
+				return fmt.Errorf("data session %s: %w", c.id, err)
+			}
+			c.sendMark(step.Seq)
+		}
+		if held != nil {
 			close(held)
 			held = nil
 		}
-		if step == nil {
-			select {
-			case <-a.wantChanged:
-				continue
-			case <-ctx.Done():
-				return nil
-			case <-c.sess.Done():
-				return fmt.Errorf("data session %s: %w", c.id, errOrClosed(c.sess.Err()))
-			}
+		if step != nil {
+			continue
 		}
-		a.log.Debug("data session subscriptions change", "session", c.id, "subscribe", len(step.Subscribe), "unsubscribe", len(step.Unsubscribe))
-		if err := c.apply(ctx, step); err != nil {
-			return fmt.Errorf("data session %s: %w", c.id, err)
+		if !behind {
+			a.heldGen.Store(gen) // every SUBSCRIBE wanted so far was acknowledged
 		}
-		seq++
-		if err := c.mark(ctx, seq); err != nil {
-			return err
+		select {
+		case <-a.wantChanged:
+		case <-c.marked:
+			c.set.Done(c.lastMark.Load())
+			a.dataFilters.Store(int64(c.set.Len()))
+			a.metrics.dataFilters.Set(float64(c.set.Len()))
+		case <-ctx.Done():
+			return nil
+		case <-c.sess.Done():
+			return fmt.Errorf("data session %s: %w", c.id, errOrClosed(c.sess.Err()))
 		}
-		c.set.Done()
-		a.metrics.dataFilters.Set(float64(c.set.Len()))
 	}
 }
 
@@ -260,33 +307,39 @@ func (a *Agent) wantedFilters(set *datasub.Set) map[string]bool {
 	return want
 }
 
+// dataCurrent reports whether the live data session holds what peers need
+// as of now: every change of interest seen so far is applied.
+func (a *Agent) dataCurrent() bool {
+	return a.sessionUp.Load() && a.heldGen.Load() == a.wantGen.Load()
+}
+
 // notifyWant tells the follower that the wanted filters may have changed.
 func (a *Agent) notifyWant() {
+	a.wantGen.Add(1)
 	select {
 	case a.wantChanged <- struct{}{}:
 	default:
 	}
 }
 
-// drain takes what an earlier run's data session queued, then ends it. The
-// live session already holds every wanted filter, so from the marker on
-// everything the old session still gets, the live one gets too.
-func (a *Agent) drain(ctx context.Context, c *dataConn) error {
+// drain takes what an earlier run's data session queued, then ends it. With
+// partnered, the live session already holds every wanted filter, so what
+// the old session gets after its marker the live one gets too: dropped.
+// Without (both ids left with a session), it takes everything until it ends.
+func (a *Agent) drain(ctx context.Context, c *dataConn, partnered bool) error {
+	c.partnered.Store(partnered) // before the marker: the reader reads it when it comes
 	if err := c.subscribeMarker(ctx); err != nil {
 		return fmt.Errorf("data session %s: %w", c.id, err)
 	}
 	if err := c.mark(ctx, 1); err != nil {
 		return err
 	}
-	c.mode.Store(int32(modeDrop))
-	taken := make(chan struct{})
-	go func() { c.taken.Wait(); close(taken) }()
-	select {
-	case <-taken:
-	case <-time.After(drainAckTimeout):
-		a.log.Warn("ending an old data session before its messages were acknowledged", "session", c.id)
-	case <-ctx.Done():
-		return ctx.Err()
+	ok, err := c.waitTaken(ctx, drainAckTimeout)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		a.log.Warn("ending an old data session before its messages were acknowledged", "session", c.id, "unacknowledged", c.taken.Load())
 	}
 	a.table.EndOwn(c.id)
 	c.sess.End()
@@ -306,7 +359,7 @@ func (a *Agent) startData(ctx context.Context) (live *dataConn, old []*dataConn,
 	}
 	if conns[0].sess.SessionPresent() && conns[1].sess.SessionPresent() {
 		a.log.Warn("both data sessions left by an earlier run: draining one without a live session", "session", conns[0].id)
-		if err := a.drain(ctx, conns[0]); err != nil {
+		if err := a.drain(ctx, conns[0], false); err != nil {
 			closeData(conns)
 			return nil, nil, err
 		}

@@ -70,13 +70,16 @@ func testLogger(t testing.TB) *slog.Logger {
 
 var waitFor = testkit.WaitFor
 
-// peerKnows waits until on node `at` the peer `of` advertises filter.
+// peerKnows waits until on node `at` the peer `of` advertises filter, and
+// at's data session holds what its peers need (messages matching it reach
+// the agent).
 func peerKnows(t testing.TB, c *launch.Cluster, at, of, filter string, want bool) {
 	t.Helper()
 	waitFor(t, 5*time.Second, fmt.Sprintf("%s to see %s advertise %q=%v", at, of, filter, want), func() bool {
-		for _, p := range c.Agent(at).Status().Peers {
+		st := c.Agent(at).Status()
+		for _, p := range st.Peers {
 			if p.Name == of {
-				return slices.Contains(p.Interest, filter) == want
+				return slices.Contains(p.Interest, filter) == want && st.Data.Current
 			}
 		}
 		return false

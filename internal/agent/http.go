@@ -49,6 +49,7 @@ type Status struct {
 	Degraded       bool           `json:"degraded"`
 	DegradedReason string         `json:"degraded_reason,omitempty"`
 	Broker         BrokerStatus   `json:"broker"`
+	Data           DataStatus     `json:"data_session"`
 	Interest       interest.Stats `json:"interest"`
 	Advertised     []string       `json:"advertised"`
 	Peers          []PeerStatus   `json:"peers"`
@@ -62,6 +63,16 @@ type BrokerStatus struct {
 	Address string `json:"address"`
 	Up      bool   `json:"up"`
 	Error   string `json:"error,omitempty"`
+}
+
+// DataStatus describes the data session: what it subscribes to on the
+// local broker follows the peers' interest.
+type DataStatus struct {
+	ClientID string `json:"client_id,omitempty"`
+	Filters  int    `json:"filters"`
+	// Current: every interest change seen so far is applied to the
+	// session's subscriptions (messages matching it reach the agent).
+	Current bool `json:"current"`
 }
 
 // PeerStatus is one peer as this agent sees it.
@@ -82,6 +93,7 @@ func (a *Agent) Status() Status {
 		Node: a.node.Name, Ready: ready, ReadyReason: why,
 		Degraded: degraded, DegradedReason: reason,
 		Broker:         BrokerStatus{Address: a.node.Broker.Address, Up: a.sessionUp.Load(), Error: brokerErr},
+		Data:           a.dataStatus(),
 		Interest:       a.table.Stats(),
 		Advertised:     limit(a.table.Advertised(), 100),
 		ForwardQueue:   a.forwarder.Pending(),
@@ -96,6 +108,14 @@ func (a *Agent) Status() Status {
 		})
 	}
 	return s
+}
+
+func (a *Agent) dataStatus() DataStatus {
+	d := DataStatus{Filters: int(a.dataFilters.Load()), Current: a.dataCurrent()}
+	if id := a.dataID.Load(); id != nil {
+		d.ClientID = *id
+	}
+	return d
 }
 
 // limit keeps /status readable for nodes with many filters.

@@ -504,6 +504,8 @@ func (s *setup) unsettled(ctx context.Context, n mohaNode, want map[string]int, 
 		return n.name + " not ready: " + st.ReadyReason
 	case st.Degraded:
 		return n.name + " degraded: " + st.DegradedReason
+	case !st.Data.Current:
+		return n.name + "'s data session is still following its peers' interest"
 	case len(st.Peers) != len(s.nodes)-1:
 		return fmt.Sprintf("%s knows %d peers", n.name, len(st.Peers))
 	}

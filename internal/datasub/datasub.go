@@ -11,9 +11,11 @@
 //     order it is sent; the filters sharing one SUBSCRIBE never overlap, so a
 //     message has at most one copy per identifier.
 //   - A change is one step: either only additions or only removals, never
-//     both, and the next step waits until the broker has finished the last
-//     one (the caller's marker message came back through the session: every
-//     message queued before the change has then arrived).
+//     both. A step ends when the broker has applied it and every message
+//     queued before has arrived (the caller's marker message came back
+//     through the session). Additions may follow pending additions; a
+//     removal waits for them to end, and nothing follows a removal until
+//     it ends.
 //   - Of the subscriptions matching a topic, the stable ones (not being added
 //     or removed) are always present in a copy, whatever the broker did at
 //     that moment: the copy of the earliest stable one is kept. With none,
@@ -47,10 +49,11 @@ type Packet struct {
 }
 
 // Step is one change of the subscription set: Subscribe packets or
-// Unsubscribe filters, never both. Both must be sent in the order given; a
+// Unsubscribe filters, never both. Seq numbers the steps; Done(Seq) ends it. Both must be sent in the order given; a
 // packet's filters and the Unsubscribe list may be split over several
 // packets (still in order).
 type Step struct {
+	Seq         uint64
 	Subscribe   []Packet
 	Unsubscribe []string
 }
@@ -66,6 +69,7 @@ const (
 type sub struct {
 	id     uint32
 	seq    uint64 // order of its SUBSCRIBE
+	step   uint64 // the step that adds or removes it
 	state  state
 	replay bool
 }
@@ -74,13 +78,17 @@ type sub struct {
 // reader; Next and Done by the goroutine that sends the packets. Safe for
 // concurrent use.
 type Set struct {
-	mu      sync.Mutex
-	subs    map[string]*sub
-	trie    *topic.Trie
-	ids     map[uint32]uint64 // identifier in use → its SUBSCRIBE's seq
-	nextID  uint32
-	seq     uint64
-	pending bool
+	mu     sync.Mutex
+	subs   map[string]*sub
+	trie   *topic.Trie
+	ids    map[uint32]uint64 // identifier in use → its SUBSCRIBE's seq
+	nextID uint32
+	seq    uint64
+	step   uint64 // steps issued
+	adding int    // subscriptions being added
+	// removingStep is the pending removal step, 0 for none. Nothing is
+	// added while it is pending, and it waits for pending additions.
+	removingStep uint64
 }
 
 // NewSet returns an empty set, for a session holding no subscriptions.
@@ -88,36 +96,46 @@ func NewSet() *Set {
 	return &Set{subs: map[string]*sub{}, trie: topic.NewTrie(), ids: map[uint32]uint64{}}
 }
 
-// Next returns the next step toward want (filter → Replay), or nil when the
-// set is already there or a step is pending. Additions come first: a filter
-// that replaces an overlapping one is held before the old one goes.
+// Next returns the next step toward want (filter → Replay), or nil when
+// there is nothing it may do now. Additions come first: a filter that
+// replaces an overlapping one is held before the old one goes. Additions
+// may follow additions still pending (SUBSCRIBEs take effect in order, so
+// the rule holds across them); a removal waits until every addition is
+// done, and nothing follows a removal until it is done. behind reports
+// wanted filters not held that must wait for a pending removal.
 // Filters in want must be valid.
-func (s *Set) Next(want map[string]bool) *Step {
+func (s *Set) Next(want map[string]bool) (step *Step, behind bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.pending {
-		return nil
-	}
 	var add []string
 	for f := range want {
 		if _, held := s.subs[f]; !held {
 			add = append(add, f)
 		}
 	}
+	if s.removingStep != 0 {
+		return nil, len(add) > 0
+	}
 	if len(add) > 0 {
 		slices.Sort(add) // deterministic packets, for tests and logs
-		s.pending = true
-		return &Step{Subscribe: s.addLocked(add, want)}
+		s.step++
+		return &Step{Seq: s.step, Subscribe: s.addLocked(add, want)}, false
+	}
+	if s.adding > 0 {
+		return nil, false
 	}
 	var remove []string
-	for f, sb := range s.subs {
+	for f := range s.subs {
 		if _, wanted := want[f]; !wanted {
-			sb.state = removing
 			remove = append(remove, f)
 		}
 	}
 	if len(remove) == 0 {
-		return nil
+		return nil, false
+	}
+	s.step++
+	for _, f := range remove {
+		s.subs[f].state, s.subs[f].step = removing, s.step
 	}
 	// Latest first: while a removal is under way, the earliest removed
 	// subscription matching a topic, whose copy is kept, is still held
@@ -128,8 +146,8 @@ func (s *Set) Next(want map[string]bool) *Step {
 		}
 		return strings.Compare(x, y)
 	})
-	s.pending = true
-	return &Step{Unsubscribe: remove}
+	s.removingStep = s.step
+	return &Step{Seq: s.step, Unsubscribe: remove}, false
 }
 
 // addLocked groups the filters into packets whose filters do not overlap
@@ -173,8 +191,9 @@ func (s *Set) addLocked(add []string, want map[string]bool) []Packet {
 		g.ID = s.allocIDLocked()
 		s.ids[g.ID] = s.seq
 		for _, f := range g.Filters {
-			s.subs[f] = &sub{id: g.ID, seq: s.seq, state: adding, replay: g.Replay}
+			s.subs[f] = &sub{id: g.ID, seq: s.seq, step: s.step, state: adding, replay: g.Replay}
 			s.trie.Add(f)
+			s.adding++
 		}
 		packets[i] = g.Packet
 	}
@@ -194,25 +213,34 @@ func (s *Set) allocIDLocked() uint32 {
 	}
 }
 
-// Done records that the pending step is complete: the broker applied it and
-// every message queued before it has arrived.
-func (s *Set) Done() {
+// Done records that the steps up to seq are complete: the broker applied
+// them and every message queued before has arrived (the caller's marker
+// for step seq came back).
+func (s *Set) Done(seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	removed := false
 	for f, sb := range s.subs {
-		switch sb.state {
-		case adding:
+		switch {
+		case sb.step > seq || sb.state == stable:
+		case sb.state == adding:
 			sb.state = stable
-		case removing:
+			s.adding--
+		case sb.state == removing:
 			delete(s.subs, f)
 			s.trie.Remove(f)
+			removed = true
 		}
 	}
-	s.ids = make(map[uint32]uint64, len(s.ids))
-	for _, sb := range s.subs {
-		s.ids[sb.id] = sb.seq
+	if s.removingStep != 0 && s.removingStep <= seq {
+		s.removingStep = 0
 	}
-	s.pending = false
+	if removed {
+		s.ids = make(map[uint32]uint64, len(s.ids))
+		for _, sb := range s.subs {
+			s.ids[sb.id] = sb.seq
+		}
+	}
 }
 
 // Keep reports whether the copy of a message on topicName that came with

@@ -40,22 +40,30 @@ var (
 	universeTopics  = []string{"a", "a/b", "a/c", "b/b", "c/b", "a/b/c", "b/c/d", "x"}
 )
 
-// TestOneCopyThroughEveryChange moves the set through random wanted sets
-// and checks, for a message published in every state the broker passes
-// through and handled at any time before the step ends, that exactly one
-// copy is kept when any subscription matched, and none otherwise.
+// TestOneCopyThroughEveryChange moves the set through random wanted sets,
+// sending steps while earlier ones are pending, and checks, for a message
+// published in every state the broker passed through since the last marker
+// came back (those may still arrive), that exactly one copy is kept when
+// any subscription matched, and none otherwise.
 func TestOneCopyThroughEveryChange(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	s, b := NewSet(), broker{}
-	for round := range 400 {
+	states := []broker{clone(b)}
+	var sent uint64
+	randomWant := func() map[string]bool {
 		want := map[string]bool{}
 		for _, f := range universeFilters {
 			if rng.IntN(3) == 0 {
 				want[f] = false
 			}
 		}
-		for step := s.Next(want); step != nil; step = s.Next(want) {
-			states := []broker{clone(b)}
+		return want
+	}
+	for round := range 3000 {
+		if sent > 0 && rng.IntN(3) == 0 {
+			s.Done(sent) // the marker of the last step sent came back
+			states = []broker{clone(b)}
+		} else if step, _ := s.Next(randomWant()); step != nil {
 			for _, p := range step.Subscribe {
 				for _, f := range p.Filters {
 					b[f] = p.ID
@@ -66,16 +74,35 @@ func TestOneCopyThroughEveryChange(t *testing.T) {
 				delete(b, f)
 				states = append(states, clone(b))
 			}
-			for _, st := range states {
-				checkOneCopy(t, fmt.Sprintf("round %d, pending", round), s, st)
-			}
-			s.Done()
-			checkOneCopy(t, fmt.Sprintf("round %d, after", round), s, b)
+			sent = step.Seq
 		}
-		if got, wantFilters := s.Filters(), sortedKeys(want); !slices.Equal(got, wantFilters) {
-			t.Fatalf("round %d: set holds %v, want %v", round, got, wantFilters)
+		for _, st := range states {
+			checkOneCopy(t, fmt.Sprintf("round %d", round), s, st)
 		}
 	}
+	want := randomWant()
+	for {
+		step, behind := s.Next(want)
+		if step == nil && !behind && s.adding == 0 {
+			break
+		}
+		if step != nil {
+			for _, p := range step.Subscribe {
+				for _, f := range p.Filters {
+					b[f] = p.ID
+				}
+			}
+			for _, f := range step.Unsubscribe {
+				delete(b, f)
+			}
+			sent = step.Seq
+		}
+		s.Done(sent)
+	}
+	if got := s.Filters(); !slices.Equal(got, sortedKeys(want)) {
+		t.Fatalf("set holds %v, want %v", got, sortedKeys(want))
+	}
+	checkOneCopy(t, "converged", s, b)
 }
 
 func checkOneCopy(t *testing.T, when string, s *Set, b broker) {
@@ -110,7 +137,7 @@ func sortedKeys(m map[string]bool) []string {
 
 func TestPacketsNeverOverlapAndStepsAreOneKind(t *testing.T) {
 	s := NewSet()
-	step := s.Next(map[string]bool{"a/+": false, "+/b": false, "a/b": false, "x/y": false, "r/1": true})
+	step, _ := s.Next(map[string]bool{"a/+": false, "+/b": false, "a/b": false, "x/y": false, "r/1": true})
 	if step == nil || len(step.Unsubscribe) != 0 {
 		t.Fatalf("first step = %+v, want additions only", step)
 	}
@@ -131,16 +158,27 @@ func TestPacketsNeverOverlapAndStepsAreOneKind(t *testing.T) {
 			}
 		}
 	}
-	if s.Next(map[string]bool{}) != nil {
-		t.Error("a second step while one is pending")
+	if next, _ := s.Next(map[string]bool{}); next != nil {
+		t.Error("a removal while additions are pending")
 	}
-	s.Done()
-	step = s.Next(map[string]bool{"a/b": false})
-	if step == nil || len(step.Subscribe) != 0 || len(step.Unsubscribe) != 4 {
+	more, _ := s.Next(map[string]bool{"a/+": false, "+/b": false, "a/b": false, "x/y": false, "r/1": true, "z": false})
+	if more == nil || len(more.Subscribe) != 1 || more.Seq != step.Seq+1 {
+		t.Fatalf("an addition after a pending one = %+v", more)
+	}
+	s.Done(step.Seq)
+	if next, _ := s.Next(map[string]bool{"a/b": false}); next != nil {
+		t.Error("a removal while the second addition is pending")
+	}
+	s.Done(more.Seq)
+	step, _ = s.Next(map[string]bool{"a/b": false})
+	if step == nil || len(step.Subscribe) != 0 || len(step.Unsubscribe) != 5 {
 		t.Fatalf("removal step = %+v", step)
 	}
-	s.Done()
-	if s.Len() != 1 || s.Next(map[string]bool{"a/b": false}) != nil {
+	if next, behind := s.Next(map[string]bool{"a/b": false, "new": false}); next != nil || !behind {
+		t.Errorf("an addition while a removal is pending: step %+v, behind %v", next, behind)
+	}
+	s.Done(step.Seq)
+	if next, _ := s.Next(map[string]bool{"a/b": false}); s.Len() != 1 || next != nil {
 		t.Errorf("after removal: len %d, or a step with nothing to do", s.Len())
 	}
 }
@@ -157,12 +195,12 @@ func TestUnknownCopiesAreKept(t *testing.T) {
 
 func TestReplayOnlyWhileAdding(t *testing.T) {
 	s := NewSet()
-	step := s.Next(map[string]bool{"r/1": true})
+	step, _ := s.Next(map[string]bool{"r/1": true})
 	id := step.Subscribe[0].ID
 	if keep, replay := s.Keep("r/1", id); !keep || !replay {
 		t.Errorf("while adding: keep %v replay %v, want true true", keep, replay)
 	}
-	s.Done()
+	s.Done(step.Seq)
 	if keep, replay := s.Keep("r/1", id); !keep || replay {
 		t.Errorf("once held: keep %v replay %v, want true false", keep, replay)
 	}
@@ -174,8 +212,8 @@ func BenchmarkKeep(b *testing.B) {
 	for i := range 1000 {
 		want[fmt.Sprintf("test_1/%d", i)] = false
 	}
-	s.Next(want)
-	s.Done()
+	step, _ := s.Next(want)
+	s.Done(step.Seq)
 	ids := map[string]uint32{}
 	for f, sb := range s.subs {
 		ids[f] = sb.id

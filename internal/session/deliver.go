@@ -79,7 +79,7 @@ func (s *Session) ack(seq uint64) {
 }
 
 // onPublish hands an inbound PUBLISH to the handler.
-func (s *Session) onPublish(p *packets.Publish) error {
+func (s *Session) onPublish(p *packets.Publish, subID uint32) error {
 	if err := checkInbound(p); err != nil {
 		return err
 	}
@@ -92,9 +92,10 @@ func (s *Session) onPublish(p *packets.Publish) error {
 			Retain:  p.Retain,
 			Props:   fromPacketProps(p.Properties),
 		},
-		id:  p.PacketID,
-		qos: p.QoS,
-		s:   s,
+		SubID: subID,
+		id:    p.PacketID,
+		qos:   p.QoS,
+		s:     s,
 	}
 	if p.Properties != nil && p.Properties.SubscriptionIdentifier != nil {
 		d.SubID = uint32(*p.Properties.SubscriptionIdentifier)

@@ -31,6 +31,9 @@ type frame struct {
 	id     uint16
 	reason byte
 	pub    packets.Publish // kind PUBLISH
+	// subID is pub's subscription identifier when it was the only property
+	// (decoded here: pub.Properties is then nil); 0 otherwise.
+	subID uint32
 }
 
 // isDataPath tells whether the fixed header's first byte starts a packet
@@ -55,7 +58,7 @@ func readFrame(br *bufio.Reader, f *frame) error {
 	}
 	f.kind = first >> 4
 	if f.kind == packets.PUBLISH {
-		return readPublish(br, first, n, &f.pub)
+		return readPublish(br, first, n, &f.pub, &f.subID)
 	}
 	return readAck(br, n, f)
 }
@@ -108,8 +111,10 @@ func readAck(br *bufio.Reader, n int, f *frame) error {
 }
 
 // readPublish decodes a PUBLISH body of n bytes into p with one allocation
-// for the body (the payload aliases it) and one for the topic.
-func readPublish(br *bufio.Reader, first byte, n int, p *packets.Publish) error {
+// for the body (the payload aliases it) and one for the topic. A property
+// section holding only a subscription identifier goes to subID instead.
+func readPublish(br *bufio.Reader, first byte, n int, p *packets.Publish, subID *uint32) error {
+	*subID = 0
 	*p = packets.Publish{
 		QoS:       (first >> 1) & 3,
 		Duplicate: first&0x08 != 0,
@@ -142,6 +147,14 @@ func readPublish(br *bufio.Reader, first byte, n int, p *packets.Publish) error 
 		p.Payload = rest[1:]
 		return nil
 	}
+	// The agent's data session: a subscription identifier on every message.
+	if l := int(rest[0]); l < 0x80 && l < len(rest) {
+		if id, ok := onlySubID(rest[1 : 1+l]); ok {
+			*subID = id
+			p.Payload = rest[1+l:]
+			return nil
+		}
+	}
 	buf := bytes.NewBuffer(rest)
 	props := &packets.Properties{}
 	if err := props.Unpack(buf, packets.PUBLISH); err != nil {
@@ -150,6 +163,25 @@ func readPublish(br *bufio.Reader, first byte, n int, p *packets.Publish) error 
 	p.Properties = props
 	p.Payload = rest[len(rest)-buf.Len():]
 	return nil
+}
+
+// onlySubID decodes a property section that is exactly one Subscription
+// Identifier in its shortest encoding; anything else is left to the codec.
+func onlySubID(props []byte) (id uint32, ok bool) {
+	if len(props) < 2 || len(props) > 5 || props[0] != packets.PropSubscriptionIdentifier {
+		return 0, false
+	}
+	shift := 0
+	for i, b := range props[1:] {
+		id |= uint32(b&0x7f) << shift
+		if b&0x80 == 0 {
+			last := i == len(props)-2
+			shortest := i == 0 || b != 0
+			return id, last && shortest && id != 0
+		}
+		shift += 7
+	}
+	return 0, false
 }
 
 // writePublish encodes m as a PUBLISH with packet id id straight into w. It

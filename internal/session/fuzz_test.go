@@ -109,6 +109,9 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add([]byte{0x32, 9, 0, 1, 't', 0, 7, 0, 'a', 'b', 'c'})
 	f.Add([]byte{0x3b, 12, 0, 1, 't', 0, 7, 4, 1, 1, 2, 0, 'a', 'b'})
 	f.Add([]byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x7f})
+	f.Add([]byte{0x32, 10, 0, 1, 't', 0, 7, 2, 0x0b, 5, 'a', 'b'})
+	f.Add([]byte{0x32, 13, 0, 1, 't', 0, 7, 5, 0x0b, 0xff, 0xff, 0xff, 0x7f, 'a'})
+	f.Add([]byte{0x32, 11, 0, 1, 't', 0, 7, 3, 0x0b, 0x80, 0x00, 'a'})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 || !isDataPath(data[0]) || claimsHuge(data) {
 			return
@@ -132,6 +135,9 @@ func FuzzReadFrame(f *testing.F) {
 			want, got := publishMessage(p), publishMessage(&fr.pub)
 			if !reflect.DeepEqual(normalized(got), normalized(want)) || p.PacketID != fr.pub.PacketID || p.Duplicate != fr.pub.Duplicate {
 				t.Fatalf("publish differs:\nmine  %+v\ncodec %+v", fr.pub, p)
+			}
+			if fr.subID != 0 && (p.Properties == nil || p.Properties.SubscriptionIdentifier == nil || uint32(*p.Properties.SubscriptionIdentifier) != fr.subID) {
+				t.Fatalf("subscription identifier %d, codec %+v", fr.subID, p.Properties)
 			}
 		case *packets.Puback:
 			checkReason(t, fr.reason, p.ReasonCode)

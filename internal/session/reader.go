@@ -81,7 +81,7 @@ func (s *Session) readOne(f *frame) error {
 	s.readCount.Add(1)
 	switch f.kind {
 	case packets.PUBLISH:
-		return s.onPublish(&f.pub)
+		return s.onPublish(&f.pub, f.subID)
 	case packets.PUBACK:
 		return s.onPuback(f.id, f.reason)
 	case packets.PUBREC:
