@@ -292,7 +292,7 @@ func (l *lab) startBroker(node string) {
 
 func (l *lab) startAgent(node string) {
 	l.t.Helper()
-	l.startIn("agent-"+node, node, l.moha, "agent", "--cluster", l.file, "--node", node)
+	l.startIn("agent-"+node, node, l.moha, "agent", "--cluster", l.file, "--node", node, "--log-level", "debug")
 }
 
 func (l *lab) startHAProxy(lb string) {

@@ -112,7 +112,9 @@ type agentStatus struct {
 	Data           struct {
 		Current bool `json:"current"`
 	} `json:"data_session"`
-	Peers []struct {
+	// Interest is the table's figures, shown when a drill fails.
+	Interest json.RawMessage `json:"interest"`
+	Peers    []struct {
 		Name     string   `json:"name"`
 		Up       bool     `json:"up"`
 		Interest []string `json:"interest"`

@@ -170,7 +170,7 @@ func (a *Agent) build() error {
 	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry)
 	data := a.dataClientIDs()
 	a.table = interest.NewTable([]string{data[0], data[1], a.logClientID(), a.scanClientID()}, a.localInterest)
-	for _, id := range data {
+	for _, id := range []string{data[0], data[1], a.scanClientID()} {
 		a.table.TrackOwn(id)
 	}
 	a.mesh.Advertise(a.table.Advertised(), nil)

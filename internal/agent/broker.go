@@ -335,10 +335,7 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 	if m.Topic == retainedCount {
 		if n := string(m.Payload); n != a.lastRetainedCount {
 			a.lastRetainedCount = n
-			select {
-			case a.rescan <- struct{}{}:
-			default:
-			}
+			a.requestRescan()
 		}
 		return ev, nil
 	}

@@ -132,8 +132,14 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 			d.Ack()
 			return
 		}
-		if replay && m.Retain && a.retained.holds(m) {
-			d.Ack() // the broker replaying a retained message the agent knows
+		if replay && m.Retain {
+			// The broker's replay of a retained message on subscribe: news
+			// only if it differs, and then only a rescan can tell.
+			if !a.retained.holds(m) {
+				a.retained.suspectReplay(m)
+				a.requestRescan()
+			}
+			d.Ack()
 			return
 		}
 	case modeDrain:
@@ -212,7 +218,7 @@ func (a *Agent) followInterest(ctx context.Context, c *dataConn, held chan<- str
 	a.dataID.Store(&c.id)
 	for {
 		gen := a.wantGen.Load()
-		step, behind := c.set.Next(a.wantedFilters(c.set))
+		step, behind := c.set.Next(a.wantedFilters())
 		if step != nil {
 			a.log.Debug("data session subscriptions change", "session", c.id, "step", step.Seq, "subscribe", len(step.Subscribe), "unsubscribe", len(step.Unsubscribe))
 			if err := c.apply(ctx, step); err != nil {
@@ -272,11 +278,12 @@ func (c *dataConn) apply(ctx context.Context, step *datasub.Step) error {
 }
 
 // wantedFilters returns the filters the live data session must hold (filter
-// → replay retained): what peers need ("$" topics aside), less exact filters a wanted wildcard
-// covers, and the topics holding a retained message (with a replay of it:
-// a write between learning the value and subscribing is not missed) unless
-// a held wildcard already sees them.
-func (a *Agent) wantedFilters(set *datasub.Set) map[string]bool {
+// → replay retained): what peers need ("$" topics aside), less exact filters
+// a wanted wildcard covers, and every topic holding a retained message, with
+// a replay of it (a write between learning the value and subscribing is not
+// missed). Retained topics stay subscribed while wildcards come and go:
+// each new subscription would replay them all.
+func (a *Agent) wantedFilters() map[string]bool {
 	want := map[string]bool{}
 	for f := range a.router.Wanted() {
 		// "$" topics ($SYS and the like) are the local broker's own: they
@@ -297,14 +304,20 @@ func (a *Agent) wantedFilters(set *datasub.Set) map[string]bool {
 		}
 	}
 	for _, t := range a.retained.topics() {
-		if topic.ValidateFilter(t) != nil {
-			continue
-		}
-		if !wild.Matches(t) || !set.CoveredStable(t) {
+		if topic.ValidateFilter(t) == nil {
 			want[t] = true
 		}
 	}
 	return want
+}
+
+// requestRescan asks the rescan loop for a scan of the broker's retained
+// messages.
+func (a *Agent) requestRescan() {
+	select {
+	case a.rescan <- struct{}{}:
+	default:
+	}
 }
 
 // dataCurrent reports whether the live data session holds what peers need
@@ -341,10 +354,25 @@ func (a *Agent) drain(ctx context.Context, c *dataConn, partnered bool) error {
 	if !ok {
 		a.log.Warn("ending an old data session before its messages were acknowledged", "session", c.id, "unacknowledged", c.taken.Load())
 	}
-	a.table.EndOwn(c.id)
-	c.sess.End()
+	if err := a.endSession(ctx, c); err != nil {
+		return err
+	}
 	a.log.Info("drained the data session of an earlier run", "session", c.id)
 	return nil
+}
+
+// endSession closes c and discards its session: a connection with clean
+// start. (A DISCONNECT with session expiry 0 does not remove a session
+// Mosquitto 2.0.11 restored from persistence: those never expire.)
+func (a *Agent) endSession(ctx context.Context, c *dataConn) error {
+	c.sess.Close()
+	cfg := a.sessionConfig(c.id)
+	cfg.CleanStart = true
+	s, err := session.Dial(ctx, cfg, nil)
+	if err != nil {
+		return fmt.Errorf("data session %s: end: %w", c.id, err)
+	}
+	return s.Close()
 }
 
 // startData connects both data sessions and returns the live one and the
@@ -376,8 +404,11 @@ func (a *Agent) startData(ctx context.Context) (live *dataConn, old []*dataConn,
 			old = append(old, c)
 		case live == nil:
 			live = c
-		default:
-			c.sess.End() // created by this connect: nothing to keep
+		default: // created by this connect: nothing to keep
+			if err := a.endSession(ctx, c); err != nil {
+				closeData(conns)
+				return nil, nil, err
+			}
 		}
 	}
 	if live == nil {

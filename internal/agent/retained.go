@@ -31,7 +31,12 @@ type retainedClock struct {
 	mu       sync.Mutex
 	held     map[string]retainedEntry // topic -> what the broker holds (empty payload: a deletion)
 	inFlight map[string]int64         // topic -> stamp of a peer's write republished, not yet acknowledged
-	pruned   time.Time
+	// suspect holds topics whose replay (the broker's retained message sent
+	// on subscribe) differed from what the agent knows, with the stamp known
+	// then: the next rescan tells a write the agent missed from a stale
+	// replay (see suspectReplay).
+	suspect map[string]int64
+	pruned  time.Time
 	// onTopics is called when the set of topics holding a retained message
 	// may have changed, possibly with the lock held: it must not block or
 	// call back.
@@ -55,7 +60,7 @@ const scannedStamp = 1
 const stampTTL = time.Hour
 
 func newRetainedClock() *retainedClock {
-	return &retainedClock{held: map[string]retainedEntry{}, inFlight: map[string]int64{}, pruned: time.Now(), onTopics: func() {}}
+	return &retainedClock{held: map[string]retainedEntry{}, inFlight: map[string]int64{}, suspect: map[string]int64{}, pruned: time.Now(), onTopics: func() {}}
 }
 
 // noteLocked records that m's topic now holds m, and reports whether the set
@@ -89,20 +94,38 @@ func (c *retainedClock) topics() []string {
 	return out
 }
 
-// stampFound records a retained message a rescan found on a topic the agent
-// knows no retained message on: a write it did not see (no data
-// subscription matched then). It returns the write's stamp, or ok false for
-// a topic the agent knows (its writes are seen live).
+// stampFound records a retained message a rescan found that the agent did
+// not see written: on a topic it knows no retained message on (no data
+// subscription matched the write), or on a suspect topic whose value
+// differs from what the agent knows while nothing it knows of happened
+// since. It returns the write's stamp, or ok false.
 func (c *retainedClock) stampFound(m *message.Message, now time.Time) (stamp int64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, held := c.held[m.Topic]; held && len(e.msg.Payload) > 0 {
-		return 0, false
+	e, held := c.held[m.Topic]
+	if held && len(e.msg.Payload) > 0 {
+		since, suspect := c.suspect[m.Topic]
+		delete(c.suspect, m.Topic)
+		_, republishing := c.inFlight[m.Topic]
+		if !suspect || since != e.stamp || republishing || newEntry(m, 0).hash == e.hash {
+			return 0, false
+		}
 	}
-	stamp = max(now.UnixNano(), c.held[m.Topic].stamp+1)
+	stamp = max(now.UnixNano(), e.stamp+1)
 	c.noteLocked(m, newEntry(m, stamp))
 	c.onTopics()
 	return stamp, true
+}
+
+// suspectReplay records that the broker's replay of m's topic differs from
+// what the agent knows. The replay alone cannot be trusted: Mosquitto sends
+// retained messages on subscribe after acknowledging publishes it received
+// later, so it may show a value older than a peer's write the agent
+// republished. The next rescan decides (stampFound).
+func (c *retainedClock) suspectReplay(m *message.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.suspect[m.Topic] = c.held[m.Topic].stamp
 }
 
 // stampLocal records a retained write published on the local broker and

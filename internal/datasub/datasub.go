@@ -272,20 +272,6 @@ func (s *Set) Keep(topicName string, id uint32) (keep, replay bool) {
 	return true, false
 }
 
-// CoveredStable reports whether a held wildcard filter, not being added or
-// removed, matches topic name t: the session sees every write on t, and
-// nothing about t can be missed while the set changes.
-func (s *Set) CoveredStable(t string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	covered := false
-	s.trie.MatchFunc(t, func(f string, _ int) bool {
-		covered = f != t && s.subs[f].state == stable
-		return !covered
-	})
-	return covered
-}
-
 // Filters returns the filters held or being added, sorted.
 func (s *Set) Filters() []string {
 	s.mu.Lock()

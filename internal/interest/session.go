@@ -40,6 +40,7 @@ func (t *Table) connected(ev Event) {
 	if t.isSelf(ev.ClientID) {
 		if fs := t.tracked[ev.ClientID]; fs != nil && ev.Clean {
 			clear(fs)
+			t.ending[ev.ClientID] = true // a clean session ends with its connection
 		}
 		return
 	}

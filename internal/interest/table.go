@@ -68,7 +68,7 @@ type Table struct {
 	// tracked holds, per own session whose log lines the table follows
 	// (TrackOwn), the filters those lines gave it; they count as own.
 	tracked    map[string]map[string]struct{}
-	ending     map[string]bool // tracked sessions whose next disconnect ends them (EndOwn)
+	ending     map[string]bool // tracked clean sessions: their disconnect ends them
 	ownClients int             // the agent's own sessions, all connected
 
 	degraded bool
@@ -188,22 +188,13 @@ func (t *Table) SessionLost(reason string) {
 // TrackOwn makes the table count the subscriptions of the agent's own
 // session id (one of self) from its log lines, as they come in order with
 // the broker's counters: for a session whose subscriptions change while it
-// runs. A clean start empties them.
+// runs. A clean start empties them, and a clean session's disconnect ends
+// them.
 func (t *Table) TrackOwn(id string) {
 	_ = t.update(func() error {
 		if t.tracked[id] == nil {
 			t.tracked[id] = map[string]struct{}{}
 		}
-		return nil
-	})
-}
-
-// EndOwn tells the table that tracked session id is being ended (a
-// DISCONNECT with session expiry 0): at its disconnect line its
-// subscriptions stop counting.
-func (t *Table) EndOwn(id string) {
-	_ = t.update(func() error {
-		t.ending[id] = true
 		return nil
 	})
 }

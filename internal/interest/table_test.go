@@ -655,8 +655,8 @@ func TestSessionLostAfterBrokerRestart(t *testing.T) {
 }
 
 // TestTrackedOwnSubscriptions: the subscriptions of a tracked own session
-// come from its log lines, in order with the counts, never advertised; an
-// ended one stops counting at its disconnect line.
+// come from its log lines, in order with the counts, never advertised; a
+// clean start empties them, and a clean session's end ends them.
 func TestTrackedOwnSubscriptions(t *testing.T) {
 	tab, rec := readyTable(t, "agent-a", "agent-b", "agent-log")
 	tab.SetOwnSubscriptions(1)
@@ -678,7 +678,8 @@ func TestTrackedOwnSubscriptions(t *testing.T) {
 	if d, _ := tab.Degraded(); !d {
 		t.Fatal("a subscription nobody explains did not degrade the table")
 	}
-	tab.EndOwn("agent-b")
+	apply(t, tab, lineDisconnect("agent-b"))
+	apply(t, tab, lineConnect("agent-b", 5, true)) // ended: a clean start
 	apply(t, tab, lineDisconnect("agent-b"))
 	tab.Reconcile(2)
 	if d, reason := tab.Degraded(); d {
@@ -688,5 +689,12 @@ func TestTrackedOwnSubscriptions(t *testing.T) {
 	apply(t, tab, lineConnect("agent-a", 5, true))
 	if st := tab.Stats(); st.OwnSubscriptions != 1 {
 		t.Errorf("after a clean start own subscriptions = %d, want 1", st.OwnSubscriptions)
+	}
+	apply(t, tab, lineSub("agent-a", "z/1"))
+	tab.Reconcile(2)
+	apply(t, tab, lineDisconnect("agent-a")) // a clean session: gone with its connection
+	tab.Reconcile(2)                         // so this second subscription is nobody the table knows
+	if d, _ := tab.Degraded(); !d {
+		t.Fatal("a clean own session's filters still counted after it left")
 	}
 }

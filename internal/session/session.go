@@ -300,23 +300,12 @@ func (s *Session) Stats() Stats {
 // already released, closes the connection and waits for the session's
 // goroutines. Queued and in-flight publishes complete with ErrClosed. Safe to
 // call twice; must not be called from a completion or a Handler.
-func (s *Session) Close() error { return s.disconnect(0) }
-
-// End is Close for a session that must not outlive the connection: its
-// DISCONNECT sets the session expiry to 0, so the broker discards the
-// session, its subscriptions and whatever it still queued for it. Only for
-// a session that connected with a non-zero SessionExpiry [MQTT-3.14.2-2].
-func (s *Session) End() error { return s.disconnect(endSession) }
-
-// endSession marks the DISCONNECT control of End.
-const endSession = 1
-
-func (s *Session) disconnect(kind uint16) error {
+func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closing = true
 		if !s.ended {
-			s.control = append(s.control, control{kind: packets.DISCONNECT, id: kind})
+			s.control = append(s.control, control{kind: packets.DISCONNECT})
 		}
 		s.mu.Unlock()
 		s.wake()

@@ -421,21 +421,3 @@ func TestSubscriptionIdentifiers(t *testing.T) {
 		t.Error("subscribe with identifier over the maximum: no error")
 	}
 }
-
-// End discards the session: a reconnect with clean start off finds none.
-func TestEndDiscardsSession(t *testing.T) {
-	b := startBroker(t)
-	persistent := func(c *Config) { c.CleanStart, c.SessionExpiry = false, 3600 }
-	s := dial(t, b.Addr, "ender", nil, persistent)
-	subscribe(t, s, dataSub("end/#", 1))
-	s.Close()
-	s = dial(t, b.Addr, "ender", nil, persistent)
-	if !s.SessionPresent() {
-		t.Fatal("after Close: no session present")
-	}
-	s.End()
-	s = dial(t, b.Addr, "ender", nil, persistent)
-	if s.SessionPresent() {
-		t.Error("after End: session still present")
-	}
-}

@@ -149,12 +149,6 @@ func (s *Session) writeControl(c control) error {
 	case packets.PINGREQ:
 		_, err = s.bw.Write([]byte{packets.PINGREQ << 4, 0})
 	case packets.DISCONNECT:
-		if c.id == endSession {
-			// Reason 0 and Session Expiry Interval 0: the broker discards
-			// the session [MQTT-3.14.2.2.2].
-			_, err = s.bw.Write([]byte{packets.DISCONNECT << 4, 7, 0, 5, 0x11, 0, 0, 0, 0})
-			break
-		}
 		// Reason 0 with no properties: remaining length 0 [MQTT-3.14.2.1].
 		_, err = s.bw.Write([]byte{packets.DISCONNECT << 4, 0})
 	default:
