@@ -245,6 +245,9 @@ func (a *Agent) peerDigest(peer string, entries []cluster.DigestEntry) {
 
 // peerInterest is the mesh's callback for a peer's interest.
 func (a *Agent) peerInterest(peer string, replace bool, added, removed []string) {
+	// The data session is not current from before the router shows the
+	// change until the follower has seen it (notifyWant, after).
+	a.wantGen.Add(1)
 	defer a.notifyWant()
 	if bad := a.router.Apply(peer, replace, added, removed); len(bad) > 0 {
 		a.metrics.invalidPeerFilters.WithLabelValues(peer).Add(float64(len(bad)))
