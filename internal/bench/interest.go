@@ -34,7 +34,7 @@ type InterestOptions struct {
 type InterestRow struct {
 	Subscriptions int           `json:"subscriptions"`
 	Subscribe     time.Duration `json:"subscribe_ns"`   // first SUBSCRIBE to the last SUBACK
-	Propagation   time.Duration `json:"propagation_ns"` // first SUBSCRIBE until the peer's agent knows them all
+	Propagation   time.Duration `json:"propagation_ns"` // first SUBSCRIBE until the peer's agent knows them all and its data session holds them
 	HolderRSS     int64         `json:"holder_rss_bytes"`
 	HolderBase    int64         `json:"holder_rss_before_bytes"`
 	PeerRSS       int64         `json:"peer_rss_bytes"`
@@ -117,7 +117,8 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		st, err := fetchStatus(ctx, peer.HTTP)
-		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n {
+		// Known to the peer's router, and subscribed by its data session.
+		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n && st.Data.Current {
 			break
 		}
 		if time.Now().After(deadline) {
