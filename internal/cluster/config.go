@@ -32,7 +32,7 @@ type Config struct {
 	Heartbeat      time.Duration // idle heartbeat interval (default 1s); a link silent 3 intervals is dead, so use one value cluster-wide
 	AckDelay       time.Duration // how long an ACK with nothing else to ride on waits to coalesce (default 2ms)
 	BackoffMin     time.Duration // first reconnect delay (default 100ms)
-	BackoffMax     time.Duration // reconnect delay cap (default 5s)
+	BackoffMax     time.Duration // reconnect delay cap (default 1s)
 
 	Logger     *slog.Logger          // default: discard; the caller adds the node key
 	Registerer prometheus.Registerer // may be nil: no metrics registered
@@ -47,7 +47,7 @@ const (
 	DefaultHeartbeat      = time.Second
 	DefaultAckDelay       = 2 * time.Millisecond
 	DefaultBackoffMin     = 100 * time.Millisecond
-	DefaultBackoffMax     = 5 * time.Second
+	DefaultBackoffMax     = time.Second
 
 	minSecretLen = 16
 	// maxNameLen keeps a HELLO well inside the 1 KiB pre-auth frame limit.
