@@ -285,19 +285,18 @@ func (c *dataConn) apply(ctx context.Context, step *datasub.Step) error {
 // each new subscription would replay them all.
 func (a *Agent) wantedFilters() map[string]bool {
 	want := map[string]bool{}
-	for f := range a.router.Wanted() {
+	wild := topic.NewTrie()
+	a.router.EachWanted(func(f string) {
 		// "$" topics ($SYS and the like) are the local broker's own: they
 		// never cross, as "#" never matched them.
-		if !strings.HasPrefix(f, "$") {
-			want[f] = false
+		if strings.HasPrefix(f, "$") {
+			return
 		}
-	}
-	wild := topic.NewTrie()
-	for f := range want {
+		want[f] = false
 		if strings.ContainsAny(f, "+#") {
 			_, _ = wild.Add(f)
 		}
-	}
+	})
 	for f := range want {
 		if !strings.ContainsAny(f, "+#") && wild.Matches(f) {
 			delete(want, f)

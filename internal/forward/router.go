@@ -27,6 +27,9 @@ type Router struct {
 	sharedCount int                               // shared filters known anywhere: 0 skips the work
 	down        map[string]bool                   // peers whose link is down
 	turn        atomic.Uint64                     // round-robin among a group's member nodes
+	// union counts, per filter, the peers (and peers' shared groups) that
+	// want it: EachWanted's answer, kept up to date as interest changes.
+	union map[string]int
 }
 
 // NewRouter returns a router for the given peers. Until a peer's first
@@ -38,10 +41,12 @@ func NewRouter(peers []string) *Router {
 		shared:      make(map[string]map[string]*topic.Trie, len(peers)),
 		localShared: map[string]*topic.Trie{},
 		down:        map[string]bool{},
+		union:       map[string]int{},
 	}
 	for _, p := range peers {
 		t := topic.NewTrie()
 		_, _ = t.Add("#")
+		r.wantDelta("#", 1)
 		r.tries[p] = t
 		r.shared[p] = map[string]*topic.Trie{}
 		r.order = append(r.order, p)
@@ -61,10 +66,16 @@ func (r *Router) Apply(peer string, replace bool, added, removed []string) (inva
 		return nil
 	}
 	if replace {
+		for _, f := range t.Filters() {
+			r.wantDelta(f, -1)
+		}
 		t = topic.NewTrie()
 		r.tries[peer] = t
 		for _, g := range r.shared[peer] {
 			r.sharedCount -= g.Len()
+			for _, f := range g.Filters() {
+				r.wantDelta(f, -1)
+			}
 		}
 		r.shared[peer] = map[string]*topic.Trie{}
 	}
@@ -73,7 +84,9 @@ func (r *Router) Apply(peer string, replace bool, added, removed []string) (inva
 			r.removeShared(r.shared[peer], group, filter, true)
 			continue
 		}
-		t.Remove(f)
+		if t.Remove(f) {
+			r.wantDelta(f, -1)
+		}
 	}
 	for _, f := range added {
 		if group, filter, ok, err := topic.SplitShared(f); ok || err != nil {
@@ -87,7 +100,9 @@ func (r *Router) Apply(peer string, replace bool, added, removed []string) (inva
 		}
 		if _, err := t.Add(f); err != nil {
 			invalid = append(invalid, f)
+			continue
 		}
+		r.wantDelta(f, 1)
 	}
 	return invalid
 }
@@ -196,6 +211,7 @@ func (r *Router) addShared(groups map[string]*topic.Trie, group, filter string, 
 	}
 	if counted {
 		r.sharedCount++
+		r.wantDelta(filter, 1)
 	}
 	return true
 }
@@ -210,6 +226,16 @@ func (r *Router) removeShared(groups map[string]*topic.Trie, group, filter strin
 	}
 	if counted {
 		r.sharedCount--
+		r.wantDelta(filter, -1)
+	}
+}
+
+// wantDelta moves filter's count in the union; r.mu is held for writing.
+func (r *Router) wantDelta(filter string, d int) {
+	if n := r.union[filter] + d; n > 0 {
+		r.union[filter] = n
+	} else {
+		delete(r.union, filter)
 	}
 }
 
@@ -247,25 +273,15 @@ func (r *Router) FilterList(peer string) []string {
 	return out
 }
 
-// Wanted returns the distinct filters some peer needs messages for: every
-// peer's plain filters and the filter part of its shared subscriptions.
-// The agent's data session subscribes to these (and nothing else reaches
-// the agent), so "#" comes back for a peer whose interest is unknown.
-func (r *Router) Wanted() map[string]struct{} {
+// EachWanted calls fn for each distinct filter some peer needs messages
+// for: every peer's plain filters and the filter part of its shared
+// subscriptions. The agent's data session subscribes to these, so "#"
+// comes for a peer whose interest is unknown. fn runs with the router's
+// read lock held: it must not call the router.
+func (r *Router) EachWanted(fn func(filter string)) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	out := map[string]struct{}{}
-	for _, t := range r.tries {
-		for _, f := range t.Filters() {
-			out[f] = struct{}{}
-		}
+	for f := range r.union {
+		fn(f)
 	}
-	for _, groups := range r.shared {
-		for _, t := range groups {
-			for _, f := range t.Filters() {
-				out[f] = struct{}{}
-			}
-		}
-	}
-	return out
 }

@@ -1,0 +1,28 @@
+package agent
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/moha-project/moha/internal/datasub"
+	"github.com/moha-project/moha/internal/forward"
+)
+
+// BenchmarkWantedFilters100k: deciding what the data session must hold, at
+// 100k peer filters (run once per step of the data session).
+func BenchmarkWantedFilters100k(b *testing.B) {
+	r := forward.NewRouter([]string{"p"})
+	fs := make([]string, 100000)
+	for i := range fs {
+		fs[i] = fmt.Sprintf("bench/%d/x", i)
+	}
+	r.Apply("p", true, fs, nil)
+	a := &Agent{router: r, retained: newRetainedClock()}
+	set := datasub.NewSet()
+	step, _ := set.Next(a.wantedFilters())
+	set.Done(step.Seq)
+	b.ResetTimer()
+	for b.Loop() {
+		set.Next(a.wantedFilters())
+	}
+}

@@ -1,0 +1,45 @@
+package forward
+
+import (
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestEachWantedIsTheUnion: after random interest changes (additions,
+// removals, replacements, shared subscriptions, invalid filters), the
+// filters EachWanted reports are exactly the union of every peer's
+// advertised filters, shared ones by their filter part.
+func TestEachWantedIsTheUnion(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	peers := []string{"a", "b", "c"}
+	r := NewRouter(peers)
+	pool := []string{"x/1", "x/+", "#", "y/#", "$share/g/x/1", "$share/h/x/1", "$share/g/z", "bad/#/x", "x/1"}
+	pick := func() []string {
+		var out []string
+		for range rng.IntN(4) {
+			out = append(out, pool[rng.IntN(len(pool))])
+		}
+		return out
+	}
+	for round := range 2000 {
+		p := peers[rng.IntN(len(peers))]
+		r.Apply(p, rng.IntN(5) == 0, pick(), pick())
+		want := map[string]bool{}
+		for _, q := range peers {
+			for _, f := range r.FilterList(q) {
+				if strings.HasPrefix(f, "$share/") {
+					f = f[strings.Index(f[len("$share/"):], "/")+len("$share/")+1:]
+				}
+				want[f] = true
+			}
+		}
+		got := map[string]bool{}
+		r.EachWanted(func(f string) { got[f] = true })
+		if !maps.Equal(got, want) {
+			t.Fatalf("round %d: EachWanted %v, union %v", round, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+		}
+	}
+}
