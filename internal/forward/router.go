@@ -7,6 +7,7 @@ package forward
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -232,10 +233,16 @@ func (r *Router) removeShared(groups map[string]*topic.Trie, group, filter strin
 
 // wantDelta moves filter's count in the union; r.mu is held for writing.
 func (r *Router) wantDelta(filter string, d int) {
-	if n := r.union[filter] + d; n > 0 {
-		r.union[filter] = n
-	} else {
+	n, held := r.union[filter]
+	switch {
+	case n+d <= 0:
 		delete(r.union, filter)
+	case !held:
+		// Own the bytes: filter may be a slice of a peer's frame, which the
+		// union must not keep alive.
+		r.union[strings.Clone(filter)] = n + d
+	default:
+		r.union[filter] = n + d
 	}
 }
 
