@@ -49,9 +49,10 @@ type Packet struct {
 }
 
 // Step is one change of the subscription set: Subscribe packets or
-// Unsubscribe filters, never both. Seq numbers the steps; Done(Seq) ends it. Both must be sent in the order given; a
+// Unsubscribe filters, never both. Both must be sent in the order given; a
 // packet's filters and the Unsubscribe list may be split over several
-// packets (still in order).
+// packets (still in order). Seq numbers the steps; Done(Seq) ends this one
+// and every earlier one.
 type Step struct {
 	Seq         uint64
 	Subscribe   []Packet
