@@ -175,6 +175,10 @@ func (a *Agent) build() error {
 	}
 	a.mesh.Advertise(a.table.Advertised(), nil)
 	a.metrics.registerInterest(a.registry, a.table, a.router)
+	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_data_subscriptions",
+		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
+	}, func() float64 { return float64(a.dataFilters.Load()) }))
 	return nil
 }
 

@@ -241,7 +241,6 @@ func (a *Agent) followInterest(ctx context.Context, c *dataConn, held chan<- str
 		case <-c.marked:
 			c.set.Done(c.lastMark.Load())
 			a.dataFilters.Store(int64(c.set.Len()))
-			a.metrics.dataFilters.Set(float64(c.set.Len()))
 		case <-ctx.Done():
 			return nil
 		case <-c.sess.Done():

@@ -19,7 +19,6 @@ type metrics struct {
 	endedSessions      prometheus.Counter
 	staleRetained      prometheus.Counter
 	retainedSynced     *prometheus.CounterVec
-	dataFilters        prometheus.Gauge
 	dataCopies         prometheus.Counter
 	retainedRescans    prometheus.Counter
 	drained            prometheus.Counter
@@ -64,10 +63,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "moha_retained_synced_total",
 		Help: "Retained messages sent to a peer that lacked them when its link started (anti-entropy).",
 	}, []string{"peer"})
-	m.dataFilters = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "moha_data_subscriptions",
-		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
-	})
 	m.dataCopies = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "moha_data_extra_copies_total",
 		Help: "Extra copies of a message the broker sent the data session for overlapping filters, dropped.",
@@ -80,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "moha_drained_messages_total",
 		Help: "Messages taken from a data session left by an earlier run (agent restart, broker reconnect) before it was ended.",
 	})
-	reg.MustRegister(m.dataFilters, m.dataCopies, m.retainedRescans, m.drained)
+	reg.MustRegister(m.dataCopies, m.retainedRescans, m.drained)
 	reg.MustRegister(m.takeovers, m.endedSessions, m.staleRetained, m.retainedSynced)
 	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.invalidPeerFilters)
 	return m

@@ -63,12 +63,15 @@ func newRetainedClock() *retainedClock {
 	return &retainedClock{held: map[string]retainedEntry{}, inFlight: map[string]int64{}, suspect: map[string]int64{}, pruned: time.Now(), onTopics: func() {}}
 }
 
-// noteLocked records that m's topic now holds m, and reports whether the set
-// of retained topics changed (a new one, or one deleted).
-func (c *retainedClock) noteLocked(m *message.Message, e retainedEntry) (changed bool) {
+// noteLocked records that m's topic now holds m (entry e), and calls
+// onTopics when the set of retained topics changed (a new one, or one
+// deleted).
+func (c *retainedClock) noteLocked(m *message.Message, e retainedEntry) {
 	old, had := c.held[m.Topic]
 	c.held[m.Topic] = e
-	return (!had || len(old.msg.Payload) == 0) != (len(m.Payload) == 0)
+	if (!had || len(old.msg.Payload) == 0) != (len(m.Payload) == 0) {
+		c.onTopics()
+	}
 }
 
 // holds reports whether the broker holds exactly m as its retained message
@@ -77,7 +80,7 @@ func (c *retainedClock) holds(m *message.Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.held[m.Topic]
-	return ok && len(e.msg.Payload) > 0 && e.hash == newEntry(m, 0).hash
+	return ok && len(e.msg.Payload) > 0 && e.hash == contentHash(m)
 }
 
 // topics returns the topics the broker holds a retained message on, as far
@@ -107,13 +110,12 @@ func (c *retainedClock) stampFound(m *message.Message, now time.Time) (stamp int
 		since, suspect := c.suspect[m.Topic]
 		delete(c.suspect, m.Topic)
 		_, republishing := c.inFlight[m.Topic]
-		if !suspect || since != e.stamp || republishing || newEntry(m, 0).hash == e.hash {
+		if !suspect || since != e.stamp || republishing || contentHash(m) == e.hash {
 			return 0, false
 		}
 	}
 	stamp = max(now.UnixNano(), e.stamp+1)
 	c.noteLocked(m, newEntry(m, stamp))
-	c.onTopics()
 	return stamp, true
 }
 
@@ -137,9 +139,7 @@ func (c *retainedClock) stampLocal(m *message.Message, now time.Time) int64 {
 		return remote - 1 // stored before the peer's write: it loses everywhere
 	}
 	stamp := max(now.UnixNano(), c.held[m.Topic].stamp+1)
-	if c.noteLocked(m, newEntry(m, stamp)) {
-		c.onTopics()
-	}
+	c.noteLocked(m, newEntry(m, stamp))
 	return stamp
 }
 
@@ -175,9 +175,7 @@ func (c *retainedClock) applyRemote(m *message.Message, now time.Time) (apply, d
 	if m.Written == held.stamp && e.hash < held.hash {
 		return false, false // a tie: the larger hash wins everywhere
 	}
-	if c.noteLocked(m, e) {
-		c.onTopics()
-	}
+	c.noteLocked(m, e)
 	c.inFlight[m.Topic] = m.Written
 	return true, false
 }
@@ -187,8 +185,8 @@ func (c *retainedClock) applyRemote(m *message.Message, now time.Time) (apply, d
 func (c *retainedClock) learnScanned(m *message.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.held[m.Topic]; !ok && c.noteLocked(m, newEntry(m, scannedStamp)) {
-		c.onTopics()
+	if _, ok := c.held[m.Topic]; !ok {
+		c.noteLocked(m, newEntry(m, scannedStamp))
 	}
 }
 
@@ -246,8 +244,14 @@ func (c *retainedClock) pruneLocked(now time.Time) {
 }
 
 func newEntry(m *message.Message, stamp int64) retainedEntry {
-	e := retainedEntry{stamp: stamp, msg: *m}
+	e := retainedEntry{stamp: stamp, msg: *m, hash: contentHash(m)}
 	e.msg.Payload = append([]byte(nil), m.Payload...) // the session may reuse its buffer
+	return e
+}
+
+// contentHash identifies a retained message's content: payload and the
+// properties a peer's copy carries.
+func contentHash(m *message.Message) uint64 {
 	h := fnv.New64a()
 	h.Write(m.Payload)
 	h.Write([]byte{0})
@@ -262,6 +266,5 @@ func newEntry(m *message.Message, stamp int64) retainedEntry {
 		h.Write([]byte{0})
 		h.Write([]byte(u.Value))
 	}
-	e.hash = h.Sum64()
-	return e
+	return h.Sum64()
 }
