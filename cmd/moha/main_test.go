@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -82,6 +83,18 @@ func TestUp(t *testing.T) {
 		}
 	}
 
+	// Agents run with the runtime setting they re-execute themselves for.
+	var st struct {
+		Runtime struct {
+			GOMAXPROCS int    `json:"gomaxprocs"`
+			GODEBUG    string `json:"godebug"`
+		} `json:"runtime"`
+	}
+	getJSON(t, "http://"+eps.Nodes[0].HTTP+"/status", &st)
+	if st.Runtime.GOMAXPROCS != 1 || !strings.Contains(st.Runtime.GODEBUG, sysmonSetting) {
+		t.Errorf("agent runtime = %+v, want gomaxprocs 1 and GODEBUG with %s", st.Runtime, sysmonSetting)
+	}
+
 	// A subscriber on node2 gets what a client publishes through the load balancer
 	// and what one publishes on node1 directly.
 	sub := dial(t, eps.Nodes[1].Broker, "up-sub")
@@ -125,6 +138,19 @@ func TestUp(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "cluster.json")); err == nil {
 		t.Error("cluster.json left behind for a stopped cluster")
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -56,6 +58,14 @@ type Status struct {
 	ForwardQueue   int            `json:"forward_queue"`
 	InboundPending int            `json:"inbound_pending"`
 	Uptime         string         `json:"uptime"`
+	Runtime        RuntimeStatus  `json:"runtime"`
+}
+
+// RuntimeStatus is how the Go runtime runs the agent: the settings moha
+// tunes for a forwarding agent (see 'moha agent --help').
+type RuntimeStatus struct {
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	GODEBUG    string `json:"godebug"`
 }
 
 // BrokerStatus describes the sessions with the local broker.
@@ -99,6 +109,7 @@ func (a *Agent) Status() Status {
 		ForwardQueue:   a.forwarder.Pending(),
 		InboundPending: a.republisher.Pending(),
 		Uptime:         time.Since(a.started).Round(time.Second).String(),
+		Runtime:        RuntimeStatus{GOMAXPROCS: runtime.GOMAXPROCS(0), GODEBUG: os.Getenv("GODEBUG")},
 	}
 	for _, p := range a.mesh.Status() {
 		s.Peers = append(s.Peers, PeerStatus{

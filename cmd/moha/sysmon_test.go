@@ -1,0 +1,26 @@
+package main
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestAgentEnv(t *testing.T) {
+	cases := []struct {
+		name    string
+		environ []string
+		want    []string // nil: no re-exec
+	}{
+		{"no GODEBUG", []string{"A=1"}, []string{"A=1", "GODEBUG=" + sysmonSetting}},
+		{"empty GODEBUG", []string{"GODEBUG=", "A=1"}, []string{"GODEBUG=" + sysmonSetting, "A=1"}},
+		{"other GODEBUG", []string{"GODEBUG=gctrace=1"}, []string{"GODEBUG=gctrace=1," + sysmonSetting}},
+		{"set already", []string{"GODEBUG=" + sysmonSetting}, nil},
+		{"operator opted out", []string{"GODEBUG=gctrace=1,schedtrace=0"}, nil},
+	}
+	for _, c := range cases {
+		got, needed := agentEnv(c.environ)
+		if needed != (c.want != nil) || !slices.Equal(got, c.want) {
+			t.Errorf("%s: agentEnv(%q) = %q, %v; want %q", c.name, c.environ, got, needed, c.want)
+		}
+	}
+}
