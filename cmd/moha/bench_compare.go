@@ -18,6 +18,7 @@ func newBenchCompareCommand(stdout, stderr io.Writer) *cobra.Command {
 		dir               string
 		setups, agentArgs []string
 		asJSON, quiet     bool
+		rounds            int
 	)
 	cmd := &cobra.Command{
 		Use:   "compare [--scenario seed|fanout|fanin|wildcard|local] [--setups single,bridge,moha]",
@@ -46,12 +47,17 @@ What is measured, per setup:
   agent CPU per forwarded message   agents' CPU / messages they sent to a peer
 
 The table ends with moha's figures over the bridge's (delivered rate, bytes, CPU,
-latency). Progress goes to stderr, the table (or --json) to stdout.`,
+latency). With --rounds N the setups run N times, interleaved; the table is the
+round with the median moha/bridge delivered rate, and every round's ratios are
+listed under it. Progress goes to stderr, the table (or --json) to stdout.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o, err := wf.options(cmd)
 			if err != nil {
 				return err
+			}
+			if rounds < 1 {
+				return fmt.Errorf("--rounds %d: at least 1", rounds)
 			}
 			if !quiet {
 				o.Progress = stderr
@@ -62,7 +68,7 @@ latency). Progress goes to stderr, the table (or --json) to stdout.`,
 			}
 			res, err := bench.Compare(cmd.Context(), bench.CompareOptions{
 				Bench: o, Setups: splitList(setups), AgentBinary: self, AgentArgs: agentArgs,
-				Dir: dir, Progress: stderr,
+				Dir: dir, Progress: stderr, Rounds: rounds,
 			})
 			if res != nil && len(res.Rows) > 0 {
 				if werr := writeCompare(stdout, res, asJSON); werr != nil && err == nil {
@@ -75,6 +81,7 @@ latency). Progress goes to stderr, the table (or --json) to stdout.`,
 	f := cmd.Flags()
 	wf.register(f)
 	f.StringSliceVar(&setups, "setups", nil, "setups to run, in order (default single,bridge,moha)")
+	f.IntVar(&rounds, "rounds", 1, "run the setups this many times, interleaved, and show the round with the median moha/bridge delivered rate, listing every round's ratios (a noisy machine moves single runs by ±10 %)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no per-second progress line (setup phases are still shown)")
 	f.StringVar(&dir, "dir", "", "keep configs and logs here (default: a temporary directory, removed on success)")

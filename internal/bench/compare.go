@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,6 +58,12 @@ type CompareOptions struct {
 	// Dir holds configs and logs; empty means a temporary directory that
 	// is removed afterwards unless a setup failed.
 	Dir string
+	// Rounds runs the setups this many times, interleaved (single, bridge,
+	// moha, single, bridge, moha, ...): on a noisy machine one round's
+	// ratio moves with whatever else runs. The result is the round whose
+	// moha/bridge delivered rate is the median, with every round's ratios.
+	// 0 means 1.
+	Rounds int
 	// SetupTimeout bounds starting one setup and waiting until it is
 	// settled (bridge connected, agents sure of their interest).
 	SetupTimeout time.Duration
@@ -74,6 +81,11 @@ type CompareResult struct {
 	// MohaVsBridge holds moha's figures divided by the bridge's, when
 	// both ran.
 	MohaVsBridge *CompareRatios `json:"moha_vs_bridge,omitempty"`
+	// Round is which of Rounds the rows are from (1-based); Rounds holds
+	// each round's moha/bridge ratios, in the order they ran, when more
+	// than one round ran.
+	Round  int             `json:"round,omitempty"`
+	Rounds []CompareRatios `json:"rounds,omitempty"`
 }
 
 // CompareRow is what one setup measured. CPU times and bytes are the
@@ -126,6 +138,23 @@ func Compare(ctx context.Context, o CompareOptions) (_ *CompareResult, err error
 			err = fmt.Errorf("%w (logs in %s)", err, dir)
 		}
 	}()
+	if o.Rounds <= 1 {
+		return o.runRound(ctx, dir)
+	}
+	var rounds []*CompareResult
+	for i := range o.Rounds {
+		o.progressf("all", "round %d of %d", i+1, o.Rounds)
+		res, err := o.runRound(ctx, filepath.Join(dir, fmt.Sprintf("round%d", i+1)))
+		if err != nil {
+			return res, fmt.Errorf("round %d: %w", i+1, err)
+		}
+		rounds = append(rounds, res)
+	}
+	return medianRound(rounds), nil
+}
+
+// runRound runs every setup once, in order, with its files under dir.
+func (o *CompareOptions) runRound(ctx context.Context, dir string) (*CompareResult, error) {
 	res := &CompareResult{Scenario: o.Bench.Scenario}
 	for _, name := range o.Setups {
 		row, err := o.runSetup(ctx, name, filepath.Join(dir, name))
@@ -138,6 +167,28 @@ func Compare(ctx context.Context, o CompareOptions) (_ *CompareResult, err error
 	}
 	res.MohaVsBridge = res.ratios()
 	return res, nil
+}
+
+// medianRound returns the round whose moha/bridge delivered rate is the
+// median (the lower middle one of an even count), carrying every round's
+// ratios; the first round when moha and the bridge did not both run.
+func medianRound(rounds []*CompareResult) *CompareResult {
+	pick := 0
+	var all []CompareRatios
+	if rounds[0].MohaVsBridge != nil {
+		order := make([]int, len(rounds))
+		for i, r := range rounds {
+			order[i] = i
+			all = append(all, *r.MohaVsBridge)
+		}
+		slices.SortStableFunc(order, func(a, b int) int {
+			return cmp.Compare(all[a].DeliveredRate, all[b].DeliveredRate)
+		})
+		pick = order[(len(order)-1)/2]
+	}
+	res := rounds[pick]
+	res.Round, res.Rounds = pick+1, all
+	return res
 }
 
 // fill checks the options and fills the defaults.
@@ -666,11 +717,28 @@ func (c *CompareResult) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write comparison table: %w", err)
 	}
+	c.writeRounds(&b)
 	b.WriteString("\n" + compareFootnotes)
 	if _, err := io.WriteString(w, trimLineEnds(b.String())); err != nil {
 		return fmt.Errorf("write comparison table: %w", err)
 	}
 	return nil
+}
+
+// writeRounds lists every round's moha/bridge ratios under the table when
+// more than one round ran.
+func (c *CompareResult) writeRounds(b *strings.Builder) {
+	if len(c.Rounds) < 2 {
+		return
+	}
+	fmt.Fprintf(b, "\nThe table is round %d of %d: the median moha/bridge delivered rate. Every round\n", c.Round, len(c.Rounds))
+	b.WriteString("(setups interleaved, in the order they ran), moha/bridge:\n\n")
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "round\tdelivered rate\tcross-node rate\tbytes\tCPU\tp99\t")
+	for i, r := range c.Rounds {
+		fmt.Fprintf(tw, "%d\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t%.2fx\t\n", i+1, r.DeliveredRate, r.CrossDeliveredRate, r.InterNodeBytes, r.CPU, r.LatencyP99)
+	}
+	_ = tw.Flush() // a strings.Builder does not fail
 }
 
 func ratioCell(line tableLine, moha, bridge *CompareRow) string {

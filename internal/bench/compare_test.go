@@ -188,7 +188,12 @@ func TestCompareLocalCrossesAlmostNothing(t *testing.T) {
 	}
 	o.Messages = 200
 	var pids []int
-	res := runCompare(t, compareOptions(t, o, []string{SetupBridge, SetupMoha}, &pids))
+	co := compareOptions(t, o, []string{SetupBridge, SetupMoha}, &pids)
+	co.Rounds = 2
+	res := runCompare(t, co)
+	if len(res.Rounds) != 2 || res.Round < 1 || res.Round > 2 {
+		t.Errorf("two rounds ran: round %d shown, rounds %+v", res.Round, res.Rounds)
+	}
 	bridge, moha := requireRow(t, res, SetupBridge), requireRow(t, res, SetupMoha)
 	requireAllDelivered(t, bridge)
 	requireAllDelivered(t, moha)
@@ -297,6 +302,34 @@ func TestCompareTable(t *testing.T) {
 	}
 	if strings.Contains(b.String(), "moha/bridge") {
 		t.Errorf("ratio column without a bridge row:\n%s", b.String())
+	}
+}
+
+func TestMedianRound(t *testing.T) {
+	round := func(rate float64) *CompareResult {
+		return &CompareResult{Scenario: ScenarioSeed, MohaVsBridge: &CompareRatios{DeliveredRate: rate, CPU: 1}}
+	}
+	rounds := []*CompareResult{round(1.2), round(0.9), round(1.0)}
+	res := medianRound(rounds)
+	if res != rounds[2] || res.Round != 3 || len(res.Rounds) != 3 || res.Rounds[0].DeliveredRate != 1.2 {
+		t.Errorf("median of 1.2, 0.9, 1.0: round %d, rounds %+v", res.Round, res.Rounds)
+	}
+	var b strings.Builder
+	res.writeRounds(&b)
+	for _, want := range []string{"round 3 of 3", "1.20x", "0.90x", "1.00x"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("rounds lack %q:\n%s", want, b.String())
+		}
+	}
+	// An even count shows the lower middle round.
+	rounds = []*CompareResult{round(1.1), round(0.8), round(1.3), round(0.95)}
+	if res := medianRound(rounds); res.Round != 4 {
+		t.Errorf("median of 1.1, 0.8, 1.3, 0.95: round %d, want 4", res.Round)
+	}
+	// Without moha and the bridge there is no ratio to choose by.
+	rounds = []*CompareResult{{Scenario: ScenarioSeed}, {Scenario: ScenarioSeed}}
+	if res := medianRound(rounds); res != rounds[0] || len(res.Rounds) != 0 {
+		t.Errorf("no ratios: round %d, rounds %+v", res.Round, res.Rounds)
 	}
 }
 
