@@ -152,7 +152,7 @@ func probe(ctx context.Context, id, from, to string) error {
 	if err != nil {
 		return err
 	}
-	defer closeClient(sub)
+	defer closeSession(sub)
 	pub, err := connectClient(ctx, endpoint{ClientID: id + "-p", Address: from}, paho.ClientConfig{}, publisherReceiveMaximum)
 	if err != nil {
 		return err

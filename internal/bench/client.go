@@ -4,22 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync/atomic"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
-	"github.com/eclipse/paho.golang/paho/session"
-	"github.com/eclipse/paho.golang/paho/session/state"
+
+	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/session"
 )
 
 const (
 	dialTimeout = 10 * time.Second
 	keepAlive   = 30 // seconds
 	// subscriberReceiveMaximum bounds what the broker keeps in flight to a
-	// subscriber; paho also sizes a channel by it, so 65535 per client would
-	// cost half a megabyte each at 500 subscribers.
+	// subscriber.
 	subscriberReceiveMaximum = 4096
 	publisherReceiveMaximum  = 16 // publishers receive nothing
 	// minAckWait is the shortest wait for one acknowledgement before a
@@ -33,7 +33,9 @@ const (
 // errPublisherStalled is returned when acknowledgements stop coming.
 var errPublisherStalled = errors.New("bench: no acknowledgement within the wait, connection given up")
 
-// connectClient dials ep and completes the MQTT v5 handshake.
+// connectClient dials ep and completes the MQTT v5 handshake with paho's
+// client: enough for the low-rate helpers (the bridge probe's publisher,
+// the interest benchmark); the workload's clients use dialSession.
 func connectClient(ctx context.Context, ep endpoint, cfg paho.ClientConfig, receiveMax uint16) (*paho.Client, error) {
 	dialer := net.Dialer{Timeout: dialTimeout}
 	conn, err := dialer.DialContext(ctx, "tcp", ep.Address)
@@ -57,69 +59,75 @@ func connectClient(ctx context.Context, ep endpoint, cfg paho.ClientConfig, rece
 	return c, nil
 }
 
-// connectSubscriber connects ep and subscribes its filter, waiting for the
-// SUBACK; every payload received goes to onPayload.
-func connectSubscriber(ctx context.Context, ep endpoint, qos byte, onPayload func([]byte)) (*paho.Client, error) {
-	cfg := paho.ClientConfig{
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-			func(pr paho.PublishReceived) (bool, error) {
-				onPayload(pr.Packet.Payload)
-				return true, nil
-			},
-		},
+// dialSession connects ep with the agents' lean MQTT v5 session
+// (internal/session): reads through a buffer, writes batched, many
+// publishes in flight with a completion each. paho.Client reads every
+// packet header with separate read calls and writes each packet on its own:
+// with it the load generator used more than half of the machine's CPU in
+// 'moha bench compare', leaving less for the brokers it measures
+// (docs/BENCHMARKS.md, round 5).
+func dialSession(ctx context.Context, ep endpoint, receiveMax uint16, h session.Handler) (*session.Session, error) {
+	s, err := session.Dial(ctx, session.Config{
+		Addr: ep.Address, ClientID: ep.ClientID, CleanStart: true, KeepAlive: keepAlive,
+		ReceiveMaximum: receiveMax, ConnectTimeout: dialTimeout, Logger: quietLogger,
+	}, h)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s to %s: %w", ep.ClientID, ep.Address, err)
 	}
-	c, err := connectClient(ctx, ep, cfg, subscriberReceiveMaximum)
+	return s, nil
+}
+
+// quietLogger drops the sessions' own logs: the run reports what matters.
+var quietLogger = slog.New(slog.DiscardHandler)
+
+// connectSubscriber connects ep and subscribes its filter, waiting for the
+// SUBACK; every payload received goes to onPayload, on the session's reader.
+func connectSubscriber(ctx context.Context, ep endpoint, qos byte, onPayload func([]byte)) (*session.Session, error) {
+	s, err := dialSession(ctx, ep, subscriberReceiveMaximum, func(d *session.Delivery) {
+		onPayload(d.Message.Payload)
+		d.Ack()
+	})
 	if err != nil {
 		return nil, err
 	}
-	_, err = c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{
-		Topic:          ep.Topic,
+	err = s.Subscribe(ctx, session.Subscription{
+		Filter:         ep.Topic,
 		QoS:            qos,
 		RetainHandling: 2, // retained messages are not this run's traffic
-	}}})
+	})
 	if err != nil {
-		closeClient(c)
+		closeSession(s)
 		return nil, fmt.Errorf("subscribe %s to %q on %s: %w", ep.ClientID, ep.Topic, ep.Address, err)
 	}
-	return c, nil
+	return s, nil
 }
 
-// closeClient disconnects cleanly and waits until the client has stopped;
-// lost says the connection had already ended before.
-func closeClient(c *paho.Client) (lost bool) {
+// closeSession disconnects cleanly; lost says the connection had already
+// ended before.
+func closeSession(s *session.Session) (lost bool) {
 	select {
-	case <-c.Done():
+	case <-s.Done():
 		lost = true
 	default:
 	}
-	_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0}) // the connection may already be gone
+	_ = s.Close() // the connection may already be gone
 	return lost
 }
 
-// windowSession is paho's in-memory session with one change: completions
-// of QoS 1/2 publishes all go to the publisher's acks channel. Publishing
-// with AsyncSend from one goroutine then writes messages in sequence order
-// while the publisher keeps a window of them in flight and still learns the
-// outcome of each — which paho.Client does not offer by itself.
-type windowSession struct {
-	*state.State
-	acks chan packets.ControlPacket
-}
-
-func (w windowSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
-	if p.Type() == packets.PUBLISH {
-		resp = w.acks
-	}
-	return w.State.AddToSession(ctx, p, resp)
+// closeClient disconnects a paho client (the low-rate helpers') and waits
+// until it has stopped.
+func closeClient(c *paho.Client) {
+	_ = c.Disconnect(&paho.Disconnect{ReasonCode: 0}) // the connection may already be gone
 }
 
 // publisher is one publishing client and what it achieved.
 type publisher struct {
-	index   int
-	ep      endpoint
-	client  *paho.Client
-	session *state.State
-	acks    chan packets.ControlPacket
+	index int
+	ep    endpoint
+	sess  *session.Session
+	// acks receives each publish's completion; room for the whole window,
+	// so the session's goroutine never waits on it.
+	acks chan error
 
 	published atomic.Int64 // acknowledged (QoS 0: written)
 	errors    atomic.Int64
@@ -128,29 +136,14 @@ type publisher struct {
 }
 
 func connectPublisher(ctx context.Context, index int, ep endpoint, window int) (*publisher, error) {
-	p := &publisher{
-		index:   index,
-		ep:      ep,
-		session: state.NewInMemory(),
-		// Room for every message of the window: paho sends completions
-		// while holding its session lock, so this channel must never be full.
-		acks: make(chan packets.ControlPacket, window),
-	}
-	cfg := paho.ClientConfig{Session: windowSession{State: p.session, acks: p.acks}}
-	c, err := connectClient(ctx, ep, cfg, publisherReceiveMaximum)
+	s, err := dialSession(ctx, ep, publisherReceiveMaximum, func(d *session.Delivery) { d.Ack() })
 	if err != nil {
-		_ = p.session.Close()
 		return nil, err
 	}
-	p.client = c
-	return p, nil
+	return &publisher{index: index, ep: ep, sess: s, acks: make(chan error, window)}, nil
 }
 
-func (p *publisher) close() (lost bool) {
-	lost = closeClient(p.client)
-	_ = p.session.Close() // paho does not close a session it was given
-	return lost
-}
+func (p *publisher) close() (lost bool) { return closeSession(p.sess) }
 
 // publishConfig is what every publisher of a run shares.
 type publishConfig struct {
@@ -163,8 +156,8 @@ type publishConfig struct {
 }
 
 // run publishes every message in sequence order, keeping up to window of
-// them unacknowledged, and returns when all are acknowledged, the
-// connection is gone, or ctx is done.
+// them unacknowledged (QoS 0: unwritten), and returns when all are
+// acknowledged, the connection is gone, or ctx is done.
 func (p *publisher) run(ctx context.Context, cfg publishConfig) {
 	p.start = time.Now()
 	defer func() { p.end = time.Now() }()
@@ -172,7 +165,7 @@ func (p *publisher) run(ctx context.Context, cfg publishConfig) {
 	defer ackTimer.Stop()
 	inflight := 0
 	for seq := range cfg.messages {
-		for cfg.qos > 0 && inflight >= cfg.window {
+		for inflight >= cfg.window {
 			if err := p.awaitAck(ctx, ackTimer, cfg.ackWait); err != nil {
 				p.giveUp(ctx, inflight+cfg.messages-seq)
 				return
@@ -182,26 +175,9 @@ func (p *publisher) run(ctx context.Context, cfg publishConfig) {
 		if ctx.Err() != nil {
 			return
 		}
-		stored, err := p.publish(ctx, cfg, seq)
-		switch {
-		case stored:
-			inflight++
-		case err != nil:
-			// Without reconnects a failed publish means a dead connection
-			// (or arguments no message would pass): the rest would fail one
-			// by one, which takes long for a big run. Count them now.
-			p.giveUp(ctx, cfg.messages-seq)
-			p.drain(ctx, cfg, ackTimer, inflight)
-			return
-		default:
-			p.published.Add(1)
-		}
+		p.publish(cfg, seq)
+		inflight++
 	}
-	p.drain(ctx, cfg, ackTimer, inflight)
-}
-
-// drain waits for the completions of the messages still in flight.
-func (p *publisher) drain(ctx context.Context, cfg publishConfig, ackTimer *time.Timer, inflight int) {
 	for ; inflight > 0; inflight-- {
 		if err := p.awaitAck(ctx, ackTimer, cfg.ackWait); err != nil {
 			p.giveUp(ctx, inflight)
@@ -210,54 +186,38 @@ func (p *publisher) drain(ctx context.Context, cfg publishConfig, ackTimer *time
 	}
 }
 
-// publish sends message seq; stored says a completion will follow (or the
-// connection's end: QoS 1/2 messages that reached the session).
-func (p *publisher) publish(ctx context.Context, cfg publishConfig, seq int) (stored bool, err error) {
+// publish queues message seq; its completion arrives on p.acks.
+func (p *publisher) publish(cfg publishConfig, seq int) {
 	payload := encodePayload(header{
 		RunID:     cfg.runID,
 		Publisher: uint32(p.index),
 		Sequence:  uint32(seq),
 		SentAt:    time.Now().UnixNano(),
 	}, cfg.size)
-	_, err = p.client.PublishWithOptions(ctx, &paho.Publish{Topic: p.ep.Topic, QoS: cfg.qos, Payload: payload},
-		paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-	if cfg.qos == 0 {
-		return false, err
-	}
-	// A failed write after the message entered the session still ends in a
-	// completion or in the client shutting down; awaitAck handles both.
-	return err == nil || errors.Is(err, paho.ErrNetworkErrorAfterStored), err
+	p.sess.Publish(message.Message{Topic: p.ep.Topic, QoS: cfg.qos, Payload: payload}, func(err error) { p.acks <- err })
 }
 
-// awaitAck waits for one completion and counts its outcome.
+// awaitAck waits for one completion and counts its outcome: acknowledged,
+// or refused by the broker. It returns an error, counting nothing, when
+// the connection ended (the session completes what it held with that
+// error), acknowledgements stopped coming, or ctx ended: giveUp counts.
 func (p *publisher) awaitAck(ctx context.Context, timer *time.Timer, wait time.Duration) error {
-	// A completion already queued wins over a connection that has just
-	// ended: select alone would pick between them at random.
-	select {
-	case cp := <-p.acks:
-		p.countAck(cp)
-		return nil
-	default:
-	}
 	timer.Reset(wait)
 	select {
-	case cp := <-p.acks:
-		p.countAck(cp)
+	case err := <-p.acks:
+		switch {
+		case err == nil:
+			p.published.Add(1)
+		case session.IsRejected(err):
+			p.errors.Add(1)
+		default:
+			return err
+		}
 		return nil
-	case <-p.client.Done():
-		return paho.ErrConnectionLost
 	case <-timer.C:
 		return errPublisherStalled
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-func (p *publisher) countAck(cp packets.ControlPacket) {
-	if ackSucceeded(cp) {
-		p.published.Add(1)
-	} else {
-		p.errors.Add(1)
 	}
 }
 
@@ -266,19 +226,5 @@ func (p *publisher) countAck(cp packets.ControlPacket) {
 func (p *publisher) giveUp(ctx context.Context, undone int) {
 	if ctx.Err() == nil {
 		p.errors.Add(int64(undone))
-	}
-}
-
-// ackSucceeded tells a successful completion from a failed one: paho sends
-// an empty packet when it drops the message, a PUBREC only when it carries
-// an error, and the broker puts errors in reason codes >= 0x80.
-func ackSucceeded(cp packets.ControlPacket) bool {
-	switch c := cp.Content.(type) {
-	case *packets.Puback:
-		return c.ReasonCode < 0x80
-	case *packets.Pubcomp:
-		return c.ReasonCode < 0x80
-	default:
-		return false
 	}
 }

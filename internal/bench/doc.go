@@ -47,12 +47,14 @@
 // a stream is expected only when publisher and subscriber use the same
 // address, so fanout and wildcard can be checked against plain brokers.
 //
-// Pipeline N keeps N messages in flight per publisher on one ordered stream:
-// paho's session is wrapped so that each QoS 1/2 completion arrives on one
-// channel per publisher, and publishes are written in sequence order
-// (PublishWithOptions with AsyncSend), so order stays measurable. N = 1 waits
-// for each acknowledgement before the next publish, as the seed did. At
-// QoS 0 there is nothing to wait for: messages are written back to back.
+// Publishers and subscribers are the agents' lean MQTT v5 session (package
+// session: buffered reads, batched writes, a completion per publish), so
+// that the load generator takes as little of the machine as it can from
+// the brokers it measures. Pipeline N keeps N messages in flight per
+// publisher on one ordered stream: publishes are written in sequence
+// order and each completion (PUBACK, PUBCOMP; QoS 0: written) arrives on
+// one channel per publisher, so order stays measurable. N = 1 waits for
+// each acknowledgement before the next publish, as the seed did.
 //
 // Compare (`moha bench compare`) runs one workload in turn against one
 // Mosquitto, two joined by Mosquitto's own bridge (`topic # both 2`) and

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
+	"github.com/moha-project/moha/internal/session"
 )
 
 // Run executes one benchmark: connect every client, subscribe, publish,
@@ -57,7 +57,7 @@ type runner struct {
 	tally *tally
 
 	mu          sync.Mutex // guards subscribers and publishers while connecting
-	subscribers []*paho.Client
+	subscribers []*session.Session
 	publishers  []*publisher
 
 	// disconnects counts clients whose connection had ended before the
@@ -71,7 +71,7 @@ type runner struct {
 }
 
 func (r *runner) connectSubscribers(ctx context.Context) error {
-	r.subscribers = make([]*paho.Client, len(r.plan.Subscribers))
+	r.subscribers = make([]*session.Session, len(r.plan.Subscribers))
 	return forEachParallel(ctx, len(r.plan.Subscribers), func(ctx context.Context, i int) error {
 		onPayload := func(b []byte) { r.tally.record(i, b, time.Now()) }
 		c, err := connectSubscriber(ctx, r.plan.Subscribers[i], r.opts.QoS, onPayload)
@@ -182,7 +182,7 @@ func (r *runner) closeAll() {
 		}
 		for _, c := range subs {
 			if c != nil {
-				wg.Go(func() { countLost(closeClient(c)) })
+				wg.Go(func() { countLost(closeSession(c)) })
 			}
 		}
 		for _, p := range pubs {
