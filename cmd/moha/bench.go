@@ -38,6 +38,7 @@ Flags left at 0 take the scenario's default.`,
 			if err != nil {
 				return err
 			}
+			o.URLs = urls
 			if !quiet {
 				o.Progress = stderr
 			}

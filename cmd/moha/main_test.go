@@ -180,6 +180,27 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// TestBenchUsesURL: the load test runs against the endpoint --url names
+// (and nothing else: a broker on the default port must not answer for it).
+func TestBenchUsesURL(t *testing.T) {
+	b := testkit.StartBroker(t)
+	var out, errOut bytes.Buffer
+	args := []string{"bench", "--url", b.Addr, "--scenario", "local", "--messages", "50", "--json", "--quiet"}
+	if err := run(context.Background(), args, &out, &errOut); err != nil {
+		t.Fatalf("moha bench: %v\n%s", err, errOut.String())
+	}
+	var r struct{ Expected, Delivered, Lost int64 }
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("bench --json: %v\n%s", err, out.String())
+	}
+	if r.Expected == 0 || r.Delivered != r.Expected || r.Lost != 0 {
+		t.Errorf("delivered %d of %d, lost %d", r.Delivered, r.Expected, r.Lost)
+	}
+	if !strings.Contains(b.Log(), " as moha-bench-") {
+		t.Errorf("no bench client connected to --url %s; its log:\n%s", b.Addr, b.Log())
+	}
+}
+
 // TestBadConfigIsRefused: every problem is named, one line each, and the
 // agent does not start.
 func TestBadConfigIsRefused(t *testing.T) {
