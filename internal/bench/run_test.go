@@ -165,7 +165,7 @@ func TestRunPipeline(t *testing.T) {
 		pipeline int
 	}{
 		{"qos1 pipeline 8", 1, 8},
-		// Mosquitto's Receive Maximum is 20: paho's send quota holds the rest.
+		// Mosquitto's Receive Maximum is 20: the session holds the rest back.
 		{"qos2 pipeline 32", 2, 32},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
