@@ -128,6 +128,7 @@ type publisher struct {
 	// acks receives each publish's completion; room for the whole window,
 	// so the session's goroutine never waits on it.
 	acks chan error
+	done func(error) // sends to acks: one closure for every publish
 
 	published atomic.Int64 // acknowledged (QoS 0: written)
 	errors    atomic.Int64
@@ -140,7 +141,9 @@ func connectPublisher(ctx context.Context, index int, ep endpoint, window int) (
 	if err != nil {
 		return nil, err
 	}
-	return &publisher{index: index, ep: ep, sess: s, acks: make(chan error, window)}, nil
+	p := &publisher{index: index, ep: ep, sess: s, acks: make(chan error, window)}
+	p.done = func(err error) { p.acks <- err }
+	return p, nil
 }
 
 func (p *publisher) close() (lost bool) { return closeSession(p.sess) }
@@ -194,7 +197,7 @@ func (p *publisher) publish(cfg publishConfig, seq int) {
 		Sequence:  uint32(seq),
 		SentAt:    time.Now().UnixNano(),
 	}, cfg.size)
-	p.sess.Publish(message.Message{Topic: p.ep.Topic, QoS: cfg.qos, Payload: payload}, func(err error) { p.acks <- err })
+	p.sess.Publish(message.Message{Topic: p.ep.Topic, QoS: cfg.qos, Payload: payload}, p.done)
 }
 
 // awaitAck waits for one completion and counts its outcome: acknowledged,
