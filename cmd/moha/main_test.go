@@ -86,13 +86,14 @@ func TestUp(t *testing.T) {
 	// Agents run with the runtime setting they re-execute themselves for.
 	var st struct {
 		Runtime struct {
-			GOMAXPROCS int    `json:"gomaxprocs"`
-			GODEBUG    string `json:"godebug"`
+			GOMAXPROCS  int    `json:"gomaxprocs"`
+			GODEBUG     string `json:"godebug"`
+			SchedPolicy string `json:"sched_policy"`
 		} `json:"runtime"`
 	}
 	getJSON(t, "http://"+eps.Nodes[0].HTTP+"/status", &st)
-	if st.Runtime.GOMAXPROCS != 1 || !strings.Contains(st.Runtime.GODEBUG, sysmonSetting) {
-		t.Errorf("agent runtime = %+v, want gomaxprocs 1 and GODEBUG with %s", st.Runtime, sysmonSetting)
+	if st.Runtime.GOMAXPROCS != 1 || !strings.Contains(st.Runtime.GODEBUG, sysmonSetting) || st.Runtime.SchedPolicy != "batch" {
+		t.Errorf("agent runtime = %+v, want gomaxprocs 1, GODEBUG with %s, every thread batch", st.Runtime, sysmonSetting)
 	}
 
 	// A subscriber on node2 gets what a client publishes through the load balancer

@@ -66,6 +66,9 @@ type Status struct {
 type RuntimeStatus struct {
 	GOMAXPROCS int    `json:"gomaxprocs"`
 	GODEBUG    string `json:"godebug"`
+	// SchedPolicy is the Linux scheduling policy of the agent's threads
+	// ('moha agent --sched'), as the kernel reports it.
+	SchedPolicy string `json:"sched_policy"`
 }
 
 // BrokerStatus describes the sessions with the local broker.
@@ -109,7 +112,7 @@ func (a *Agent) Status() Status {
 		ForwardQueue:   a.forwarder.Pending(),
 		InboundPending: a.republisher.Pending(),
 		Uptime:         time.Since(a.started).Round(time.Second).String(),
-		Runtime:        RuntimeStatus{GOMAXPROCS: runtime.GOMAXPROCS(0), GODEBUG: os.Getenv("GODEBUG")},
+		Runtime:        RuntimeStatus{GOMAXPROCS: runtime.GOMAXPROCS(0), GODEBUG: os.Getenv("GODEBUG"), SchedPolicy: threadPolicies()},
 	}
 	for _, p := range a.mesh.Status() {
 		s.Peers = append(s.Peers, PeerStatus{

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestParseSchedPolicy(t *testing.T) {
+	for name, want := range map[string]int{"batch": unix.SCHED_BATCH, "normal": unix.SCHED_NORMAL} {
+		if got, err := parseSchedPolicy(name); err != nil || got != want {
+			t.Errorf("parseSchedPolicy(%q) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "fifo", "BATCH", "idle"} {
+		if _, err := parseSchedPolicy(bad); err == nil {
+			t.Errorf("parseSchedPolicy(%q) accepted it", bad)
+		}
+	}
+}
+
+// TestSetSchedPolicy sets the policy on this test process and checks every
+// thread, including one the runtime starts afterwards, then restores it.
+func TestSetSchedPolicy(t *testing.T) {
+	t.Cleanup(func() {
+		if err := setSchedPolicy(unix.SCHED_NORMAL); err != nil {
+			t.Errorf("restore: %v", err)
+		}
+	})
+	if err := setSchedPolicy(unix.SCHED_BATCH); err != nil {
+		t.Fatal(err)
+	}
+	// More goroutines locked to their threads than there are threads make
+	// the runtime start new ones, which must inherit the policy.
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(entries) + 1
+	locked := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan struct{})
+	for range n {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			locked <- struct{}{}
+			<-release
+			done <- struct{}{}
+		}()
+	}
+	for range n {
+		<-locked
+	}
+	checkThreadPolicies(t, unix.SCHED_BATCH)
+	close(release)
+	for range n {
+		<-done
+	}
+}
+
+func checkThreadPolicies(t *testing.T, want int) {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		attr, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			continue // ended meanwhile
+		}
+		if int(attr.Policy) != want {
+			comm, _ := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "comm"))
+			t.Errorf("thread %d (%s) has policy %d, want %d", tid, strings.TrimSpace(string(comm)), attr.Policy, want)
+		}
+	}
+}
