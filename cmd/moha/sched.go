@@ -54,20 +54,12 @@ func setSchedPolicy(policy int) error {
 // setThreadsPolicy sets policy on each thread that lacks it and reports
 // how many it changed.
 func setThreadsPolicy(policy int) (int, error) {
-	entries, err := os.ReadDir("/proc/self/task")
+	threads, err := threadAttrs()
 	if err != nil {
-		return 0, fmt.Errorf("list threads: %w", err)
+		return 0, err
 	}
 	changed := 0
-	for _, e := range entries {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		attr, err := unix.SchedGetAttr(tid, 0)
-		if err != nil {
-			continue // the thread ended meanwhile
-		}
+	for tid, attr := range threads {
 		if int(attr.Policy) == policy {
 			continue
 		}
@@ -78,4 +70,26 @@ func setThreadsPolicy(policy int) (int, error) {
 		changed++
 	}
 	return changed, nil
+}
+
+// threadAttrs returns the scheduling attributes of each thread of this
+// process, by thread id; a thread that ends meanwhile is left out.
+func threadAttrs() (map[int]*unix.SchedAttr, error) {
+	entries, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil, fmt.Errorf("list threads: %w", err)
+	}
+	threads := make(map[int]*unix.SchedAttr, len(entries))
+	for _, e := range entries {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		attr, err := unix.SchedGetAttr(tid, 0)
+		if err != nil {
+			continue // the thread ended
+		}
+		threads[tid] = attr
+	}
+	return threads, nil
 }

@@ -1,10 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -37,11 +36,11 @@ func TestSetSchedPolicy(t *testing.T) {
 	}
 	// More goroutines locked to their threads than there are threads make
 	// the runtime start new ones, which must inherit the policy.
-	entries, err := os.ReadDir("/proc/self/task")
+	threads, err := threadAttrs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := len(entries) + 1
+	n := len(threads) + 1
 	locked := make(chan struct{})
 	release := make(chan struct{})
 	done := make(chan struct{})
@@ -66,21 +65,13 @@ func TestSetSchedPolicy(t *testing.T) {
 
 func checkThreadPolicies(t *testing.T, want int) {
 	t.Helper()
-	entries, err := os.ReadDir("/proc/self/task")
+	threads, err := threadAttrs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range entries {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		attr, err := unix.SchedGetAttr(tid, 0)
-		if err != nil {
-			continue // ended meanwhile
-		}
+	for tid, attr := range threads {
 		if int(attr.Policy) != want {
-			comm, _ := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "comm"))
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/comm", tid))
 			t.Errorf("thread %d (%s) has policy %d, want %d", tid, strings.TrimSpace(string(comm)), attr.Policy, want)
 		}
 	}
