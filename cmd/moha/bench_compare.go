@@ -45,6 +45,8 @@ What is measured, per setup:
                          the clients connect until after they disconnect
   broker / agent CPU     user+system CPU time of those processes over the same window
   agent CPU per forwarded message   agents' CPU / messages they sent to a peer
+  ... publishing         the CPU figures again, from the first publish to the last
+                         delivery only: without connecting and disconnecting clients
 
 The table ends with moha's figures over the bridge's (delivered rate, bytes, CPU,
 latency). With --rounds N the setups run N times, interleaved; the table is the

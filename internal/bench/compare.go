@@ -106,6 +106,20 @@ type CompareRow struct {
 	// CPUPerDelivered is broker plus agent CPU in microseconds per
 	// delivered message.
 	CPUPerDelivered float64 `json:"cpu_per_delivered_us"`
+	// Publishing is the same CPU accounting over the messages alone, from
+	// the first publish to the last delivery: without the clients'
+	// connections, subscriptions and disconnections, which the agents
+	// follow too. Nil when the run ended before it could be read.
+	Publishing *PhaseCPU `json:"publishing,omitempty"`
+}
+
+// PhaseCPU is the CPU the brokers and agents used over part of a run.
+type PhaseCPU struct {
+	BrokerCPU       time.Duration `json:"broker_cpu"`
+	AgentCPU        time.Duration `json:"agent_cpu"`
+	Forwarded       int64         `json:"forwarded"`
+	AgentCPUPerMsg  float64       `json:"agent_cpu_per_msg_us"`
+	CPUPerDelivered float64       `json:"cpu_per_delivered_us"`
 }
 
 // CompareRatios are moha's figures over the native bridge's; 0 where the
@@ -115,8 +129,10 @@ type CompareRatios struct {
 	CrossDeliveredRate float64 `json:"cross_delivered_rate"`
 	InterNodeBytes     float64 `json:"inter_node_bytes"`
 	CPU                float64 `json:"cpu"` // brokers plus agents
-	LatencyP50         float64 `json:"latency_p50"`
-	LatencyP99         float64 `json:"latency_p99"`
+	// CPUPublishing is CPU over the messages alone (CompareRow.Publishing).
+	CPUPublishing float64 `json:"cpu_publishing"`
+	LatencyP50    float64 `json:"latency_p50"`
+	LatencyP99    float64 `json:"latency_p99"`
 }
 
 // Compare runs the same workload against each setup in turn, on this
@@ -268,15 +284,31 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 	}
 	w := o.Bench
 	w.URLs, w.SubscriberURLs, w.Isolated = s.urls, nil, false
+	var want map[string]int
 	if s.waitInterest != nil {
-		want, err := filtersPerAddress(w)
-		if err != nil {
+		if want, err = filtersPerAddress(w); err != nil {
 			return row, err
 		}
-		w.BeforePublish = func(ctx context.Context) error {
+	}
+	// The counters are read again around the messages alone: from the
+	// first publish to the last delivery.
+	var publishing, drained counters
+	var drainedErr error
+	drainedRead := false
+	w.BeforePublish = func(ctx context.Context) error {
+		if s.waitInterest != nil {
 			o.progressf(name, "clients subscribed; waiting until every agent knows its peer's interest")
-			return s.waitInterest(ctx, want, o.SetupTimeout)
+			if err := s.waitInterest(ctx, want, o.SetupTimeout); err != nil {
+				return err
+			}
 		}
+		var err error
+		publishing, err = s.counters(ctx)
+		return err
+	}
+	w.AfterDrain = func(ctx context.Context) {
+		drained, drainedErr = s.counters(context.WithoutCancel(ctx))
+		drainedRead = true
 	}
 	before, err := s.counters(ctx)
 	if err != nil {
@@ -290,6 +322,9 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 	row.Result = res
 	if err == nil {
 		row.measure(before, after)
+	}
+	if res != nil && drainedRead && drainedErr == nil {
+		row.Publishing = phaseCPU(publishing, drained, res)
 	}
 	if res != nil {
 		o.progressf(name, "delivered %d/%d in %s", res.Delivered, res.Expected, res.Duration.Round(time.Millisecond))
@@ -308,6 +343,23 @@ func (r *CompareRow) measure(before, after counters) {
 	if r.Result != nil && r.Result.Delivered > 0 {
 		r.CPUPerDelivered = micros(r.BrokerCPU+r.AgentCPU) / float64(r.Result.Delivered)
 	}
+}
+
+// phaseCPU is what the processes used between two readings of their
+// counters, and per message.
+func phaseCPU(start, end counters, res *Result) *PhaseCPU {
+	p := &PhaseCPU{
+		BrokerCPU: end.brokerCPU - start.brokerCPU,
+		AgentCPU:  end.agentCPU - start.agentCPU,
+		Forwarded: end.forwarded - start.forwarded,
+	}
+	if p.Forwarded > 0 {
+		p.AgentCPUPerMsg = micros(p.AgentCPU) / float64(p.Forwarded)
+	}
+	if res.Delivered > 0 {
+		p.CPUPerDelivered = micros(p.BrokerCPU+p.AgentCPU) / float64(res.Delivered)
+	}
+	return p
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
@@ -615,6 +667,7 @@ func (c *CompareResult) ratios() *CompareRatios {
 		CrossDeliveredRate: over(crossDeliveredRate),
 		InterNodeBytes:     over(interNodeBytes),
 		CPU:                over(totalCPU),
+		CPUPublishing:      over(publishingCPU),
 		LatencyP50:         over(latencyP50),
 		LatencyP99:         over(latencyP99),
 	}
@@ -643,6 +696,13 @@ func latencyP99(r *CompareRow) float64         { return float64(r.Result.Latency
 func interNodeBytes(r *CompareRow) float64     { return float64(r.InterNodeBytes) }
 func totalCPU(r *CompareRow) float64           { return float64(r.BrokerCPU + r.AgentCPU) }
 
+func publishingCPU(r *CompareRow) float64 {
+	if r.Publishing == nil {
+		return 0
+	}
+	return float64(r.Publishing.BrokerCPU + r.Publishing.AgentCPU)
+}
+
 var compareLines = []tableLine{
 	{"delivered / expected", func(r *CompareRow) string { return fmt.Sprintf("%d / %d", r.Result.Delivered, r.Result.Expected) }, nil},
 	{"lost", func(r *CompareRow) string { return fmt.Sprint(r.Result.Lost) }, nil},
@@ -670,6 +730,18 @@ var compareLines = []tableLine{
 		}
 		return fmt.Sprintf("%.1f", r.AgentCPUPerMsg)
 	}, nil},
+	{"CPU per delivered msg, publishing (µs) ⁵", func(r *CompareRow) string {
+		if r.Publishing == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", r.Publishing.CPUPerDelivered)
+	}, publishingCPU},
+	{"agent CPU per fwd msg, publishing (µs) ⁵", func(r *CompareRow) string {
+		if r.Publishing == nil || r.Publishing.Forwarded == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", r.Publishing.AgentCPUPerMsg)
+	}, nil},
 }
 
 const compareFootnotes = `¹ deliveries to a subscriber on another broker than its publisher's (none in single:
@@ -681,6 +753,8 @@ const compareFootnotes = `¹ deliveries to a subscriber on another broker than i
   column compares brokers+agents in total.
 ⁴ messages the agents sent to a peer (sent_messages on /status); agent CPU per forwarded
   message divides both agents' CPU time by that count.
+⁵ the same CPU accounting from the first publish to the last delivery only, without
+  connecting, subscribing and disconnecting the clients (which the agents follow too).
 `
 
 // WriteTable prints the setups side by side, with moha's figures over the

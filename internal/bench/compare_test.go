@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,6 +177,21 @@ func TestCompareSmoke(t *testing.T) {
 	if single.AgentCPU != 0 || bridge.AgentCPU != 0 || bridge.Forwarded != 0 {
 		t.Errorf("agent figures without agents: single %s, bridge %s / %d", single.AgentCPU, bridge.AgentCPU, bridge.Forwarded)
 	}
+	// The publishing phase is inside the whole window, and every message
+	// crossed during it.
+	for _, r := range []*CompareRow{single, bridge, moha} {
+		p := r.Publishing
+		if p == nil {
+			t.Errorf("%s: no publishing-phase figures", r.Setup)
+			continue
+		}
+		if p.BrokerCPU < 0 || p.BrokerCPU > r.BrokerCPU || p.AgentCPU < 0 || p.AgentCPU > r.AgentCPU {
+			t.Errorf("%s: publishing CPU %s / %s outside the whole run's %s / %s", r.Setup, p.BrokerCPU, p.AgentCPU, r.BrokerCPU, r.AgentCPU)
+		}
+	}
+	if p := moha.Publishing; p != nil && p.Forwarded != moha.Forwarded {
+		t.Errorf("moha: %d messages forwarded while publishing, %d in all", p.Forwarded, moha.Forwarded)
+	}
 	if res.MohaVsBridge == nil || res.MohaVsBridge.InterNodeBytes <= 0 || res.MohaVsBridge.InterNodeBytes >= 1 {
 		t.Errorf("moha/bridge ratios: %+v", res.MohaVsBridge)
 	}
@@ -268,6 +285,7 @@ func TestCompareTable(t *testing.T) {
 				Pipeline: 1, Expected: 60000, Delivered: 60000, Published: 60000, DeliveredRate: rate},
 			InterNodeBytes: bytes, Forwarded: fwd, AgentCPU: time.Duration(fwd) * 10 * time.Microsecond,
 			AgentCPUPerMsg: 10,
+			Publishing:     &PhaseCPU{Forwarded: fwd, AgentCPU: time.Duration(fwd) * 8 * time.Microsecond, AgentCPUPerMsg: 8.5},
 		}
 	}
 	res := &CompareResult{Scenario: ScenarioSeed, Rows: []CompareRow{
@@ -282,6 +300,7 @@ func TestCompareTable(t *testing.T) {
 	for _, want := range []string{
 		"scenario seed: 20 publishers x 3000 messages x 100 B, 500 subscribers, QoS 1, pipeline 1",
 		"single", "bridge", "moha/bridge", "60000 / 60000", "1.25x", "10,000,000", "4,000,000", "0.40x", "10.0",
+		"agent CPU per fwd msg, publishing (µs) ⁵", "8.5",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -404,6 +423,57 @@ func TestBeforePublishRunsAfterSubscribesAndCanStopTheRun(t *testing.T) {
 	if res, err := Run(context.Background(), o); !errors.Is(err, stop) || res != nil {
 		t.Errorf("Run with a failing BeforePublish: %v, %v", res, err)
 	}
+}
+
+func TestAfterDrainRunsOnceBeforeClientsDisconnect(t *testing.T) {
+	a, b := startMosquitto(t), startMosquitto(t)
+	o := smallOptions(t, ScenarioFanout, a, b)
+	o.Isolated = true // two brokers not joined: each subscriber hears its own
+	var calls, open int
+	o.AfterDrain = func(context.Context) {
+		calls++
+		open = establishedTo(t, a)
+	}
+	res := runBench(t, o)
+	if calls != 1 {
+		t.Errorf("AfterDrain called %d times, want 1", calls)
+	}
+	if res.Delivered != res.Expected {
+		t.Errorf("delivered %d of %d", res.Delivered, res.Expected)
+	}
+	// Clients alternate between a and b, starting with a.
+	if want := (o.Subscribers+1)/2 + (o.Publishers+1)/2; open < want {
+		t.Errorf("%d connections to %s when AfterDrain ran, want the run's %d still open", open, a, want)
+	}
+	if n := establishedTo(t, a); n != 0 {
+		t.Errorf("%d connections to %s after the run", n, a)
+	}
+}
+
+// establishedTo counts this host's established TCP connections to addr
+// (an IPv4 host:port), from /proc/net/tcp: the run's own clients.
+func establishedTo(t *testing.T, addr string) int {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := ap.Addr().As4()
+	// /proc/net/tcp prints the address as a little-endian hex word.
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], ap.Port())
+	data, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		const established = "01"
+		if len(f) > 3 && f[2] == want && f[3] == established {
+			n++
+		}
+	}
+	return n
 }
 
 func TestCrossDeliveredCountsOtherAddresses(t *testing.T) {

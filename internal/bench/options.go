@@ -80,6 +80,11 @@ type Options struct {
 	// subscribed, before the first publish: a cluster uses it to wait until
 	// the new subscriptions have reached every node. An error ends the run.
 	BeforePublish func(ctx context.Context) error
+	// AfterDrain, when set, runs once the last expected message arrived
+	// (or the wait for it ended), before any client disconnects: a
+	// comparison reads the processes' counters there, so that what they
+	// spent on the messages alone is known.
+	AfterDrain func(ctx context.Context)
 }
 
 // DefaultOptions returns the defaults of a scenario, with URLs set to a

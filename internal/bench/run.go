@@ -42,6 +42,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	r.publishAndDrain(ctx)
+	if o.AfterDrain != nil {
+		o.AfterDrain(ctx)
+	}
 	r.closeAll() // handlers have returned once this is done: the tally is final
 	res := r.result()
 	if err := ctx.Err(); err != nil {
