@@ -290,11 +290,7 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 			return row, err
 		}
 	}
-	// The counters are read again around the messages alone: from the
-	// first publish to the last delivery.
-	var publishing, drained counters
-	var drainedErr error
-	drainedRead := false
+	window := &publishWindow{setup: s}
 	w.BeforePublish = func(ctx context.Context) error {
 		if s.waitInterest != nil {
 			o.progressf(name, "clients subscribed; waiting until every agent knows its peer's interest")
@@ -302,14 +298,9 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 				return err
 			}
 		}
-		var err error
-		publishing, err = s.counters(ctx)
-		return err
+		return window.open(ctx)
 	}
-	w.AfterDrain = func(ctx context.Context) {
-		drained, drainedErr = s.counters(context.WithoutCancel(ctx))
-		drainedRead = true
-	}
+	w.AfterDrain = window.close
 	before, err := s.counters(ctx)
 	if err != nil {
 		return row, err
@@ -323,8 +314,8 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 	if err == nil {
 		row.measure(before, after)
 	}
-	if res != nil && drainedRead && drainedErr == nil {
-		row.Publishing = phaseCPU(publishing, drained, res)
+	if res != nil {
+		row.Publishing = window.cpu(res)
 	}
 	if res != nil {
 		o.progressf(name, "delivered %d/%d in %s", res.Delivered, res.Expected, res.Duration.Round(time.Millisecond))
@@ -345,21 +336,46 @@ func (r *CompareRow) measure(before, after counters) {
 	}
 }
 
-// phaseCPU is what the processes used between two readings of their
-// counters, and per message.
-func phaseCPU(start, end counters, res *Result) *PhaseCPU {
-	p := &PhaseCPU{
+// publishWindow reads a setup's counters at the first publish and at the
+// last delivery, to know what the messages alone cost.
+type publishWindow struct {
+	setup      *setup
+	start, end counters
+	closed     bool // end holds a reading
+}
+
+func (p *publishWindow) open(ctx context.Context) error {
+	var err error
+	p.start, err = p.setup.counters(ctx)
+	return err
+}
+
+func (p *publishWindow) close(ctx context.Context) {
+	var err error
+	// A cancelled run leaves the processes up: read what they used.
+	p.end, err = p.setup.counters(context.WithoutCancel(ctx))
+	p.closed = err == nil
+}
+
+// cpu is what the processes used inside the window, and per message; nil
+// when the run ended before the window closed.
+func (p *publishWindow) cpu(res *Result) *PhaseCPU {
+	if !p.closed {
+		return nil
+	}
+	start, end := p.start, p.end
+	c := &PhaseCPU{
 		BrokerCPU: end.brokerCPU - start.brokerCPU,
 		AgentCPU:  end.agentCPU - start.agentCPU,
 		Forwarded: end.forwarded - start.forwarded,
 	}
-	if p.Forwarded > 0 {
-		p.AgentCPUPerMsg = micros(p.AgentCPU) / float64(p.Forwarded)
+	if c.Forwarded > 0 {
+		c.AgentCPUPerMsg = micros(c.AgentCPU) / float64(c.Forwarded)
 	}
 	if res.Delivered > 0 {
-		p.CPUPerDelivered = micros(p.BrokerCPU+p.AgentCPU) / float64(res.Delivered)
+		c.CPUPerDelivered = micros(c.BrokerCPU+c.AgentCPU) / float64(res.Delivered)
 	}
-	return p
+	return c
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
