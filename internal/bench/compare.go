@@ -316,8 +316,6 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 	}
 	if res != nil {
 		row.Publishing = window.cpu(res)
-	}
-	if res != nil {
 		o.progressf(name, "delivered %d/%d in %s", res.Delivered, res.Expected, res.Duration.Round(time.Millisecond))
 	}
 	return row, errors.Join(runErr, err)
