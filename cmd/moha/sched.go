@@ -34,6 +34,21 @@ func parseSchedPolicy(name string) (int, error) {
 	return policy, nil
 }
 
+// applySchedPolicy sets policy unless the agent was started under a policy
+// other than the default ones (an operator's chrt or systemd
+// CPUSchedulingPolicy=): that choice is left alone. It returns the policy
+// the agent runs under.
+func applySchedPolicy(policy int) (int, error) {
+	started, err := unix.SchedGetAttr(0, 0)
+	if err != nil {
+		return 0, fmt.Errorf("read scheduling policy: %w", err)
+	}
+	if p := int(started.Policy); p != unix.SCHED_NORMAL && p != unix.SCHED_BATCH {
+		return p, nil
+	}
+	return policy, setSchedPolicy(policy)
+}
+
 // setSchedPolicy puts every thread of this process under policy, keeping
 // each thread's nice value. Threads started later inherit the policy of the
 // thread that creates them, so setting the existing ones is enough; the

@@ -76,3 +76,30 @@ func checkThreadPolicies(t *testing.T, want int) {
 		}
 	}
 }
+
+// TestApplySchedPolicyKeepsAnOperatorsChoice starts from SCHED_IDLE, as an
+// operator's chrt would leave the agent, and checks it is kept.
+func TestApplySchedPolicyKeepsAnOperatorsChoice(t *testing.T) {
+	t.Cleanup(func() {
+		if err := setSchedPolicy(unix.SCHED_NORMAL); err != nil {
+			t.Errorf("restore: %v", err)
+		}
+	})
+	if err := setSchedPolicy(unix.SCHED_IDLE); err != nil {
+		t.Fatal(err)
+	}
+	got, err := applySchedPolicy(unix.SCHED_BATCH)
+	if err != nil || got != unix.SCHED_IDLE {
+		t.Errorf("applySchedPolicy(batch) from idle = %d, %v; want %d (kept)", got, err, unix.SCHED_IDLE)
+	}
+	checkThreadPolicies(t, unix.SCHED_IDLE)
+
+	// From the default policy it applies.
+	if err := setSchedPolicy(unix.SCHED_NORMAL); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := applySchedPolicy(unix.SCHED_BATCH); err != nil || got != unix.SCHED_BATCH {
+		t.Errorf("applySchedPolicy(batch) from normal = %d, %v", got, err)
+	}
+	checkThreadPolicies(t, unix.SCHED_BATCH)
+}

@@ -59,8 +59,14 @@ func statPolicy(stat string) string {
 	if err != nil {
 		return "unknown"
 	}
-	if name, ok := policyNames[n]; ok {
+	return SchedPolicyName(n)
+}
+
+// SchedPolicyName names a Linux scheduling policy ("batch"), or gives its
+// number when it has no name here.
+func SchedPolicyName(policy int) string {
+	if name, ok := policyNames[policy]; ok {
 		return name
 	}
-	return strconv.Itoa(n)
+	return strconv.Itoa(policy)
 }
