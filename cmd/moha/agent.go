@@ -58,11 +58,11 @@ policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
 				return err
 			}
 			setProcs(procs)
-			policy, err := parseSchedPolicy(sched)
+			policy, err := agent.ParseSchedPolicy(sched)
 			if err != nil {
 				return err
 			}
-			if applied, err := applySchedPolicy(policy); err != nil {
+			if applied, err := agent.ApplySchedPolicy(policy); err != nil {
 				// A container may forbid it: the agent works, just costlier.
 				log.Warn("cannot set the scheduling policy; running with the default", "sched", sched, "err", err)
 			} else if applied != policy {

@@ -1,44 +1,130 @@
 package agent
 
 import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-func TestStatPolicy(t *testing.T) {
-	// Fields after the command name, from field 3 (state) to 41 (policy).
-	tail := func(policy string) string {
-		s := "S"
-		for field := 4; field <= 40; field++ {
-			s += " 7"
+func TestParseSchedPolicy(t *testing.T) {
+	for name, want := range map[string]int{"batch": unix.SCHED_BATCH, "normal": unix.SCHED_NORMAL} {
+		if got, err := ParseSchedPolicy(name); err != nil || got != want {
+			t.Errorf("ParseSchedPolicy(%q) = %d, %v; want %d", name, got, err, want)
 		}
-		return s + " " + policy + " 0 0"
 	}
-	cases := []struct{ stat, want string }{
-		{"123 (moha) " + tail("3"), "batch"},
-		{"123 (moha) " + tail("0"), "normal"},
-		{"123 (a) (b c)) " + tail("5"), "idle"}, // a command name may hold ") " itself
-		{"123 (moha) " + tail("9"), "9"},
-		{"123 (moha) S 1 2", "unknown"},
-		{"garbage", "unknown"},
-		{"123 (moha) " + tail("x"), "unknown"},
-	}
-	for _, c := range cases {
-		if got := statPolicy(c.stat); got != c.want {
-			t.Errorf("statPolicy(%q) = %q, want %q", c.stat, got, c.want)
+	for _, bad := range []string{"", "fifo", "BATCH", "idle"} {
+		if _, err := ParseSchedPolicy(bad); err == nil {
+			t.Errorf("ParseSchedPolicy(%q) accepted it", bad)
 		}
 	}
 }
 
+func TestSchedPolicyName(t *testing.T) {
+	for policy, want := range map[int]string{3: "batch", 0: "normal", 5: "idle", 9: "9"} {
+		if got := SchedPolicyName(policy); got != want {
+			t.Errorf("SchedPolicyName(%d) = %q, want %q", policy, got, want)
+		}
+	}
+}
+
+// restoreNormalPolicy puts the test process back under the default policy
+// when the test ends.
+func restoreNormalPolicy(t *testing.T) {
+	t.Cleanup(func() {
+		if err := setSchedPolicy(unix.SCHED_NORMAL); err != nil {
+			t.Errorf("restore: %v", err)
+		}
+	})
+}
+
+// TestSetSchedPolicy sets the policy on this test process and checks every
+// thread, including ones the runtime starts afterwards, then restores it.
+func TestSetSchedPolicy(t *testing.T) {
+	restoreNormalPolicy(t)
+	if err := setSchedPolicy(unix.SCHED_BATCH); err != nil {
+		t.Fatal(err)
+	}
+	// More goroutines locked to their threads than there are threads make
+	// the runtime start new ones, which must inherit the policy.
+	threads, err := threadAttrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(threads) + 1
+	locked := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan struct{})
+	for range n {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			locked <- struct{}{}
+			<-release
+			done <- struct{}{}
+		}()
+	}
+	for range n {
+		<-locked
+	}
+	checkThreadPolicies(t, unix.SCHED_BATCH)
+	if got := threadPolicies(); got != "batch" {
+		t.Errorf("threadPolicies() = %q, want batch", got)
+	}
+	close(release)
+	for range n {
+		<-done
+	}
+}
+
+func checkThreadPolicies(t *testing.T, want int) {
+	t.Helper()
+	threads, err := threadAttrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tid, attr := range threads {
+		if int(attr.Policy) != want {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/comm", tid))
+			t.Errorf("thread %d (%s) has policy %d, want %d", tid, strings.TrimSpace(string(comm)), attr.Policy, want)
+		}
+	}
+}
+
+// TestApplySchedPolicyKeepsAnOperatorsChoice starts from SCHED_IDLE, as an
+// operator's chrt would leave the agent, and checks it is kept.
+func TestApplySchedPolicyKeepsAnOperatorsChoice(t *testing.T) {
+	restoreNormalPolicy(t)
+	if err := setSchedPolicy(unix.SCHED_IDLE); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ApplySchedPolicy(unix.SCHED_BATCH)
+	if err != nil || got != unix.SCHED_IDLE {
+		t.Errorf("ApplySchedPolicy(batch) from idle = %d, %v; want %d (kept)", got, err, unix.SCHED_IDLE)
+	}
+	checkThreadPolicies(t, unix.SCHED_IDLE)
+
+	// From the default policy it applies.
+	if err := setSchedPolicy(unix.SCHED_NORMAL); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ApplySchedPolicy(unix.SCHED_BATCH); err != nil || got != unix.SCHED_BATCH {
+		t.Errorf("ApplySchedPolicy(batch) from normal = %d, %v", got, err)
+	}
+	checkThreadPolicies(t, unix.SCHED_BATCH)
+}
+
 // TestThreadPolicies reads this test process's own threads: no test here
-// changes their policy, so they all have the calling thread's.
+// leaves their policy changed, so they all have the calling thread's.
 func TestThreadPolicies(t *testing.T) {
 	attr, err := unix.SchedGetAttr(0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := threadPolicies(), policyNames[int(attr.Policy)]; got != want {
+	if got, want := threadPolicies(), SchedPolicyName(int(attr.Policy)); got != want {
 		t.Errorf("threadPolicies() = %q, want %q", got, want)
 	}
 }
