@@ -357,7 +357,7 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 	}
 	ev, err = interest.ParseLine(m.Topic, m.Payload)
 	if err == nil && !a.isOwnClient(ev.ClientID) {
-		if note, ok := a.takeovers.onEvent(ev, time.Now()); ok {
+		if note, ok := a.takeovers.onEvent(&ev, time.Now()); ok {
 			a.mesh.AnnounceClient(note)
 		}
 	}

