@@ -14,11 +14,11 @@ import (
 
 func newAgentCommand(stderr io.Writer) *cobra.Command {
 	var (
-		clusterFile, node, logLevel  string
-		brokerAddr, listen, httpAddr string
-		sched                        string
-		pprofOn                      bool
-		procs                        int
+		clusterFile, node, logLevel           string
+		brokerAddr, listen, httpAddr, dataSub string
+		sched                                 string
+		pprofOn                               bool
+		procs                                 int
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --cluster FILE --node NAME",
@@ -85,6 +85,9 @@ policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
 			if httpAddr != "" {
 				n.HTTP = httpAddr
 			}
+			if dataSub != "" {
+				c.DataSubscription = dataSub
+			}
 			if err := c.Validate(); err != nil {
 				return fmt.Errorf("invalid configuration after flags:\n%w", err)
 			}
@@ -102,6 +105,7 @@ policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
 	f.StringVar(&listen, "listen", "", "override the address peer agents connect to (host:port)")
 	f.StringVar(&httpAddr, "http", "", "override the HTTP address for health, metrics and status")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&dataSub, "data-subscription", "", "override data_subscription: all (every message reaches the agent, which keeps a replay history: no subscribe window) or interest (only what peers want: less broker work, but a subscription on another node misses what is published here until it is known here)")
 	f.IntVar(&procs, "procs", 1, "OS threads running Go code (GOMAXPROCS) for the agent; 0: one per core. An explicit GOMAXPROCS environment variable wins")
 	f.StringVar(&sched, "sched", "batch", "Linux scheduling policy of the agent's threads: batch (yields to the broker when it wakes) or normal")
 	f.BoolVar(&pprofOn, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address (exposes internals: keep that port private)")

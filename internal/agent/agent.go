@@ -7,6 +7,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -167,7 +168,7 @@ func (a *Agent) build() error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry)
+	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry, a.historyLimits())
 	data := a.dataClientIDs()
 	a.table = interest.NewTable([]string{data[0], data[1], a.logClientID(), a.scanClientID()}, a.localInterest)
 	for _, id := range []string{data[0], data[1], a.scanClientID()} {
@@ -247,16 +248,34 @@ func (a *Agent) peerDigest(peer string, entries []cluster.DigestEntry) {
 	})
 }
 
-// peerInterest is the mesh's callback for a peer's interest.
-func (a *Agent) peerInterest(peer string, replace bool, added, removed []string) {
-	// The data session is not current from before the router shows the
-	// change until the follower has seen it (notifyWant, after).
-	a.wantGen.Add(1)
-	defer a.notifyWant()
-	if bad := a.router.Apply(peer, replace, added, removed); len(bad) > 0 {
-		a.metrics.invalidPeerFilters.WithLabelValues(peer).Add(float64(len(bad)))
-		a.log.Warn("peer advertised invalid filters, ignored", "peer", peer, "count", len(bad), "first", bad[0])
+// historyLimits is the forwarder's replay history: on while the data
+// session subscribes to every message (data_subscription all).
+func (a *Agent) historyLimits() forward.HistoryLimits {
+	if !a.cluster.SubscribesAll() {
+		return forward.HistoryLimits{}
 	}
+	c, d := a.cluster, config.Default()
+	return forward.HistoryLimits{
+		Window: time.Duration(cmp.Or(c.ReplayWindow, d.ReplayWindow)),
+		Bytes:  int64(cmp.Or(c.ReplayBytes, d.ReplayBytes)),
+		Margin: time.Duration(cmp.Or(c.ReplayMargin, d.ReplayMargin)),
+	}
+}
+
+// peerInterest is the mesh's callback for a peer's interest. The forwarding
+// loop applies it, in order with the messages before it, and replays what
+// the peer missed.
+func (a *Agent) peerInterest(peer string, ch cluster.InterestChange) {
+	// The data session is not current from before the change reaches the
+	// router until the follower has seen it (notifyWant, after).
+	a.wantGen.Add(1)
+	a.forwarder.Interest(peer, ch, func(bad []string) {
+		defer a.notifyWant()
+		if len(bad) > 0 {
+			a.metrics.invalidPeerFilters.WithLabelValues(peer).Add(float64(len(bad)))
+			a.log.Warn("peer advertised invalid filters, ignored", "peer", peer, "count", len(bad), "first", bad[0])
+		}
+	})
 }
 
 func (a *Agent) linkState(peer string, up bool) {

@@ -11,6 +11,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 )
 
@@ -82,11 +83,20 @@ func countTopic(ms []*paho.Publish, topic string) int {
 	return n
 }
 
-// TestNotSentWithoutInterest: messages nobody on a peer wants do not cross;
-// the broker does not even hand them to the agent, whose data session
-// subscribes only to what peers need.
+// TestNotSentWithoutInterest: messages nobody on a peer wants do not cross.
+// With data_subscription interest the broker does not even hand them to
+// the agent, whose data session subscribes only to what peers need; with
+// all (the default) the agent reads them, for its replay history.
 func TestNotSentWithoutInterest(t *testing.T) {
-	c := startCluster(t, 2)
+	for _, mode := range []string{config.DataSubscriptionInterest, config.DataSubscriptionAll} {
+		t.Run(mode, func(t *testing.T) {
+			c := startCluster(t, 2, func(cl *config.Cluster) { cl.DataSubscription = mode })
+			notSentWithoutInterest(t, c, mode == config.DataSubscriptionAll)
+		})
+	}
+}
+
+func notSentWithoutInterest(t *testing.T, c *launch.Cluster, readsAll bool) {
 	a1 := c.Agent("node1")
 	local := func() float64 { return testutil.ToFloat64(a1.Metrics().Local) }
 	targeted := func() float64 {
@@ -96,7 +106,11 @@ func TestNotSentWithoutInterest(t *testing.T) {
 	connect(t, addr(c, "node2"), "sys-skip").subscribe("$SYS/broker/uptime", 0) // the broker's own: never crosses
 	sub.subscribe("wanted/#", 1)
 	peerKnows(t, c, "node1", "node2", "wanted/#", true)
-	waitFor(t, 5*time.Second, "node1's data session to hold wanted/# alone", func() bool {
+	held := "wanted/#"
+	if readsAll {
+		held = "#"
+	}
+	waitFor(t, 5*time.Second, "node1's data session to hold "+held+" alone", func() bool {
 		return metricSum(t, c.MustNode("node1").HTTP, "moha_data_subscriptions") == 1
 	})
 	local0, tgt0 := local(), targeted()
@@ -106,12 +120,16 @@ func TestNotSentWithoutInterest(t *testing.T) {
 	}
 	pub.pub("wanted/marker", 1, "m")
 	sub.expectOnly("wanted/marker", 5*time.Second)
-	if d := local() - local0; d != 1 {
-		t.Fatalf("node1's agent read %v messages from its broker, want 1", d)
+	wantRead := 1.0
+	if readsAll {
+		wantRead = 51
+	}
+	if d := local() - local0; d != wantRead {
+		t.Fatalf("node1's agent read %v messages from its broker, want %v", d, wantRead)
 	}
 	// node2's interest in a $SYS topic came before wanted/#, which is held.
 	if n := metricSum(t, c.MustNode("node1").HTTP, "moha_data_subscriptions"); n != 1 {
-		t.Fatalf("node1's data session holds %v filters, want wanted/# alone", n)
+		t.Fatalf("node1's data session holds %v filters, want %s alone", n, held)
 	}
 	if d := targeted() - tgt0; d != 1 {
 		t.Fatalf("sent %v messages to node2, want 1", d)

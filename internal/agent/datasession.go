@@ -284,6 +284,13 @@ func (c *dataConn) apply(ctx context.Context, step *datasub.Step) error {
 // each new subscription would replay them all.
 func (a *Agent) wantedFilters() map[string]bool {
 	want := map[string]bool{}
+	if a.cluster.SubscribesAll() {
+		// Every message: the replay history closes the subscribe window
+		// (docs/ARCHITECTURE.md, "The subscribe window").
+		want["#"] = false
+		a.addRetainedTopics(want)
+		return want
+	}
 	wild := topic.NewTrie()
 	a.router.EachWanted(func(f string) {
 		// "$" topics ($SYS and the like) are the local broker's own: they
@@ -301,12 +308,18 @@ func (a *Agent) wantedFilters() map[string]bool {
 			delete(want, f)
 		}
 	}
+	a.addRetainedTopics(want)
+	return want
+}
+
+// addRetainedTopics adds every topic holding a retained message, with a
+// replay of it.
+func (a *Agent) addRetainedTopics(want map[string]bool) {
 	for _, t := range a.retained.topics() {
 		if topic.ValidateFilter(t) == nil {
 			want[t] = true
 		}
 	}
-	return want
 }
 
 // requestRescan asks the rescan loop for a scan of the broker's retained

@@ -12,9 +12,10 @@ import (
 // TestInterestChurnOneCopy: while a peer's interest churns through
 // overlapping filters, so that node1's data session subscribes and
 // unsubscribes them under load, a steady subscriber on node2 gets every
-// message exactly once.
+// message exactly once. (With data_subscription interest: under all the
+// data session holds "#" whatever peers want.)
 func TestInterestChurnOneCopy(t *testing.T) {
-	c := startCluster(t, 2)
+	c := startCluster(t, 2, followInterest)
 	steady := connect(t, addr(c, "node2"), "churn-steady")
 	steady.subscribe("ch/+/x", 1)
 	peerKnows(t, c, "node1", "node2", "ch/+/x", true)

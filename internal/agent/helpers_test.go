@@ -291,3 +291,7 @@ func retainedOn(t testing.TB, c *launch.Cluster, node, filter string) map[string
 		got[m.Topic] = string(m.Payload)
 	}
 }
+
+// followInterest configures a cluster whose data sessions follow the peers'
+// interest (data_subscription interest) instead of taking every message.
+func followInterest(c *config.Cluster) { c.DataSubscription = config.DataSubscriptionInterest }

@@ -57,7 +57,7 @@ func TestOfflineV5CleanStartSession(t *testing.T) {
 			var runs [2][]string
 			for j, pubNode := range []string{"node1", "node2"} {
 				id := "v5off-" + strconv.Itoa(i) + "-" + strconv.Itoa(j)
-				runs[j] = runOfflineV5(t, c, way, id, pubNode)
+				runs[j] = runOfflineV5(t, c, way, id, pubNode, runs[0])
 			}
 			if len(runs[0]) < 3 { // qos1, qos2, lasts
 				t.Fatalf("one broker gave %v: the scenario does not exercise the queue", runs[0])
@@ -73,8 +73,8 @@ func TestOfflineV5CleanStartSession(t *testing.T) {
 // pubNode (QoS 0, 1, 2; one QoS 1 message that expires while queued and one
 // that does not), reconnects with clean start 0 and returns what arrives,
 // sorted. A message that arrives with more expiry left than it was given
-// fails the test.
-func runOfflineV5(t *testing.T, c *launch.Cluster, way offlineV5, id, pubNode string) []string {
+// fails the test. want is what one broker gave (nil for that run).
+func runOfflineV5(t *testing.T, c *launch.Cluster, way offlineV5, id, pubNode string, want []string) []string {
 	t.Helper()
 	sub := connect(t, addr(c, "node1"), id, way.connect...)
 	sub.subscribe(id+"/+", 2)
@@ -101,19 +101,53 @@ func runOfflineV5(t *testing.T, c *launch.Cluster, way offlineV5, id, pubNode st
 	if !back.sessionPresent {
 		t.Fatalf("%s (publisher on %s): session present = 0 on reconnect", id, pubNode)
 	}
-	var got []string
-	for {
-		m := back.expect(1, 5*time.Second)[0]
-		if string(m.Payload) == "end" {
-			break
-		}
-		if m.Properties != nil && m.Properties.MessageExpiry != nil && *m.Properties.MessageExpiry >= 300 {
-			t.Errorf("%q arrived with %d s of expiry left, more than it can have after waiting", m.Payload, *m.Properties.MessageExpiry)
-		}
-		got = append(got, string(m.Payload))
-	}
+	// One broker delivers in publishing order (the publisher waits for each
+	// acknowledgement). Across nodes a QoS 2 message may be queued after a
+	// later QoS 1 one (MQTT orders per topic and QoS), so wait for what one
+	// broker gave too, then prove nothing more is queued: a message the
+	// client publishes to itself now comes after everything queued before.
+	got := back.collectUntil("end", want, checkExpiryLeft(t, 300))
+	back.pub(id+"/end2", 1, "end2")
+	got = append(got, back.collectUntil("end2", nil, checkExpiryLeft(t, 300))...)
 	slices.Sort(got)
 	return got
+}
+
+// checkExpiryLeft fails the test for a message that arrives with at least
+// given seconds of expiry left.
+func checkExpiryLeft(t *testing.T, given uint32) func(*paho.Publish) {
+	return func(m *paho.Publish) {
+		if m.Properties != nil && m.Properties.MessageExpiry != nil && *m.Properties.MessageExpiry >= given {
+			t.Errorf("%q arrived with %d s of expiry left, more than it can have after waiting", m.Payload, *m.Properties.MessageExpiry)
+		}
+	}
+}
+
+// collectUntil returns the payloads that arrive before the one equal to
+// sentinel, continuing past it until every payload of want (if any) came.
+func (c *client) collectUntil(sentinel string, want []string, check func(*paho.Publish)) []string {
+	c.t.Helper()
+	var got []string
+	seen := false
+	for !seen || !containsAll(got, want) {
+		m := c.expect(1, 5*time.Second)[0]
+		if string(m.Payload) == sentinel {
+			seen = true
+			continue
+		}
+		check(m)
+		got = append(got, string(m.Payload))
+	}
+	return got
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // settleOnPeers waits until every peer of node has seen the interest change
@@ -130,4 +164,80 @@ func settleOnPeers(t testing.TB, c *launch.Cluster, node, id string) {
 		}
 	}
 	probe.disconnect()
+}
+
+// TestSubscribeWindow: a client on node2 subscribes to a fresh topic and,
+// the moment its SUBACK arrives, a client on node1 publishes to it (QoS 1).
+// One broker delivers every such message; so must the cluster, although
+// node1 learns of the subscription only after the publish (the replay
+// history covers the gap).
+func TestSubscribeWindow(t *testing.T) {
+	c := startCluster(t, 2)
+	const n = 300
+	sub := connect(t, addr(c, "node2"), "win-sub")
+	pub := connect(t, addr(c, "node1"), "win-pub")
+	for i := range n {
+		topic := "win/" + strconv.Itoa(i)
+		sub.subscribe(topic, 1)
+		pub.pub(topic, 1, strconv.Itoa(i))
+	}
+	got := map[string]bool{}
+	deadline := time.After(10 * time.Second)
+	for len(got) < n {
+		select {
+		case m := <-sub.msgs:
+			got[m.Topic] = true
+		case <-deadline:
+			t.Fatalf("%d of %d messages published right after the SUBACK on another node were lost", n-len(got), n)
+		}
+	}
+	replayed := metricSum(t, c.MustNode("node1").HTTP, "moha_replayed_messages_total")
+	t.Logf("%d of %d delivered; %v of them replayed from node1's history", len(got), n, replayed)
+}
+
+// TestFreshRetainedEverywhere: a retained message published on node1 to a
+// topic nobody subscribes to is there for a client subscribing on node2
+// 50 ms after the PUBACK, with its message expiry counted down, as on one
+// broker.
+func TestFreshRetainedEverywhere(t *testing.T) {
+	c := startCluster(t, 2)
+	const n, gap = 300, 50 * time.Millisecond
+	type published struct {
+		topic string
+		at    time.Time
+	}
+	ready := make(chan published, n)
+	go func() {
+		pub := connect(t, addr(c, "node1"), "fresh-ret-pub")
+		for i := range n {
+			p := &paho.Publish{Topic: "fresh/" + strconv.Itoa(i), QoS: 1, Retain: true, Payload: []byte("r")}
+			if i%2 == 1 {
+				p.Properties = &paho.PublishProperties{MessageExpiry: expiry(300)}
+			}
+			pub.publish(p)
+			ready <- published{p.Topic, time.Now()}
+		}
+		close(ready)
+	}()
+	sub := connect(t, addr(c, "node2"), "fresh-ret-sub")
+	for p := range ready {
+		time.Sleep(time.Until(p.at.Add(gap))) // the scenario's gap, not a synchronisation
+		sub.subscribe(p.topic, 1)
+	}
+	got := map[string]bool{}
+	deadline := time.After(10 * time.Second)
+	for len(got) < n {
+		select {
+		case m := <-sub.msgs:
+			if !m.Retain {
+				t.Fatalf("%s arrived without the retain flag", m.Topic)
+			}
+			if e := m.Properties.MessageExpiry; e != nil && *e > 300 {
+				t.Fatalf("%s arrived with %d s of expiry left", m.Topic, *e)
+			}
+			got[m.Topic] = true
+		case <-deadline:
+			t.Fatalf("%d of %d fresh retained messages missing on node2 %v after their PUBACK", n-len(got), n, gap)
+		}
+	}
 }

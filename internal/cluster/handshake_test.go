@@ -84,14 +84,14 @@ func TestMeshRefusesBadConnections(t *testing.T) {
 			data: []byte("GET / HTTP/1.1\r\nHost: example\r\n" + strings.Repeat("X-Pad: y\r\n", 10) + "\r\n")},
 		{name: "oversized length", reason: reasonGarbage, data: []byte{0xff, 0xff, 0xff, 0x7f}},
 		{name: "bad magic", reason: reasonBadMagic, data: helloBytes("MQTT", 1, "a")},
-		{name: "wrong version", reason: reasonBadVersion, data: helloBytes(protocolMagic, 2, "a")},
-		{name: "unknown node", reason: reasonUnknownNode, data: helloBytes(protocolMagic, 1, "mallory")},
-		{name: "higher name dials", reason: reasonUnknownNode, data: helloBytes(protocolMagic, 1, "c")},
-		{name: "own name", reason: reasonUnknownNode, data: helloBytes(protocolMagic, 1, "b")},
+		{name: "wrong version", reason: reasonBadVersion, data: helloBytes(protocolMagic, protocolVersion+1, "a")},
+		{name: "unknown node", reason: reasonUnknownNode, data: helloBytes(protocolMagic, protocolVersion, "mallory")},
+		{name: "higher name dials", reason: reasonUnknownNode, data: helloBytes(protocolMagic, protocolVersion, "c")},
+		{name: "own name", reason: reasonUnknownNode, data: helloBytes(protocolMagic, protocolVersion, "b")},
 		{name: "silence", reason: reasonTimeout},
-		{name: "publish instead of auth", reason: reasonGarbage, data: helloBytes(protocolMagic, 1, "a"),
+		{name: "publish instead of auth", reason: reasonGarbage, data: helloBytes(protocolMagic, protocolVersion, "a"),
 			afterHello: func(conn net.Conn, _ *bufio.Reader) { conn.Write(append(publish, snapshot...)) }},
-		{name: "bad mac then frames", reason: reasonBadMAC, data: helloBytes(protocolMagic, 1, "a"),
+		{name: "bad mac then frames", reason: reasonBadMAC, data: helloBytes(protocolMagic, protocolVersion, "a"),
 			afterHello: func(conn net.Conn, _ *bufio.Reader) {
 				auth := appendFrame(nil, frameAuth, make([]byte, macSize))
 				conn.Write(append(append(auth, publish...), snapshot...))
@@ -161,10 +161,10 @@ func (c *fakeConn) Write(b []byte) (int, error) { return len(b), nil }
 // FuzzHandshake: random bytes from a fake dialer never panic the acceptor
 // and never authenticate; the same for a fake acceptor against the dialer.
 func FuzzHandshake(f *testing.F) {
-	valid := helloBytes(protocolMagic, 1, "a")
+	valid := helloBytes(protocolMagic, protocolVersion, "a")
 	f.Add(valid)
 	f.Add(append(valid, appendFrame(nil, frameAuth, make([]byte, macSize))...))
-	f.Add(helloBytes(protocolMagic, 2, "a"))
+	f.Add(helloBytes(protocolMagic, protocolVersion+1, "a"))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -93,7 +93,8 @@ func (r *recorder) handlers() Handlers {
 			}
 			ack()
 		},
-		Interest: func(peer string, replace bool, added, removed []string) {
+		Interest: func(peer string, ch InterestChange) {
+			replace, added, removed := ch.Replace, ch.Added, ch.Removed
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			view := r.interest[peer]

@@ -3,6 +3,7 @@ package cluster
 import (
 	"sort"
 	"sync"
+	"time"
 )
 
 // maxDeltaLog is how many recent deltas are kept for links that lag; a link
@@ -21,6 +22,7 @@ type localInterest struct {
 type interestDelta struct {
 	version        uint64
 	added, removed []string
+	at             int64 // when apply recorded it (unix nanos)
 }
 
 // apply records a change and reports whether anything actually changed
@@ -31,7 +33,7 @@ func (li *localInterest) apply(added, removed []string) bool {
 	if li.set == nil {
 		li.set = make(map[string]struct{})
 	}
-	d := interestDelta{version: li.version + 1}
+	d := interestDelta{version: li.version + 1, at: time.Now().UnixNano()}
 	for _, f := range added {
 		if _, ok := li.set[f]; !ok {
 			li.set[f] = struct{}{}
@@ -74,7 +76,7 @@ func (li *localInterest) appendFrames(dst []byte, sent *uint64, snapshot bool, s
 		return dst, scratch
 	}
 	for _, d := range li.log[*sent+1-first:] {
-		f := frame{typ: frameDelta, version: d.version, filters: d.added, removed: d.removed}
+		f := frame{typ: frameDelta, version: d.version, filters: d.added, removed: d.removed, at: d.at}
 		scratch = encodeFrameBody(scratch[:0], &f)
 		dst = appendFrame(dst, frameDelta, scratch)
 	}

@@ -92,9 +92,12 @@ func TestInterestGap(t *testing.T) {
 	}
 
 	// The other direction: the fake asks b for a snapshot.
+	before := time.Now().UnixNano()
 	b.Advertise([]string{"mine/3"}, []string{"mine/1"})
 	if got := fake.next(); got.typ != frameDelta || !slices.Equal(got.filters, []string{"mine/3"}) || !slices.Equal(got.removed, []string{"mine/1"}) {
 		t.Fatalf("got %+v, want the delta", got)
+	} else if got.at < before || got.at > time.Now().UnixNano() {
+		t.Fatalf("the delta's time %d is not when it was advertised", got.at)
 	}
 	fake.send(frame{typ: frameSnapshotRequest})
 	got := fake.next()

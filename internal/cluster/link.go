@@ -114,7 +114,7 @@ func (l *link) readLoop() error {
 func (l *link) handle(f *frame) error {
 	switch f.typ {
 	case frameSnapshot:
-		l.peer.reportInterest(true, f.filters, nil)
+		l.peer.reportInterest(InterestChange{Replace: true, Added: f.filters})
 		l.recvVersion, l.haveSnapshot, l.awaitingSnap = f.version, true, false
 	case frameDelta:
 		l.handleDelta(f)
@@ -177,7 +177,7 @@ func (l *link) handleDelta(f *frame) {
 		l.wakeWriter()
 		return
 	}
-	l.peer.reportInterest(false, f.filters, f.removed)
+	l.peer.reportInterest(InterestChange{Added: f.filters, Removed: f.removed, At: f.at})
 	l.recvVersion = f.version
 }
 

@@ -26,12 +26,9 @@ type Handlers struct {
 	// any order. The message's slices may alias a shared frame buffer: they
 	// are never modified by the mesh. Nil: messages are acked and discarded.
 	Deliver func(peer string, m message.Message, ack func())
-	// Interest reports a peer's advertised filters: replace=true means added
-	// is the complete set (a snapshot; also sent with an empty set when the
-	// peer is gone past InterestGrace); replace=false means apply added and
-	// removed. Called from mesh goroutines, never concurrently for one peer,
-	// in order. Optional.
-	Interest func(peer string, replace bool, added, removed []string)
+	// Interest reports a change of a peer's advertised filters. Called from
+	// mesh goroutines, never concurrently for one peer, in order. Optional.
+	Interest func(peer string, ch InterestChange)
 	// LinkState is called when a peer's link goes up or down. Optional.
 	LinkState func(peer string, up bool)
 	// Client reports a peer's CLIENT announcement (a client connected
@@ -41,6 +38,18 @@ type Handlers struct {
 	// Digest reports a peer's DIGEST of its retained messages. Called from
 	// that link's reader goroutine; must not block. Optional.
 	Digest func(peer string, entries []DigestEntry)
+}
+
+// InterestChange is one change of a peer's advertised filters.
+type InterestChange struct {
+	// Replace: Added is the complete set (a snapshot; also sent with an
+	// empty set when the peer is gone past InterestGrace). Otherwise apply
+	// Added and Removed.
+	Replace        bool
+	Added, Removed []string
+	// At is when the peer's interest changed, on its clock (unix nanos),
+	// for a delta; 0 for a snapshot.
+	At int64
 }
 
 // Sentinel errors.

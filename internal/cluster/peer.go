@@ -317,7 +317,7 @@ func (p *peer) expireIfGone(now time.Time, grace time.Duration) {
 		done(Dropped)
 	}
 	if h := p.mesh.handlers.Interest; h != nil {
-		h(p.name, true, nil, nil)
+		h(p.name, InterestChange{Replace: true})
 	}
 }
 
@@ -361,11 +361,11 @@ func (p *peer) shutdown() {
 }
 
 // reportInterest passes a peer's interest change to the handler.
-func (p *peer) reportInterest(replace bool, added, removed []string) {
+func (p *peer) reportInterest(ch InterestChange) {
 	p.interestMu.Lock()
 	defer p.interestMu.Unlock()
 	if h := p.mesh.handlers.Interest; h != nil {
-		h(p.name, replace, added, removed)
+		h(p.name, ch)
 	}
 }
 

@@ -30,7 +30,7 @@ package cluster
 // Frames after the handshake:
 //
 //	SNAPSHOT         {version uvarint, n uvarint, n × filter string}
-//	DELTA            {version uvarint, nAdd uvarint, adds, nRemove uvarint, removes}
+//	DELTA            {version uvarint, nAdd uvarint, adds, nRemove uvarint, removes, at uvarint (unix nanos)}
 //	SNAPSHOT_REQUEST {}
 //	PUBLISH_BATCH    {firstSeq uvarint, n uvarint, n × msg}
 //	ACK              {upTo uvarint}
@@ -41,7 +41,10 @@ package cluster
 // Interest: a link starts with a SNAPSHOT of the sender's filters; every
 // later change is a DELTA whose version is the previous one + 1. A receiver
 // that sees a gap ignores deltas, sends SNAPSHOT_REQUEST, and the sender
-// answers with a SNAPSHOT.
+// answers with a SNAPSHOT. A DELTA carries when the sender's interest
+// changed (its clock): the receiver replays to it what its broker accepted
+// since then that the new filters match (docs/ARCHITECTURE.md, "The
+// subscribe window").
 //
 // msg = flags byte (bits 0-1 QoS, bit 2 retain, bit 3 has properties) |
 // topic string | payload (uvarint length + bytes) | when bit 4 is set, the
@@ -99,7 +102,7 @@ const (
 )
 
 const (
-	protocolVersion = 1
+	protocolVersion = 2 // 2: DELTA carries its time
 	protocolMagic   = "MOHA"
 	maxFrameSize    = 64 << 20 // after authentication
 	maxPreAuthFrame = 1 << 10  // handshake frames
@@ -138,6 +141,7 @@ type frame struct {
 	version  uint64            // SNAPSHOT, DELTA
 	filters  []string          // SNAPSHOT: the set; DELTA: added
 	removed  []string          // DELTA
+	at       int64             // DELTA: when the change was made (unix nanos)
 	firstSeq uint64            // PUBLISH_BATCH
 	msgs     []message.Message // PUBLISH_BATCH
 	upTo     uint64            // ACK
@@ -234,6 +238,7 @@ func decodeFrame(typ byte, body []byte) (frame, error) {
 		f.version = d.uvarint()
 		f.filters = d.strings()
 		f.removed = d.strings()
+		f.at = int64(d.uvarint())
 	case framePublishBatch:
 		f.firstSeq = d.uvarint()
 		f.msgs = d.messages()
@@ -278,6 +283,7 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 		dst = binary.AppendUvarint(dst, f.version)
 		dst = appendStrings(dst, f.filters)
 		dst = appendStrings(dst, f.removed)
+		dst = binary.AppendUvarint(dst, uint64(f.at))
 	case framePublishBatch:
 		dst = binary.AppendUvarint(dst, f.firstSeq)
 		dst = binary.AppendUvarint(dst, uint64(len(f.msgs)))

@@ -39,7 +39,7 @@ func sampleFrames() []frame {
 	return []frame{
 		{typ: frameSnapshot, version: 7, filters: []string{"a/#", "b/+/c", "$share/g/x"}},
 		{typ: frameSnapshot, version: 0},
-		{typ: frameDelta, version: 8, filters: []string{"d"}, removed: []string{"a/#"}},
+		{typ: frameDelta, version: 8, filters: []string{"d"}, removed: []string{"a/#"}, at: 1_796_000_000_123_456_789},
 		{typ: frameDelta, version: 9, removed: []string{"x"}},
 		{typ: frameSnapshotRequest},
 		{typ: frameHeartbeat},

@@ -38,18 +38,33 @@ const (
 	MinSecretLength      = 16                   // bytes of cluster secret, at least
 )
 
+// The values of data_subscription.
+const (
+	DataSubscriptionAll      = "all"
+	DataSubscriptionInterest = "interest"
+)
+
 // Cluster is the whole cluster file.
 type Cluster struct {
-	Name           string        `yaml:"name"`                  // cluster name, shown in rendered files and logs
-	Secret         string        `yaml:"secret,omitempty"`      // shared secret authenticating agent links (>= 16 bytes) ...
-	SecretFile     string        `yaml:"secret_file,omitempty"` // ... or a file holding it (exactly one of the two)
-	LinkTLS        *TLSFiles     `yaml:"link_tls,omitempty"`    // optional TLS for agent links: ca, cert and key
-	Window         int           `yaml:"window"`                // messages in flight per peer link before the sender waits for acks
-	BufferMessages int           `yaml:"buffer_messages"`       // messages held for a peer whose link is down
-	BufferBytes    ByteSize      `yaml:"buffer_bytes"`          // bytes held for a peer whose link is down
-	InterestGrace  Duration      `yaml:"interest_grace"`        // how long a down peer's interest is kept
-	Nodes          []Node        `yaml:"nodes"`                 // the brokers, each with its agent
-	LoadBalancers  LoadBalancers `yaml:"load_balancers"`        // HAProxy + keepalived in front of the nodes
+	Name           string    `yaml:"name"`                  // cluster name, shown in rendered files and logs
+	Secret         string    `yaml:"secret,omitempty"`      // shared secret authenticating agent links (>= 16 bytes) ...
+	SecretFile     string    `yaml:"secret_file,omitempty"` // ... or a file holding it (exactly one of the two)
+	LinkTLS        *TLSFiles `yaml:"link_tls,omitempty"`    // optional TLS for agent links: ca, cert and key
+	Window         int       `yaml:"window"`                // messages in flight per peer link before the sender waits for acks
+	BufferMessages int       `yaml:"buffer_messages"`       // messages held for a peer whose link is down
+	BufferBytes    ByteSize  `yaml:"buffer_bytes"`          // bytes held for a peer whose link is down
+	InterestGrace  Duration  `yaml:"interest_grace"`        // how long a down peer's interest is kept
+	// DataSubscription is what the agent's data session subscribes to on its broker:
+	// "all" (every message, with a replay history closing the subscribe window) or
+	// "interest" (only what peers advertise: less broker work when most messages stay
+	// local, but a subscription made elsewhere misses what is published here until it is
+	// known here, and a retained message on a topic nobody subscribes to takes ~2 s).
+	DataSubscription string        `yaml:"data_subscription"`
+	ReplayWindow     Duration      `yaml:"replay_window"`  // how long a message no peer got stays replayable (data_subscription all)
+	ReplayBytes      ByteSize      `yaml:"replay_bytes"`   // bytes the replay history holds at most; the oldest go first
+	ReplayMargin     Duration      `yaml:"replay_margin"`  // replay what was published this long before a peer's subscription too (its log delay plus clock skew)
+	Nodes            []Node        `yaml:"nodes"`          // the brokers, each with its agent
+	LoadBalancers    LoadBalancers `yaml:"load_balancers"` // HAProxy + keepalived in front of the nodes
 }
 
 // Node is one broker and the agent beside it.
@@ -99,15 +114,25 @@ type LBHost struct {
 	Priority int    `yaml:"priority"` // VRRP priority 1..254; default 150 for the first host, 100 after
 }
 
+// SubscribesAll reports whether the agents' data sessions subscribe to every
+// message (data_subscription all, the default, also when unset).
+func (c *Cluster) SubscribesAll() bool {
+	return c.DataSubscription != DataSubscriptionInterest
+}
+
 // Default returns a cluster with every cluster-wide default filled in and no nodes.
 // A zero (or absent) field in a cluster file means "use the default".
 func Default() Cluster {
 	return Cluster{
-		Name:           "moha",
-		Window:         4096,
-		BufferMessages: 100000,
-		BufferBytes:    64 << 20,
-		InterestGrace:  Duration(2 * time.Minute),
+		Name:             "moha",
+		Window:           4096,
+		BufferMessages:   100000,
+		BufferBytes:      64 << 20,
+		InterestGrace:    Duration(2 * time.Minute),
+		DataSubscription: DataSubscriptionAll,
+		ReplayWindow:     Duration(2 * time.Second),
+		ReplayBytes:      64 << 20,
+		ReplayMargin:     Duration(50 * time.Millisecond),
 		LoadBalancers: LoadBalancers{
 			Port:          1883,
 			Interface:     "eth0",
@@ -130,6 +155,10 @@ func (c *Cluster) ApplyDefaults() {
 	setIfZero(&c.BufferMessages, d.BufferMessages)
 	setIfZero(&c.BufferBytes, d.BufferBytes)
 	setIfZero(&c.InterestGrace, d.InterestGrace)
+	setIfZero(&c.DataSubscription, d.DataSubscription)
+	setIfZero(&c.ReplayWindow, d.ReplayWindow)
+	setIfZero(&c.ReplayBytes, d.ReplayBytes)
+	setIfZero(&c.ReplayMargin, d.ReplayMargin)
 	lb, dlb := &c.LoadBalancers, d.LoadBalancers
 	setIfZero(&lb.Port, dlb.Port)
 	setIfZero(&lb.Interface, dlb.Interface)

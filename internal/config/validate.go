@@ -55,6 +55,12 @@ func (c *Cluster) Validate() error {
 	checkPositive(&p, "buffer_messages", int64(c.BufferMessages))
 	checkPositive(&p, "buffer_bytes", int64(c.BufferBytes))
 	checkPositive(&p, "interest_grace", int64(c.InterestGrace))
+	if c.DataSubscription != DataSubscriptionAll && c.DataSubscription != DataSubscriptionInterest {
+		p.add("data_subscription", "is %q, want %q or %q", c.DataSubscription, DataSubscriptionAll, DataSubscriptionInterest)
+	}
+	checkPositive(&p, "replay_window", int64(c.ReplayWindow))
+	checkPositive(&p, "replay_bytes", int64(c.ReplayBytes))
+	checkPositive(&p, "replay_margin", int64(c.ReplayMargin))
 	c.checkNodes(&p)
 	c.LoadBalancers.check(&p)
 	return errors.Join(p...)

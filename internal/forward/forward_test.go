@@ -95,7 +95,7 @@ func TestForwarderAcksAfterEveryTarget(t *testing.T) {
 	r.Apply("a", true, []string{"t/#"}, nil)
 	r.Apply("b", true, []string{"t/1"}, nil)
 	s := &fakeSender{}
-	f := NewForwarder(r, s, prometheus.NewRegistry())
+	f := NewForwarder(r, s, prometheus.NewRegistry(), HistoryLimits{})
 	ctx := context.Background()
 
 	both := &fakeDelivery{m: message.Message{Topic: "t/1", QoS: 1}}
@@ -133,7 +133,7 @@ func TestForwarderAcksAfterEveryTarget(t *testing.T) {
 func TestForwarderRunKeepsOrder(t *testing.T) {
 	r := NewRouter([]string{"a"})
 	s := &fakeSender{auto: true}
-	f := NewForwarder(r, s, nil)
+	f := NewForwarder(r, s, nil, HistoryLimits{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.Run(ctx) }()
@@ -175,7 +175,7 @@ func BenchmarkForward(b *testing.B) {
 	}
 	r.Apply("a", true, fa, nil)
 	r.Apply("b", true, fb, nil)
-	f := NewForwarder(r, &fakeSender{auto: true, sent: map[string][]string{}}, nil)
+	f := NewForwarder(r, &fakeSender{auto: true, sent: map[string][]string{}}, nil, testLimits)
 	f.sender = discardSender{}
 	d := &fakeDelivery{m: message.Message{Topic: "test_1/499", QoS: 1, Payload: make([]byte, 100)}}
 	ctx := context.Background()

@@ -2,17 +2,21 @@ package forward
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/topic"
 )
 
 // Delivery is one message the local broker delivered to the agent's data
 // session. Ack tells the broker the agent has taken responsibility for it.
+// The message must not change once enqueued: the replay history keeps it.
 type Delivery interface {
 	Msg() *message.Message
 	Ack()
@@ -31,16 +35,37 @@ type Sender interface {
 // own publishes), so Enqueue only appends to an unbounded queue; the
 // broker's flow control (the data session's Receive Maximum) bounds it for
 // QoS 1 and 2.
+//
+// Peers' interest changes pass through the same queue (Interest): the
+// forwarding loop applies each to the router and, for a delta that adds
+// filters, replays from its history what the local broker accepted since
+// the change that the peer did not get — before any later message, so
+// each publisher's order per topic holds.
 type Forwarder struct {
 	router  *Router
 	sender  Sender
 	metrics *Metrics
 	perPeer map[string]*peerCounters // resolved once: no label hashing per message
+	all     uint64                   // every peer's bit
+	history *history                 // owned by the forwarding loop
 
 	mu     sync.Mutex
-	queue  []Delivery
+	queue  []item
 	wake   chan struct{}
 	queued atomic.Int64
+}
+
+// item is one entry of the forwarding queue: a delivery or a peer's
+// interest change.
+type item struct {
+	d      Delivery
+	change *peerChange
+}
+
+type peerChange struct {
+	peer    string
+	ch      cluster.InterestChange
+	applied func(invalid []string)
 }
 
 // Metrics are the forwarding counters an operator graphs.
@@ -51,6 +76,9 @@ type Metrics struct {
 	Local     prometheus.Counter     // messages read from the local broker
 	NoTargets prometheus.Counter     // messages that no peer needed at all
 	Pending   prometheus.GaugeFunc
+	Replayed  *prometheus.CounterVec // history messages sent to a peer whose interest grew
+	Evicted   prometheus.Counter     // history messages dropped for the byte cap before their window ended
+	Delay     prometheus.Histogram   // a peer's interest change: from the change there to here
 }
 
 // NewMetrics registers the forwarding metrics on reg (which may be nil).
@@ -80,20 +108,41 @@ func NewMetrics(reg prometheus.Registerer, pending func() float64) *Metrics {
 			Name: "moha_forward_queue_messages",
 			Help: "Local messages waiting for the forwarding loop.",
 		}, pending),
+		Replayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_replayed_messages_total",
+			Help: "Messages accepted here before a peer's new subscription was known here, sent to that peer from the history (the subscribe window).",
+		}, []string{"peer"}),
+		Evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moha_history_evicted_messages_total",
+			Help: "Messages dropped from the replay history for its byte limit before their window ended: a subscription made elsewhere while they were published may miss them.",
+		}),
+		Delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "moha_interest_delay_seconds",
+			Help:    "Time from a peer's interest change (its clock) until this agent's forwarding loop applied it: the subscribe window the replay history covers.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Skipped, m.Targeted, m.Outcomes, m.Local, m.NoTargets, m.Pending)
+		reg.MustRegister(m.Skipped, m.Targeted, m.Outcomes, m.Local, m.NoTargets, m.Pending, m.Replayed, m.Evicted, m.Delay)
 	}
 	return m
 }
 
-// NewForwarder returns a forwarder routing with r and sending with s.
-func NewForwarder(r *Router, s Sender, reg prometheus.Registerer) *Forwarder {
+// NewForwarder returns a forwarder routing with r and sending with s,
+// keeping a replay history within limits (a zero Window keeps none).
+func NewForwarder(r *Router, s Sender, reg prometheus.Registerer, limits HistoryLimits) *Forwarder {
 	f := &Forwarder{router: r, sender: s, wake: make(chan struct{}, 1)}
+	if len(r.order) > 64 {
+		limits.Window = 0 // a peer is a bit of a uint64
+	}
+	f.history = newHistory(limits)
 	f.metrics = NewMetrics(reg, func() float64 { return float64(f.queued.Load()) })
 	f.perPeer = make(map[string]*peerCounters, len(r.order))
-	for _, p := range r.order {
+	for i, p := range r.order {
+		f.all |= 1 << i
 		f.perPeer[p] = &peerCounters{
+			bit:      1 << i,
+			replayed: f.metrics.Replayed.WithLabelValues(p),
 			skipped:  f.metrics.Skipped.WithLabelValues(p),
 			targeted: f.metrics.Targeted.WithLabelValues(p),
 			acked:    f.metrics.Outcomes.WithLabelValues(p, "acked"),
@@ -106,8 +155,20 @@ func NewForwarder(r *Router, s Sender, reg prometheus.Registerer) *Forwarder {
 
 // Enqueue appends d to the forwarding queue. It never blocks.
 func (f *Forwarder) Enqueue(d Delivery) {
+	f.push(item{d: d})
+}
+
+// Interest queues a change of peer's interest for the forwarding loop,
+// which applies it to the router in order with the deliveries queued
+// before it, replays what the peer missed, and then calls applied (may be
+// nil) with the filters the router refused. It never blocks.
+func (f *Forwarder) Interest(peer string, ch cluster.InterestChange, applied func(invalid []string)) {
+	f.push(item{change: &peerChange{peer: peer, ch: ch, applied: applied}})
+}
+
+func (f *Forwarder) push(it item) {
 	f.mu.Lock()
-	f.queue = append(f.queue, d)
+	f.queue = append(f.queue, it)
 	f.mu.Unlock()
 	f.queued.Add(1)
 	select {
@@ -122,17 +183,23 @@ func (f *Forwarder) Pending() int { return int(f.queued.Load()) }
 // Run forwards queued deliveries until ctx ends. It owns no goroutine but
 // the caller's.
 func (f *Forwarder) Run(ctx context.Context) error {
-	var batch []Delivery
+	var batch []item
 	targets := make([]string, 0, 8)
 	for {
 		f.mu.Lock()
 		batch, f.queue = f.queue, batch[:0]
 		f.mu.Unlock()
-		for i, d := range batch {
-			if err := f.forward(ctx, d, targets[:0]); err != nil {
+		for i, it := range batch {
+			var err error
+			if it.change != nil {
+				err = f.applyChange(ctx, it.change)
+			} else {
+				err = f.forward(ctx, it.d, targets[:0])
+			}
+			if err != nil {
 				return err
 			}
-			batch[i] = nil // let the message be collected once its peers are done
+			batch[i] = item{} // let the message be collected once its peers are done
 			f.queued.Add(-1)
 		}
 		if len(batch) > 0 {
@@ -153,6 +220,14 @@ func (f *Forwarder) forward(ctx context.Context, d Delivery, targets []string) e
 	f.metrics.Local.Inc()
 	targets = f.router.Targets(m.Topic, m.Retain, targets)
 	f.countSkipped(targets)
+	if !m.Retain { // retained messages go to every peer
+		if sent := f.sentMask(targets); sent != f.all {
+			f.history.add(m, time.Now().UnixNano(), sent)
+			if n := f.history.takeEvicted(); n > 0 {
+				f.metrics.Evicted.Add(float64(n))
+			}
+		}
+	}
 	if len(targets) == 0 {
 		f.metrics.NoTargets.Inc()
 		d.Ack()
@@ -176,6 +251,62 @@ func (f *Forwarder) forward(ctx context.Context, d Delivery, targets []string) e
 	return nil
 }
 
+// sentMask returns the bits of the peers in targets.
+func (f *Forwarder) sentMask(targets []string) uint64 {
+	var sent uint64
+	for _, p := range targets {
+		sent |= f.perPeer[p].bit
+	}
+	return sent
+}
+
+// applyChange applies a peer's interest change to the router and, for a
+// delta that adds plain filters, sends the peer what the history holds for
+// them since the change.
+func (f *Forwarder) applyChange(ctx context.Context, c *peerChange) error {
+	invalid := f.router.Apply(c.peer, c.ch.Replace, c.ch.Added, c.ch.Removed)
+	defer func() {
+		if c.applied != nil {
+			c.applied(invalid)
+		}
+	}()
+	pc := f.perPeer[c.peer]
+	if c.ch.Replace || c.ch.At == 0 || pc == nil {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	f.metrics.Delay.Observe(max(0, time.Duration(now-c.ch.At).Seconds()))
+	added := addedFilters(c.ch.Added)
+	if added == nil {
+		return nil
+	}
+	f.history.expire(now)
+	var sendErr error
+	n := f.history.replay(pc.bit, added, c.ch.At, now, func(m message.Message) {
+		if sendErr == nil {
+			sendErr = f.sender.Send(ctx, c.peer, m, func(o cluster.Outcome) { pc.outcome(o).Inc() })
+		}
+	})
+	pc.replayed.Add(float64(n))
+	return sendErr
+}
+
+// addedFilters returns a trie of the plain filters among added (shared
+// subscriptions are served by one member node: not replayed), or nil.
+func addedFilters(added []string) *topic.Trie {
+	var t *topic.Trie
+	for _, f := range added {
+		if strings.HasPrefix(f, "$share/") {
+			continue
+		}
+		if t == nil {
+			t = topic.NewTrie()
+		}
+		_, _ = t.Add(f)
+	}
+	return t
+}
+
 // countSkipped counts, per peer, that this message did not go there.
 func (f *Forwarder) countSkipped(targets []string) {
 	peers := f.router.order // immutable after NewRouter
@@ -193,7 +324,8 @@ func (f *Forwarder) countSkipped(targets []string) {
 }
 
 type peerCounters struct {
-	skipped, targeted, acked, buffered, dropped prometheus.Counter
+	bit                                                   uint64
+	skipped, targeted, acked, buffered, dropped, replayed prometheus.Counter
 }
 
 func (c *peerCounters) outcome(o cluster.Outcome) prometheus.Counter {
