@@ -18,6 +18,7 @@ import (
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/render"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // The lab's addresses (lab.sh gives each namespace its eth0 address).
@@ -93,22 +94,22 @@ func skipUnlessLabCanRun(t *testing.T) {
 		t.Skip("lab: skipped with -short")
 	}
 	if os.Getenv("MOHA_LAB") == "0" {
-		t.Skip("lab: skipped with MOHA_LAB=0")
+		testkit.SkipUnavailable(t, "lab: skipped with MOHA_LAB=0")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("lab: needs root for network namespaces (run as root, or set MOHA_LAB=0 to silence)")
+		testkit.SkipUnavailable(t, "lab: needs root for network namespaces (run as root, or set MOHA_LAB=0 to silence)")
 	}
 	if _, ok := setnsSyscall[runtime.GOARCH]; !ok {
-		t.Skipf("lab: setns syscall number unknown on %s", runtime.GOARCH)
+		testkit.SkipUnavailable(t, "lab: setns syscall number unknown on %s", runtime.GOARCH)
 	}
 	for _, bin := range []string{"ip", "mosquitto", "haproxy", "keepalived"} {
 		if _, err := launch.FindBinary(bin); err != nil {
-			t.Skipf("lab: %v", err)
+			testkit.SkipUnavailable(t, "lab: %v", err)
 		}
 	}
 	probe := fmt.Sprintf("mohaprobe%d", os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
-		t.Skipf("lab: network namespaces unavailable (ip netns add: %v: %s)", err, strings.TrimSpace(string(out)))
+		testkit.SkipUnavailable(t, "lab: network namespaces unavailable (ip netns add: %v: %s)", err, strings.TrimSpace(string(out)))
 	}
 	_ = exec.Command("ip", "netns", "del", probe).Run()
 }

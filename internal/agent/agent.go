@@ -77,6 +77,7 @@ type Agent struct {
 	sessionUp    atomic.Bool
 	lastCount    atomic.Int64  // unix nanos of the last live subscription count
 	countApplied atomic.Uint64 // the table's Applied() when that count arrived
+	logState     logResume
 	started      time.Time
 
 	mu       sync.Mutex
@@ -171,7 +172,7 @@ func (a *Agent) build() error {
 	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry, a.historyLimits())
 	data := a.dataClientIDs()
 	a.table = interest.NewTable([]string{data[0], data[1], a.logClientID(), a.scanClientID()}, a.localInterest)
-	for _, id := range []string{data[0], data[1], a.scanClientID()} {
+	for _, id := range []string{data[0], data[1], a.scanClientID(), a.logClientID()} {
 		a.table.TrackOwn(id)
 	}
 	a.mesh.Advertise(a.table.Advertised(), nil)

@@ -29,8 +29,11 @@ const (
 	ownLineTimeout = 5 * time.Second
 )
 
-// logFilters are what the log session subscribes.
-var logFilters = []string{"$SYS/broker/log/N", "$SYS/broker/log/E", "$SYS/broker/log/M/#", subscriptionCount, clientsTotal, retainedCount}
+// logFilters are what the log session subscribes. The subscribe lines
+// come first: the broker then logs every later filter of the SUBSCRIBE to
+// it, and the table counts the log session's subscriptions from those
+// lines, in order with the counts (TrackOwn).
+var logFilters = []string{"$SYS/broker/log/M/#", interest.TopicNotice, interest.TopicError, interest.TopicInfo, subscriptionCount, clientsTotal, retainedCount, brokerUptime}
 
 // brokerLoop keeps the two local sessions up, reconnecting with capped
 // backoff, until ctx ends or the broker turns out to be unusable.
@@ -47,9 +50,9 @@ func (a *Agent) brokerLoop(ctx context.Context) error {
 		}
 		a.setBrokerError(err)
 		a.metrics.brokerReconnects.Inc()
-		// Log lines were missed while the session was down: until the
-		// broker's subscription count proves the table right, over-state.
-		a.table.SessionLost("lost the broker session: " + err.Error())
+		// Until the log session resumes (logConnected, onUptime), the
+		// table over-states.
+		a.table.Suspend("lost the broker session: " + err.Error())
 		if connected {
 			backoff = 100 * time.Millisecond
 		}
@@ -92,9 +95,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	ownLine := make(chan struct{})
 	var sawOwn bool
 	data := a.dataClientIDs()
-	logCfg := a.sessionConfig(a.logClientID())
-	logCfg.CleanStart = true
-	logSess, err := session.Dial(ctx, logCfg, func(d *session.Delivery) {
+	logSess, err := a.dialLog(ctx, func(d *session.Delivery) {
 		ev, err := a.onLogLine(d)
 		// A data session's own connect line proves the broker logs what
 		// the agent needs.
@@ -107,10 +108,11 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("log session: %w", err)
 	}
 	defer logSess.Close()
-	// Set before subscribing: every live count the table sees includes the
-	// log session's filters. The data sessions' filters come from their own
-	// log lines (TrackOwn), in order with the counts.
-	a.table.SetOwnSubscriptions(len(logFilters))
+	if a.logConnected(logSess) {
+		a.table.ForgetOwn(a.logClientID()) // a clean start: the probe is gone
+	}
+	// Every own session's subscriptions come from its own log lines
+	// (TrackOwn), in order with the counts.
 	a.table.SetOwnClients(2)
 	subs := make([]session.Subscription, len(logFilters))
 	for i, f := range logFilters {
@@ -277,7 +279,6 @@ func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	probing := false
-	own := len(logFilters)
 	for {
 		select {
 		case <-ctx.Done():
@@ -287,15 +288,12 @@ func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
 		if !a.needsFreshCount() || time.Since(time.Unix(0, a.lastCount.Load())) < every {
 			continue
 		}
+		// The table counts the probe from its own subscribe and
+		// unsubscribe lines, in order with the counts.
 		var err error
 		if probing {
 			err = logSess.Unsubscribe(ctx, probeFilter)
-			// Set after the broker removed it: a count that still includes
-			// the probe is then at worst an over-statement.
-			a.table.SetOwnSubscriptions(own)
 		} else {
-			// Set before: a count without the probe reads as an over-statement.
-			a.table.SetOwnSubscriptions(own + 1)
 			err = logSess.Subscribe(ctx, session.Subscription{Filter: probeFilter, QoS: 0})
 		}
 		if err != nil {
@@ -322,6 +320,14 @@ func (a *Agent) needsFreshCount() bool {
 func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 	defer d.Ack()
 	m := &d.Message
+	now := time.Now()
+	a.onLogMessage(now)
+	if m.Topic == brokerUptime {
+		if !m.Retain {
+			a.onUptime(m.Payload, now)
+		}
+		return ev, nil
+	}
 	if m.Topic == clientsTotal {
 		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
 		if err != nil || m.Retain {

@@ -12,6 +12,7 @@ import (
 	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // TestRefusesBrokerWithoutLogTopic: a broker that does not publish its log
@@ -31,7 +32,7 @@ func TestRefusesBrokerWithoutLogTopic(t *testing.T) {
 	}
 	bin, err := launch.FindBinary("mosquitto")
 	if err != nil {
-		t.Skip(err)
+		testkit.SkipUnavailable(t, "%v", err)
 	}
 	p, err := launch.Start("mosquitto", filepath.Join(dir, "mosquitto.log"), bin, "-c", conf)
 	if err != nil {

@@ -241,3 +241,39 @@ func TestFreshRetainedEverywhere(t *testing.T) {
 		}
 	}
 }
+
+// TestSwapWhileLogSessionDown (issue 13 §5a): a client swaps filter a for
+// b while its agent's log session is down and cannot resume (a client took
+// its id with a clean start, discarding the session). The broker's count
+// is the same before and after, yet b is what the client holds: the node
+// must keep over-stating until it has re-learned the filters, so that a
+// message to b published on another node arrives.
+func TestSwapWhileLogSessionDown(t *testing.T) {
+	c := startCluster(t, 2)
+	sub := connect(t, addr(c, "node2"), "swap-sub", persistent(600))
+	sub.subscribe("swap/a", 1)
+	peerKnows(t, c, "node1", "node2", "swap/a", true)
+
+	kicker := connect(t, addr(c, "node2"), "moha-node2-log") // clean start: the queued lines are gone
+	sub.unsubscribe("swap/a")
+	sub.subscribe("swap/b", 1)
+	kicker.disconnect()
+	waitFor(t, 10*time.Second, "node2's log session back, a count reconciled and node1 told", func() bool {
+		st := c.Agent("node2").Status()
+		settled := st.Broker.Up && !st.Interest.Suspended && st.Interest.Reconciled && st.Interest.BrokerCount == st.Interest.Expected
+		for _, p := range c.Agent("node1").Status().Peers {
+			if p.Name == "node2" {
+				return settled && slices.Equal(p.Interest, st.Advertised)
+			}
+		}
+		return false
+	})
+	pub := connect(t, addr(c, "node1"), "swap-pub")
+	pub.pub("swap/b", 1, "b")
+	if got := sub.expect(1, 5*time.Second); got[0].Topic != "swap/b" {
+		t.Fatalf("got %q", got[0].Topic)
+	}
+	if st := c.Agent("node2").Status(); !st.Degraded || st.Interest.Stale == 0 {
+		t.Fatalf("node2 not over-stating while a filter may have changed unseen: %s", statusJSON(st))
+	}
+}

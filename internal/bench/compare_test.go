@@ -17,6 +17,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 var (
@@ -66,7 +67,7 @@ func TestMain(m *testing.M) {
 func compareOptions(t *testing.T, o Options, setups []string, pids *[]int) CompareOptions {
 	t.Helper()
 	if _, err := launch.FindBinary("mosquitto"); err != nil {
-		t.Skipf("mosquitto is missing: %v", err)
+		testkit.SkipUnavailable(t, "mosquitto is missing: %v", err)
 	}
 	var mu sync.Mutex
 	var progress syncBuffer
@@ -363,7 +364,7 @@ func TestGroupDigits(t *testing.T) {
 func TestBrokerConfigIsAccepted(t *testing.T) {
 	bin, err := launch.FindBinary("mosquitto")
 	if err != nil {
-		t.Skipf("mosquitto is missing: %v", err)
+		testkit.SkipUnavailable(t, "mosquitto is missing: %v", err)
 	}
 	text, err := brokerConfig("b", "127.0.0.1:1", currentAccount(), bridgeSection("127.0.0.1:2"))
 	if err != nil {

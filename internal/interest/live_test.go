@@ -27,7 +27,7 @@ import (
 const (
 	topicSubCount = "$SYS/broker/subscriptions/count"
 	liveLogger    = "moha-log" // the capturing session: the table's self id
-	liveOwnSubs   = 4          // its non-shared subscriptions
+	liveOwnSubs   = 5          // its non-shared subscriptions: LogFilters and the count
 )
 
 func TestRealBroker(t *testing.T) {
@@ -37,7 +37,7 @@ func TestRealBroker(t *testing.T) {
 	for _, bin := range []string{"mosquitto", "mosquitto_sub"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			if _, err := os.Stat("/usr/sbin/" + bin); err != nil {
-				t.Skipf("%s not installed", bin)
+				testkit.SkipUnavailable(t, "%s not installed", bin)
 			}
 		}
 	}
@@ -95,6 +95,16 @@ func TestRealBroker(t *testing.T) {
 		t.Fatalf("the table never explained the broker's count %d: stats %+v\nclients %q\ncapture:\n%s",
 			wantCount, tab.Stats(), tab.Clients(), readFile(t, capture))
 	}
+	// The v5 session is offline with an expiry the log does not show: it
+	// may be gone in place of a session that existed before the table
+	// started, so the equal count proves nothing yet. Back online, it does.
+	if d, _ := tab.Degraded(); !d {
+		t.Fatal("an equal count cleared the startup state while an offline v5 session was uncertain")
+	}
+	if err := tab.Apply(TopicNotice, []byte("1: New client connected from 127.0.0.1:1 as id with 1 spaces (p5, c0, k60).")); err != nil {
+		t.Fatal(err)
+	}
+	tab.Reconcile(wantCount)
 	if d, reason := tab.Degraded(); d {
 		t.Fatalf("degraded: %s", reason)
 	}

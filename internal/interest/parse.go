@@ -5,8 +5,9 @@
 // which the node's advertised filter set is derived. It is pure logic: the
 // caller delivers the log messages and the broker's subscription counter.
 //
-// The line formats and session rules are those of /work/shared/MOSQUITTO.md,
-// checked against the strings of the installed mosquitto 2.0.11 binary.
+// The line formats and session rules are those of Mosquitto 2.0.11
+// (docs/ARCHITECTURE.md, "Interest"), checked against the strings of the
+// installed binary.
 package interest
 
 import (
@@ -20,13 +21,14 @@ import (
 const (
 	TopicNotice      = "$SYS/broker/log/N"
 	TopicError       = "$SYS/broker/log/E"
+	TopicInfo        = "$SYS/broker/log/I"
 	TopicSubscribe   = "$SYS/broker/log/M/subscribe"
 	TopicUnsubscribe = "$SYS/broker/log/M/unsubscribe"
 )
 
 // LogFilters returns the filters the agent's log session subscribes to.
 func LogFilters() []string {
-	return []string{TopicNotice, TopicError, "$SYS/broker/log/M/#"}
+	return []string{TopicNotice, TopicError, TopicInfo, "$SYS/broker/log/M/#"}
 }
 
 // maxLogPayload is the size at which Mosquitto truncates a log payload
@@ -56,9 +58,17 @@ const (
 	Subscribed
 	// Unsubscribed: one filter was removed from a session (or was absent).
 	Unsubscribed
+	// Stopping: the broker is shutting down cleanly ("mosquitto version %s
+	// terminating"): no client acts after it.
+	Stopping
+	// Saved: the stopping broker wrote its persistence database: what it
+	// restores on its next start is the sessions as they are now.
+	Saved
+	// SaveFailed: the stopping broker could not write its database.
+	SaveFailed
 )
 
-var kindNames = [...]string{"ignored", "connected", "disconnected", "takeover", "expired", "subscribed", "unsubscribed"}
+var kindNames = [...]string{"ignored", "connected", "disconnected", "takeover", "expired", "subscribed", "unsubscribed", "stopping", "saved", "save failed"}
 
 func (k Kind) String() string {
 	if k < 0 || int(k) >= len(kindNames) {
@@ -116,6 +126,8 @@ func lineParser(topic string) func(string) (Event, error) {
 		return parseNotice
 	case TopicError:
 		return parseError
+	case TopicInfo:
+		return parseInfo
 	case TopicSubscribe:
 		return parseSubscribe
 	case TopicUnsubscribe:
@@ -163,6 +175,19 @@ var disconnectSuffixes = []string{
 	" disconnected due to QoS too high or retain not supported.",
 	" disconnected, not authorised.",
 	" been disconnected by administrative action.",
+}
+
+// parseInfo handles $SYS/broker/log/I: of its lines only the clean stop of
+// the broker and the saving of its database matter (persist_write.c,
+// mosquitto.c in 2.0.11).
+func parseInfo(text string) (Event, error) {
+	switch {
+	case strings.HasPrefix(text, "mosquitto version ") && strings.HasSuffix(text, " terminating"):
+		return Event{Kind: Stopping}, nil
+	case strings.HasPrefix(text, "Saving in-memory database to "):
+		return Event{Kind: Saved}, nil
+	}
+	return Event{Kind: Ignored}, nil
 }
 
 // parseNotice handles $SYS/broker/log/N: connects, disconnects, expiry.
@@ -230,8 +255,12 @@ func disconnected(id, text string) (Event, error) {
 	return Event{Kind: Disconnected, ClientID: id}, nil
 }
 
-// parseError handles $SYS/broker/log/E: only the takeover line matters.
+// parseError handles $SYS/broker/log/E: the takeover line, and a stopping
+// broker's failure to save its database.
 func parseError(text string) (Event, error) {
+	if strings.HasPrefix(text, "Error saving in-memory database") {
+		return Event{Kind: SaveFailed}, nil
+	}
 	rest, ok := strings.CutPrefix(text, prefixClient)
 	if !ok {
 		return Event{Kind: Ignored}, nil

@@ -97,7 +97,10 @@ func TestParseLine(t *testing.T) {
 		{"unsubscribe spaces", TopicUnsubscribe, "a b c d", restEv(Unsubscribed, "a b c d")},
 
 		// Topics outside the families are ignored whatever they carry.
-		{"information", "$SYS/broker/log/I", "garbage", Event{Kind: Ignored}},
+		{"stopping", TopicInfo, "mosquitto version 2.0.11 terminating", Event{Kind: Stopping, Time: 1700000000}},
+		{"saved", TopicInfo, "Saving in-memory database to /var/lib/mosquitto//mosquitto.db.", Event{Kind: Saved, Time: 1700000000}},
+		{"save failed", TopicError, "Error saving in-memory database, unable to open /x/mosquitto.db.new for writing.", Event{Kind: SaveFailed, Time: 1700000000}},
+		{"other information", TopicInfo, "Opening ipv4 listen socket on port 1883.", Event{Kind: Ignored, Time: 1700000000}},
 		{"warning", "$SYS/broker/log/W", "1: Warning: x", Event{Kind: Ignored}},
 	}
 	for _, tc := range tests {

@@ -36,6 +36,10 @@ type session struct {
 	// broker session. If the broker restarted, it is gone (clean sessions
 	// do not survive a restart, and their end is never logged).
 	suspect bool
+	// stale: log lines about this session may have been missed, so its
+	// filters may differ from what the broker holds, in a way no count can
+	// show (one filter swapped for another). A clean start re-learns them.
+	stale bool
 }
 
 // endsWithConnection reports a session the broker discards when its
@@ -84,6 +88,16 @@ type Table struct {
 
 	degraded bool
 	reason   string
+	// suspended: the agent's log session is down and may resume (the
+	// broker queues the lines for it); Resume restores the state Suspend
+	// saved unless something else degraded the table meanwhile.
+	suspended              bool
+	savedDegraded          bool
+	savedReason            string
+	degradedWhileSuspended bool
+	// stopping: the broker logged its clean stop; saved: it then wrote
+	// its database (BrokerStopped ran at that line).
+	stopping, saved bool
 
 	// delta collects the net change of the Advertised set during one write.
 	delta map[string]int
@@ -180,20 +194,79 @@ func (t *Table) MarkDegraded(reason string) {
 	})
 }
 
-// SessionLost records that the agent lost its broker session: lines were
-// missed, and if the broker restarted every clean session is gone unlogged.
-// The table is degraded; clean sessions become suspect until the broker's
-// subscription count tells whether they still exist (Reconcile).
+// SessionLost records that the agent lost its broker session and lines were
+// missed: every known session is stale (its filters may have changed
+// unseen) until a clean start re-learns them or it ends, and if the broker
+// restarted every clean session is gone unlogged: those are suspect. The
+// table is degraded and no count clears that while a stale session remains.
 func (t *Table) SessionLost(reason string) {
 	_ = t.update(func() error {
+		if t.stopping && !t.saved {
+			t.brokerStopped(false) // stopped without a database: every session ended
+		}
+		t.stopping, t.saved = false, false
 		for _, s := range t.sessions {
+			s.stale = true
 			if s.clean {
 				s.suspect = true
 			}
 		}
+		t.suspended = false
 		t.setDegraded(reason)
 		return nil
 	})
+}
+
+// Suspend records that the agent's log session is down but may resume
+// without a missed line (a persistent session: the broker queues the lines
+// for it). Until Resume or SessionLost the table advertises "#".
+func (t *Table) Suspend(reason string) {
+	_ = t.update(func() error {
+		if !t.suspended {
+			t.suspended = true
+			t.savedDegraded, t.savedReason = t.degraded, t.reason
+			t.degradedWhileSuspended = false
+		}
+		t.setDegradedFor(reason, true)
+		return nil
+	})
+}
+
+// Resume ends a suspension once the log session resumed and every line
+// queued meanwhile was applied: the state before Suspend returns, unless
+// something else degraded the table in between.
+func (t *Table) Resume() {
+	_ = t.update(func() error {
+		if !t.suspended {
+			return nil
+		}
+		t.suspended = false
+		t.stopping, t.saved = false, false
+		switch {
+		case t.degradedWhileSuspended:
+		case t.savedDegraded:
+			t.reason = t.savedReason
+		default:
+			t.clearDegraded()
+		}
+		return nil
+	})
+}
+
+// StoppedCleanly reports whether the broker logged a clean stop and the
+// saving of its database since the last Resume or SessionLost: the table
+// then holds what the restarted broker restored.
+func (t *Table) StoppedCleanly() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.stopping && t.saved
+}
+
+// Suspended reports whether the table waits for Resume or SessionLost.
+func (t *Table) Suspended() bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.suspended
 }
 
 // TrackOwn makes the table count the subscriptions of the agent's own
@@ -206,6 +279,16 @@ func (t *Table) TrackOwn(id string) {
 		if t.tracked[id] == nil {
 			t.tracked[id] = map[string]struct{}{}
 		}
+		return nil
+	})
+}
+
+// ForgetOwn empties the tracked subscriptions of an own session that
+// started afresh without its connect line reaching the table (the log
+// session itself connects before it subscribes to the log).
+func (t *Table) ForgetOwn(id string) {
+	_ = t.update(func() error {
+		clear(t.tracked[id])
 		return nil
 	})
 }
@@ -231,32 +314,50 @@ func (t *Table) SetOwnSubscriptions(n int) {
 // Reconcile compares the broker's $SYS/broker/subscriptions/count with what
 // the table explains: the agent's own subscriptions plus every session's
 // distinct non-shared filters, connected or offline. More on the broker
-// means the table under-states: degraded. Equal means the picture is
-// complete: the degraded state is cleared. Fewer means the table
-// over-states (typically MQTT v5 sessions that expired unseen), which costs
-// bandwidth but loses nothing: noted in Stats, and the degraded state is left
-// as it is (fewer does not prove that nothing is missing).
+// means the table under-states: degraded. Equal clears the degraded state
+// only when nothing in the table may over-state (an uncertain session that
+// may be gone) or be wrong unseen (a stale one): otherwise an unknown
+// subscription could hide behind a gone one, or a swapped filter behind an
+// equal count. Fewer means the table over-states (typically MQTT v5
+// sessions that expired unseen), which costs bandwidth but loses nothing:
+// noted in Stats, and the degraded state is left as it is.
 func (t *Table) Reconcile(brokerCount int) {
 	_ = t.update(func() error {
 		t.forgotten += uint64(t.forgetExpired(brokerCount))
 		expected := t.ownCount() + t.nonShared
 		t.reconciled, t.brokerCount, t.expected = true, brokerCount, expected
-		if brokerCount == expected {
-			for _, s := range t.sessions {
-				s.suspect = false // they are all still there
-			}
-		}
 		switch {
 		case brokerCount > expected:
 			t.setDegraded(fmt.Sprintf("broker counts %d subscriptions, the table explains %d", brokerCount, expected))
-		case brokerCount == expected:
+		case brokerCount == expected && !t.suspended && t.exact():
 			t.clearDegraded()
 		}
-		// brokerCount < expected: the table over-states (sessions that
-		// ended unseen); that alone proves nothing missing, so a degraded
-		// state stays until the counts match.
 		return nil
 	})
+}
+
+// exact reports whether every known session's filters are sure: none is
+// stale, and none that may be gone (uncertain) holds a subscription the
+// broker counts.
+func (t *Table) exact() bool {
+	for _, s := range t.sessions {
+		if s.stale || (s.uncertain() && s.countedFilters() > 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// countedFilters returns how many of the session's filters the broker's
+// subscription count includes (shared ones are counted apart).
+func (s *session) countedFilters() int {
+	n := 0
+	for f := range s.filters {
+		if !isShared(f) {
+			n++
+		}
+	}
+	return n
 }
 
 // Applied returns how many log lines the table has been given. A counter
@@ -284,6 +385,9 @@ func (t *Table) ReconcileClients(total int) (forgotten int) {
 		connected, certainOffline := 0, 0
 		var uncertain []string
 		for id, s := range t.sessions {
+			if s.stale || s.suspect {
+				return nil // whether it is still there is unknown: the total proves nothing
+			}
 			switch {
 			case s.connected:
 				connected++
@@ -310,12 +414,16 @@ func (t *Table) ReconcileClients(total int) (forgotten int) {
 // forgetExpired drops the uncertain sessions (offline MQTT v5, expiry not
 // logged) when the broker's subscription count is exactly what the certain
 // sessions explain: the uncertain ones' subscriptions are then gone, so
-// their sessions ended. Sessions holding shared subscriptions (counted apart
+// their sessions ended. That needs the certain sessions to be exact: not
+// while one is stale. Sessions holding shared subscriptions (counted apart
 // by the broker) are kept: over-stating is safe. Called with t.mu held.
 func (t *Table) forgetExpired(brokerCount int) int {
 	certain, uncertainFilters := t.ownCount(), 0
 	var drop []string
 	for id, s := range t.sessions {
+		if s.stale {
+			return 0
+		}
 		n := 0
 		shared := false
 		for f := range s.filters {
@@ -363,6 +471,8 @@ type Stats struct {
 	OverStated       bool   // BrokerCount < Expected at the last Reconcile
 	ClientsTotal     int    // last $SYS/broker/clients/total seen
 	Forgotten        uint64 // uncertain sessions dropped once the broker's counts proved them gone
+	Stale            int    // sessions whose filters may have changed while log lines were missed
+	Suspended        bool   // the log session is down and may resume without a missed line
 }
 
 // Stats returns a snapshot of the table's counters.
@@ -393,7 +503,11 @@ func (t *Table) Stats() Stats {
 		if s.uncertain() {
 			st.Uncertain++
 		}
+		if s.stale {
+			st.Stale++
+		}
 	}
+	st.Suspended = t.suspended
 	return st
 }
 

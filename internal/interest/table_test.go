@@ -666,10 +666,11 @@ func TestReconcileForgetsExpiredV5Sessions(t *testing.T) {
 	}
 }
 
-// TestSessionLostAfterBrokerRestart: the agent loses its broker session and
-// the broker restarted: clean sessions vanished unlogged, persistent ones
-// were restored. The count proves it and the table recovers; had the broker
-// not restarted, the count would match the full table instead.
+// TestSessionLostAfterBrokerRestart: the agent loses its broker session
+// and lines were missed. Whether the broker restarted (clean sessions gone,
+// persistent ones restored) or not, no count clears the degraded state: a
+// filter may have changed unseen. A clean start of each session known
+// before re-learns its filters, and then the count may clear it.
 func TestSessionLostAfterBrokerRestart(t *testing.T) {
 	for _, restarted := range []bool{true, false} {
 		tab, rec := readyTable(t)
@@ -680,19 +681,170 @@ func TestSessionLostAfterBrokerRestart(t *testing.T) {
 		apply(t, tab, lineSub("pers", "p/#"))
 		tab.Reconcile(4)
 		tab.SessionLost("lost the broker session")
-		if d, _ := tab.Degraded(); !d {
-			t.Fatal("not degraded after losing the session")
+		count := 2 + 2
+		if restarted {
+			count = 2 + 1 // own + pers's restored subscription
+		}
+		tab.Reconcile(count)
+		wantAdvertised(t, tab, rec, "#")
+		if st := tab.Stats(); st.Stale != 2 {
+			t.Fatalf("restarted=%v: %d stale sessions, want 2", restarted, st.Stale)
 		}
 		if restarted {
-			tab.Reconcile(2 + 1) // own + pers's restored subscription
-			wantAdvertised(t, tab, rec, "p/#")
+			apply(t, tab, lineConnect("clean", 4, true)) // back, re-learnt
+			apply(t, tab, lineDisconnect("clean"))
 		} else {
-			tab.Reconcile(2 + 2)
-			wantAdvertised(t, tab, rec, "c/#", "p/#")
+			apply(t, tab, lineDisconnect("clean"))
 		}
-		if d, reason := tab.Degraded(); d {
-			t.Fatalf("restarted=%v: still degraded: %s", restarted, reason)
-		}
+		apply(t, tab, lineConnect("pers", 4, true))
+		apply(t, tab, lineSub("pers", "p/#"))
+		tab.Reconcile(2 + 1)
+		wantAdvertised(t, tab, rec, "p/#")
+	}
+}
+
+// TestSwapWhileLinesMissed (issue 13 §5a): a client swaps filter a for b
+// while the log session is down. The counts match, yet b is unknown: the
+// table must stay degraded rather than advertise a alone.
+func TestSwapWhileLinesMissed(t *testing.T) {
+	tab, rec := readyTable(t)
+	tab.SetOwnSubscriptions(1)
+	apply(t, tab, lineConnect("c", 4, false))
+	apply(t, tab, lineSub("c", "a"))
+	tab.Reconcile(2)
+	wantAdvertised(t, tab, rec, "a")
+	tab.SessionLost("log session lost")
+	// Unseen: c unsubscribes a and subscribes b.
+	tab.Reconcile(2)
+	wantAdvertised(t, tab, rec, "#")
+}
+
+// TestSuspectsProveNothing (issue 13 §5b): after a broker restart with
+// persistence, a clean session connected before (gone now, unlogged) must
+// not be counted as connected: the client total would then "prove" a
+// restored offline v5 session gone, and the counts would match without it.
+func TestSuspectsProveNothing(t *testing.T) {
+	tab, rec := readyTable(t)
+	tab.SetOwnSubscriptions(2)
+	tab.SetOwnClients(2)
+	apply(t, tab, lineConnect("clean", 4, true))
+	apply(t, tab, lineSub("clean", "c/#"))
+	apply(t, tab, lineConnect("v5", 5, false))
+	apply(t, tab, lineSub("v5", "v/#"))
+	apply(t, tab, lineDisconnect("v5"))
+	tab.Reconcile(4)
+	tab.SessionLost("lost the broker session")
+	// Restarted: clean is gone, v5 restored offline. Total 3: own 2 + v5.
+	if n := tab.ReconcileClients(3); n != 0 {
+		t.Fatalf("forgot %d sessions on a total that counted a suspect as connected", n)
+	}
+	tab.Reconcile(2 + 1)
+	wantAdvertised(t, tab, rec, "#")
+	if !slices.Contains(tab.Clients()["v5"], "v/#") {
+		t.Fatal("the restored v5 session's filter was dropped")
+	}
+}
+
+// TestCountBeforeOwnSubscription (issue 13 §5c): the agent's own
+// subscription counts once its line arrives, in order with the counts. A
+// count published before the broker applied it must not make an offline
+// v5 session look gone.
+func TestCountBeforeOwnSubscription(t *testing.T) {
+	tab, rec := readyTable(t, "agent-log")
+	tab.SetOwnSubscriptions(2)
+	tab.TrackOwn("agent-log")
+	apply(t, tab, lineConnect("v5", 5, false))
+	apply(t, tab, lineSub("v5", "v/#"))
+	apply(t, tab, lineDisconnect("v5"))
+	tab.Reconcile(2 + 1) // before the probe: own + v5's filter
+	apply(t, tab, lineSub("agent-log", "$SYS/moha/probe"))
+	tab.Reconcile(2 + 1 + 1) // the probe counted
+	apply(t, tab, lineUnsub("agent-log", "$SYS/moha/probe"))
+	tab.Reconcile(2 + 1)
+	wantAdvertised(t, tab, rec, "v/#")
+	tab.Reconcile(2) // now v5 is gone
+	wantAdvertised(t, tab, rec)
+}
+
+// TestUncertainBlocksStartupProof: at startup sessions the table never saw
+// may exist; an equal count proves nothing while an uncertain session
+// (offline v5) could be gone in place of one of them. Once it is back
+// (certain), the count proves the picture.
+func TestUncertainBlocksStartupProof(t *testing.T) {
+	tab := NewTable(nil, nil)
+	apply(t, tab, lineConnect("v5", 5, false))
+	apply(t, tab, lineSub("v5", "v/#"))
+	apply(t, tab, lineDisconnect("v5"))
+	tab.Reconcile(1)
+	if d, _ := tab.Degraded(); !d {
+		t.Fatal("an equal count with an uncertain session cleared the startup state")
+	}
+	apply(t, tab, lineConnect("v5", 5, false))
+	tab.Reconcile(1)
+	if d, reason := tab.Degraded(); d {
+		t.Fatalf("still degraded: %s", reason)
+	}
+}
+
+// TestCleanStopKeepsThePicture: the broker logs its clean stop and saves
+// its database; the log session is suspended and resumes after the
+// restart with the lines queued meanwhile: the table knows the restored
+// sessions without a missed line. Sessions whose last connect had clean
+// start ended (MQTT v5 ones too: Mosquitto 2.0.11 saves none of them);
+// persistent ones are offline, an MQTT v5 one uncertain.
+func TestCleanStopKeepsThePicture(t *testing.T) {
+	tab, rec := readyTable(t)
+	tab.SetOwnSubscriptions(2)
+	apply(t, tab, lineConnect("clean", 4, true))
+	apply(t, tab, lineSub("clean", "c/#"))
+	apply(t, tab, lineConnect("pers", 4, false))
+	apply(t, tab, lineSub("pers", "p/#"))
+	apply(t, tab, lineConnect("v5", 5, false))
+	apply(t, tab, lineSub("v5", "v/#"))
+	apply(t, tab, lineConnect("v5 clean", 5, true))
+	apply(t, tab, lineSub("v5 clean", "w/#"))
+	apply(t, tab, raw(TopicInfo, "mosquitto version 2.0.11 terminating"))
+	apply(t, tab, raw(TopicInfo, "Saving in-memory database to /var/lib/mosquitto/mosquitto.db."))
+	tab.Suspend("log session down")
+	wantAdvertised(t, tab, rec, "#")
+	st := tab.Stats()
+	if st.Clients != 2 || st.Connected != 0 || st.Uncertain != 1 || st.Stale != 0 {
+		t.Fatalf("after the clean stop: %+v", st)
+	}
+	apply(t, tab, lineConnect("pers", 4, false)) // queued while suspended
+	tab.Resume()
+	wantAdvertised(t, tab, rec, "p/#", "v/#")
+
+	// The same stop whose save failed: the restored sessions are older.
+	apply(t, tab, raw(TopicInfo, "mosquitto version 2.0.11 terminating"))
+	apply(t, tab, raw(TopicInfo, "Saving in-memory database to /var/lib/mosquitto/mosquitto.db."))
+	apply(t, tab, raw(TopicError, "Error saving in-memory database, unable to open /var/lib/mosquitto/mosquitto.db.new for writing."))
+	wantAdvertised(t, tab, rec, "#")
+	if st := tab.Stats(); st.Stale == 0 {
+		t.Fatalf("a failed save left the sessions sure: %+v", st)
+	}
+}
+
+// TestSuspendResume: a suspension that resumes restores what was before;
+// something else degrading the table meanwhile survives the Resume.
+func TestSuspendResume(t *testing.T) {
+	tab, rec := readyTable(t)
+	apply(t, tab, lineConnect("c", 4, true))
+	apply(t, tab, lineSub("c", "a"))
+	tab.Suspend("down")
+	wantAdvertised(t, tab, rec, "#")
+	tab.Reconcile(1) // counts do not end a suspension
+	wantAdvertised(t, tab, rec, "#")
+	tab.Resume()
+	wantAdvertised(t, tab, rec, "a")
+
+	tab.Suspend("down")
+	if err := lineSub("stranger", "x").applyTo(tab); !errors.Is(err, ErrUnknownClient) {
+		t.Fatalf("got %v", err)
+	}
+	tab.Resume()
+	if d, reason := tab.Degraded(); !d || !strings.Contains(reason, "no known client") {
+		t.Fatalf("Resume undid another cause: %v %q", d, reason)
 	}
 }
 

@@ -30,7 +30,7 @@ func findBinary(t testing.TB, name string) string {
 	}
 	p := filepath.Join("/usr/sbin", name)
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("%s is not installed", name)
+		testkit.SkipUnavailable(t, "%s is not installed", name)
 	}
 	return p
 }

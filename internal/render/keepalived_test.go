@@ -178,17 +178,17 @@ type netns struct {
 func newNetns(t *testing.T, iface string) *netns {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipped: creating a network namespace needs root")
+		testkit.SkipUnavailable(t, "creating a network namespace needs root")
 	}
 	ip, err := exec.LookPath("ip")
 	if err != nil {
-		t.Skip("skipped: ip (iproute2) is not installed, so no network namespace")
+		testkit.SkipUnavailable(t, "ip (iproute2) is not installed, so no network namespace")
 	}
 	var suffix [4]byte
 	_, _ = rand.Read(suffix[:])
 	ns := &netns{name: fmt.Sprintf("moha-kt-%x", suffix), ip: ip}
 	if out, err := runCommand(ip, "netns", "add", ns.name); err != nil {
-		t.Skipf("skipped: ip netns add is unavailable here: %v\n%s", err, out)
+		testkit.SkipUnavailable(t, "ip netns add is unavailable here: %v\n%s", err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := runCommand(ip, "netns", "delete", ns.name); err != nil {

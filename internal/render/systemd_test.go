@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/testkit"
 )
 
 // goldenName turns a rendered file name into a golden file name.
@@ -117,10 +118,10 @@ func verifyUnits(t *testing.T, dir string, units ...string) ([]byte, error) {
 	t.Helper()
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
-		t.Skip("skipped: systemd-analyze is not installed, so the units are not verified")
+		testkit.SkipUnavailable(t, "systemd-analyze is not installed, so the units are not verified")
 	}
 	if !mosquittoUnitInstalled() {
-		t.Skip("skipped: no mosquitto.service installed for the drop-in to apply to")
+		testkit.SkipUnavailable(t, "no mosquitto.service installed for the drop-in to apply to")
 	}
 	cmd := exec.Command(analyze, append([]string{"verify"}, units...)...)
 	// The trailing colon appends the default unit path.

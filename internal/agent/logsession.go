@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moha-project/moha/internal/session"
+)
+
+const (
+	// The log session is persistent, so that the broker queues the lines
+	// logged while it is down (a reconnect, a broker restart with
+	// persistence) and nothing is missed. A short expiry: an agent gone
+	// for longer starts afresh anyway.
+	logSessionExpiry = 300
+	// logResumeWithin is how long the log session may be away and still
+	// resume without a missed line: Mosquitto gives its log lines a
+	// message expiry of 20 s.
+	logResumeWithin = 15 * time.Second
+	// uptimeSlack absorbs the whole seconds of $SYS/broker/uptime.
+	uptimeSlack  = 3 * time.Second
+	brokerUptime = "$SYS/broker/uptime"
+)
+
+// logResume is what the agent knows of its log session across reconnects:
+// whether a new connection resumed it without a missed line. The broker
+// loop and the log session's reader use it, one after the other.
+type logResume struct {
+	mu        sync.Mutex
+	persisted bool      // a log session of this run exists: resume it
+	lastAt    time.Time // when the last message arrived on it
+	uptime    time.Duration
+	uptimeAt  time.Time
+	pending   bool // resumed: decide at the first live uptime
+}
+
+// dialLog connects the log session. A new run first ends what an earlier
+// run left (its queued lines would be replayed into a table that did not
+// see what came before them, and old connects would look new to the
+// takeover bookkeeping); the session is then created with clean start off,
+// as Mosquitto 2.0.11 saves only such sessions across a restart.
+func (a *Agent) dialLog(ctx context.Context, handle func(*session.Delivery)) (*session.Session, error) {
+	cfg := a.sessionConfig(a.logClientID())
+	a.logState.mu.Lock()
+	fresh := !a.logState.persisted
+	a.logState.mu.Unlock()
+	if fresh {
+		cfg.CleanStart = true
+		old, err := session.Dial(ctx, cfg, nil)
+		if err != nil {
+			return nil, err
+		}
+		old.Close()
+	}
+	cfg.CleanStart = false
+	cfg.SessionExpiry = logSessionExpiry
+	return session.Dial(ctx, cfg, handle)
+}
+
+// logConnected decides, once the log session is up, whether the table may
+// resume: the broker kept the session (it queued the lines logged
+// meanwhile) and the session was away for less than the lines live. The
+// last check, that the broker did not restart without a clean stop, waits
+// for the first live uptime (onUptime). fresh reports a clean start, after
+// which the own tracked subscriptions start empty.
+func (a *Agent) logConnected(s *session.Session) (fresh bool) {
+	a.logState.mu.Lock()
+	defer a.logState.mu.Unlock()
+	fresh = !a.logState.persisted
+	a.logState.persisted = true
+	switch gap := time.Since(a.logState.lastAt); {
+	case fresh:
+	case !s.SessionPresent():
+		a.table.SessionLost("the log session was not resumed: log lines were missed")
+	case gap > logResumeWithin:
+		a.table.SessionLost(fmt.Sprintf("the log session was away %v: log lines may have expired", gap.Round(time.Second)))
+	default:
+		a.logState.pending = true
+	}
+	return fresh
+}
+
+// onLogMessage notes that the log session is alive.
+func (a *Agent) onLogMessage(now time.Time) {
+	a.logState.mu.Lock()
+	a.logState.lastAt = now
+	a.logState.mu.Unlock()
+}
+
+// onUptime follows the broker's uptime. The first live one after a resumed
+// log session comes after every line queued for it: the table resumes
+// then, unless the broker restarted without the clean stop (and saved
+// database) whose lines told the table what it restored.
+func (a *Agent) onUptime(payload []byte, now time.Time) {
+	secs, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(string(payload)), " seconds"), 10, 64)
+	if err != nil {
+		return
+	}
+	uptime := time.Duration(secs) * time.Second
+	a.logState.mu.Lock()
+	defer a.logState.mu.Unlock()
+	if a.logState.pending {
+		a.logState.pending = false
+		expected := a.logState.uptime + now.Sub(a.logState.uptimeAt)
+		if uptime+uptimeSlack < expected && !a.table.StoppedCleanly() {
+			a.table.SessionLost("the broker restarted without a clean stop: what it restored is older than the log")
+		} else {
+			a.table.Resume()
+		}
+	}
+	a.logState.uptime, a.logState.uptimeAt = uptime, now
+}
