@@ -533,3 +533,30 @@ func BenchmarkForward(b *testing.B) {
 	b.ReportMetric(float64(sb.SentBytes)/float64(b.N), "ack-B/msg")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 }
+
+// TestStopAbandonsWhatLivePeersHeld (issue 14 §1): when the mesh stops,
+// the messages a live peer had not acknowledged are reported Abandoned, so
+// that the agent leaves them unacknowledged for its broker to redeliver —
+// never Buffered (the agent would acknowledge them, and the stop discards
+// the buffer).
+func TestStopAbandonsWhatLivePeersHeld(t *testing.T) {
+	recB := newRecorder()
+	recB.onDeliver = func(string, message.Message, func()) {} // b never acks
+	a, _ := pair(t, nil, nil, newRecorder(), recB)
+	out := newOutcomes(t)
+	const n = 20
+	for i := range n {
+		if err := a.Send(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "b received all", func() bool {
+		recB.mu.Lock()
+		defer recB.mu.Unlock()
+		return len(recB.msgs["a"]) == n
+	})
+	a.stop(t)
+	if got := out.count(Abandoned); got != n {
+		t.Fatalf("%d of %d abandoned at the stop (buffered %d, dropped %d)", got, n, out.count(Buffered), out.count(Dropped))
+	}
+}

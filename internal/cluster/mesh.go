@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moha-project/moha/internal/message"
@@ -87,7 +88,9 @@ type Mesh struct {
 	unknownLog rateLimit
 	running    bool
 	closed     bool
-	cancel     context.CancelCauseFunc
+	// stopping: Run's context ended, links end because the mesh stops.
+	stopping atomic.Bool
+	cancel   context.CancelCauseFunc
 }
 
 // New validates cfg (every problem reported, one line per field), applies
@@ -151,6 +154,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	m.cancel = cancel
 	m.mu.Unlock()
+	ctx = stopFirst(ctx, &m.stopping)
 	defer close(m.runDone)
 	defer cancel(nil)
 
@@ -192,6 +196,17 @@ func (m *Mesh) serve(ctx context.Context, ln net.Listener) {
 	<-ctx.Done()
 	ln.Close()
 	wg.Wait()
+}
+
+// stopFirst returns a context that ends after stopping is set, once ctx
+// ends: every goroutine that sees it done also sees the mesh stopping.
+func stopFirst(ctx context.Context, stopping *atomic.Bool) context.Context {
+	inner, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() {
+		stopping.Store(true)
+		cancel(context.Cause(ctx))
+	})
+	return inner
 }
 
 func (m *Mesh) shutdownPeers() {

@@ -19,8 +19,12 @@ const (
 	// link returns (or is dropped, counted, if the peer is gone for good).
 	Buffered
 	// Dropped: over the buffer limits while the peer is down, the peer is
-	// gone or unknown, the message is too large, or the mesh stopped.
+	// gone or unknown, or the message is too large.
 	Dropped
+	// Abandoned: the mesh stopped before the peer took the message. It
+	// must not be acknowledged to the origin broker, which then redelivers
+	// it to the next run (the data session is persistent).
+	Abandoned
 )
 
 func (o Outcome) String() string {
@@ -31,6 +35,8 @@ func (o Outcome) String() string {
 		return "buffered"
 	case Dropped:
 		return "dropped"
+	case Abandoned:
+		return "abandoned"
 	}
 	return fmt.Sprintf("outcome(%d)", int(o))
 }
@@ -277,13 +283,17 @@ func (p *peer) detach(l *link) {
 	now := time.Now()
 	p.since, p.downSince = now, now
 	p.queue.prepend(p.inflight.drain())
+	// A link that ends because the mesh stops leaves what it held owed:
+	// shutdown reports it Abandoned, not Buffered for a return.
 	var dones []func(Outcome)
-	p.queue.each(func(it *item) {
-		if it.done != nil {
-			dones = append(dones, it.done)
-			it.done = nil
-		}
-	})
+	if !p.mesh.stopping.Load() {
+		p.queue.each(func(it *item) {
+			if it.done != nil {
+				dones = append(dones, it.done)
+				it.done = nil
+			}
+		})
+	}
 	p.signalLocked()
 	p.updateGaugesLocked()
 	p.mu.Unlock()
@@ -339,7 +349,9 @@ func (p *peer) discardLocked() (dones []func(Outcome), n int) {
 }
 
 // shutdown closes the peer for good when the mesh stops: Sends fail with
-// ErrClosed and messages whose outcome is still owed are Dropped.
+// ErrClosed and messages whose outcome is still owed are Abandoned (the
+// origin broker keeps them). Those reported Buffered earlier, for a peer
+// that was down, were acknowledged: stopping loses them, counted.
 func (p *peer) shutdown() {
 	p.mu.Lock()
 	if p.closed {
@@ -349,14 +361,12 @@ func (p *peer) shutdown() {
 	p.closed = true
 	dones, n := p.discardLocked()
 	p.mu.Unlock()
-	if n > 0 {
-		// Buffered messages were reported Buffered (the agent may have acked
-		// them to its broker): stopping loses them, and says so.
-		p.mesh.log.Warn("mesh stopped with messages held for peer", "peer", p.name, "discarded", n)
-		p.countOnly(dropShutdown, n)
+	if lost := n - len(dones); lost > 0 {
+		p.mesh.log.Warn("mesh stopped with messages buffered for a peer that was down: they are lost", "peer", p.name, "discarded", lost)
+		p.countOnly(dropShutdown, lost)
 	}
 	for _, done := range dones {
-		p.mesh.notify(done, Dropped)
+		p.mesh.notify(done, Abandoned)
 	}
 }
 

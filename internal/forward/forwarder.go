@@ -94,7 +94,7 @@ func NewMetrics(reg prometheus.Registerer, pending func() float64) *Metrics {
 		}, []string{"peer"}),
 		Outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_forward_outcomes_total",
-			Help: "What became of messages queued for a peer: acked by its broker, buffered while it was down, or dropped.",
+			Help: "What became of messages queued for a peer: acked by its broker, buffered while it was down, dropped, or abandoned when the agent stopped (left unacknowledged: the broker redelivers them to the next run).",
 		}, []string{"peer", "outcome"}),
 		Local: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moha_local_messages_total",
@@ -141,13 +141,14 @@ func NewForwarder(r *Router, s Sender, reg prometheus.Registerer, limits History
 	for i, p := range r.order {
 		f.all |= 1 << i
 		f.perPeer[p] = &peerCounters{
-			bit:      1 << i,
-			replayed: f.metrics.Replayed.WithLabelValues(p),
-			skipped:  f.metrics.Skipped.WithLabelValues(p),
-			targeted: f.metrics.Targeted.WithLabelValues(p),
-			acked:    f.metrics.Outcomes.WithLabelValues(p, "acked"),
-			buffered: f.metrics.Outcomes.WithLabelValues(p, "buffered"),
-			dropped:  f.metrics.Outcomes.WithLabelValues(p, "dropped"),
+			bit:       1 << i,
+			replayed:  f.metrics.Replayed.WithLabelValues(p),
+			skipped:   f.metrics.Skipped.WithLabelValues(p),
+			targeted:  f.metrics.Targeted.WithLabelValues(p),
+			acked:     f.metrics.Outcomes.WithLabelValues(p, "acked"),
+			buffered:  f.metrics.Outcomes.WithLabelValues(p, "buffered"),
+			dropped:   f.metrics.Outcomes.WithLabelValues(p, "dropped"),
+			abandoned: f.metrics.Outcomes.WithLabelValues(p, "abandoned"),
 		}
 	}
 	return f
@@ -214,7 +215,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 }
 
 // forward sends d to every target peer and acknowledges it to the broker
-// once each of them has reported an outcome [DESIGN.md §5].
+// once each of them has reported an outcome [DESIGN.md §5] — never when one
+// was Abandoned (the mesh stopped): the broker redelivers it to the next run.
 func (f *Forwarder) forward(ctx context.Context, d Delivery, targets []string) error {
 	m := d.Msg()
 	f.metrics.Local.Inc()
@@ -235,12 +237,16 @@ func (f *Forwarder) forward(ctx context.Context, d Delivery, targets []string) e
 	}
 	remaining := new(atomic.Int32)
 	remaining.Store(int32(len(targets)))
+	abandoned := new(atomic.Bool)
 	for _, peer := range targets {
 		c := f.perPeer[peer]
 		c.targeted.Inc()
 		done := func(o cluster.Outcome) {
 			c.outcome(o).Inc()
-			if remaining.Add(-1) == 0 {
+			if o == cluster.Abandoned {
+				abandoned.Store(true) // the broker keeps it for the next run
+			}
+			if remaining.Add(-1) == 0 && !abandoned.Load() {
 				d.Ack()
 			}
 		}
@@ -324,8 +330,8 @@ func (f *Forwarder) countSkipped(targets []string) {
 }
 
 type peerCounters struct {
-	bit                                                   uint64
-	skipped, targeted, acked, buffered, dropped, replayed prometheus.Counter
+	bit                                                              uint64
+	skipped, targeted, acked, buffered, dropped, abandoned, replayed prometheus.Counter
 }
 
 func (c *peerCounters) outcome(o cluster.Outcome) prometheus.Counter {
@@ -334,6 +340,8 @@ func (c *peerCounters) outcome(o cluster.Outcome) prometheus.Counter {
 		return c.acked
 	case cluster.Buffered:
 		return c.buffered
+	case cluster.Abandoned:
+		return c.abandoned
 	default:
 		return c.dropped
 	}

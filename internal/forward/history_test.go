@@ -157,3 +157,23 @@ func BenchmarkForwardHistory(b *testing.B) {
 		}
 	}
 }
+
+// TestAbandonedIsNeverAcked: a message one target abandoned (the mesh
+// stopped) is not acknowledged to the broker, whatever the others said:
+// the broker redelivers it to the agent's next run.
+func TestAbandonedIsNeverAcked(t *testing.T) {
+	r := NewRouter([]string{"a", "b"})
+	r.Apply("a", true, []string{"#"}, nil)
+	r.Apply("b", true, []string{"#"}, nil)
+	s := &fakeSender{}
+	f := NewForwarder(r, s, nil, HistoryLimits{})
+	d := &fakeDelivery{m: message.Message{Topic: "t", QoS: 1}}
+	if err := f.forward(context.Background(), d, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.dones[0](cluster.Abandoned)
+	s.dones[1](cluster.Acked)
+	if d.acked != 0 {
+		t.Fatal("an abandoned message was acknowledged to the broker")
+	}
+}
