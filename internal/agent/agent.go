@@ -78,6 +78,7 @@ type Agent struct {
 	lastCount    atomic.Int64  // unix nanos of the last live subscription count
 	countApplied atomic.Uint64 // the table's Applied() when that count arrived
 	logState     logResume
+	drops        brokerDrops
 	started      time.Time
 
 	mu       sync.Mutex
@@ -104,6 +105,7 @@ func New(opt Options) (*Agent, error) {
 	}
 	logger = logger.With("node", node.Name)
 	a := &Agent{node: node, cluster: opt.Cluster, log: logger, started: time.Now(), brokerOK: "not connected yet"}
+	a.drops.last = -1
 	if a.brokerTLS, err = brokerTLSConfig(node); err != nil {
 		return nil, err
 	}
@@ -237,7 +239,7 @@ func (a *Agent) peerDigest(peer string, entries []cluster.DigestEntry) {
 		defer cancel()
 		missing := a.retained.missingAt(entries)
 		for _, m := range missing {
-			if err := a.mesh.Send(ctx, peer, m, nil); err != nil {
+			if err := a.mesh.SendWait(ctx, peer, m, nil); err != nil {
 				a.log.Warn("retained sync to peer stopped", "peer", peer, "err", err)
 				return
 			}

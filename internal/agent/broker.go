@@ -33,7 +33,7 @@ const (
 // come first: the broker then logs every later filter of the SUBSCRIBE to
 // it, and the table counts the log session's subscriptions from those
 // lines, in order with the counts (TrackOwn).
-var logFilters = []string{"$SYS/broker/log/M/#", interest.TopicNotice, interest.TopicError, interest.TopicInfo, subscriptionCount, clientsTotal, retainedCount, brokerUptime}
+var logFilters = []string{"$SYS/broker/log/M/#", interest.TopicNotice, interest.TopicError, interest.TopicInfo, subscriptionCount, clientsTotal, retainedCount, brokerUptime, brokerDroppedTopic}
 
 // brokerLoop keeps the two local sessions up, reconnecting with capped
 // backoff, until ctx ends or the broker turns out to be unusable.
@@ -328,6 +328,10 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 		}
 		return ev, nil
 	}
+	if m.Topic == brokerDroppedTopic {
+		a.onBrokerDropped(m.Payload)
+		return ev, nil
+	}
 	if m.Topic == clientsTotal {
 		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
 		if err != nil || m.Retain {
@@ -362,6 +366,9 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 		return ev, nil
 	}
 	ev, err = interest.ParseLine(m.Topic, m.Payload)
+	if err == nil && ev.Kind == interest.QueueDropped && a.isOwnClient(ev.ClientID) {
+		a.onOwnOverflow(ev.ClientID)
+	}
 	if err == nil && !a.isOwnClient(ev.ClientID) {
 		if note, ok := a.takeovers.onEvent(&ev, time.Now()); ok {
 			a.mesh.AnnounceClient(note)

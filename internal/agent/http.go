@@ -76,6 +76,12 @@ type BrokerStatus struct {
 	Address string `json:"address"`
 	Up      bool   `json:"up"`
 	Error   string `json:"error,omitempty"`
+	// QueueOverflows counts the times the broker logged that it drops
+	// messages queued for one of the agent's sessions (lost messages).
+	QueueOverflows uint64 `json:"queue_overflows"`
+	// DroppedMessages is the broker's own count of messages it dropped
+	// for full queues, all clients together.
+	DroppedMessages uint64 `json:"dropped_messages"`
 }
 
 // DataStatus describes the data session: what it subscribes to on the
@@ -105,7 +111,8 @@ func (a *Agent) Status() Status {
 	s := Status{
 		Node: a.node.Name, Ready: ready, ReadyReason: why,
 		Degraded: degraded, DegradedReason: reason,
-		Broker:         BrokerStatus{Address: a.node.Broker.Address, Up: a.sessionUp.Load(), Error: brokerErr},
+		Broker: BrokerStatus{Address: a.node.Broker.Address, Up: a.sessionUp.Load(), Error: brokerErr,
+			QueueOverflows: a.drops.overflows.Load(), DroppedMessages: a.drops.dropped.Load()},
 		Data:           a.dataStatus(),
 		Interest:       a.table.Stats(),
 		Advertised:     limit(a.table.Advertised(), 100),

@@ -14,6 +14,7 @@ type metrics struct {
 	brokerReconnects   prometheus.Counter
 	inboundPublished   *prometheus.CounterVec
 	inboundRejected    *prometheus.CounterVec
+	inboundRetries     *prometheus.CounterVec
 	invalidPeerFilters *prometheus.CounterVec
 	takeovers          prometheus.Counter
 	endedSessions      prometheus.Counter
@@ -22,6 +23,8 @@ type metrics struct {
 	dataCopies         prometheus.Counter
 	retainedRescans    prometheus.Counter
 	drained            prometheus.Counter
+	brokerQueueDrops   *prometheus.CounterVec
+	brokerDropped      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,8 +43,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"peer"}),
 		inboundRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_inbound_rejected_total",
-			Help: "Messages from a peer that the local broker refused (ACL, quota).",
-		}, []string{"peer"}),
+			Help: "Messages from a peer that the local broker refused for good (not authorized, topic invalid, too large, ...; or a transient refusal that persisted through every retry), dropped, by reason code.",
+		}, []string{"peer", "reason"}),
+		inboundRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_inbound_retries_total",
+			Help: "Messages from a peer published again after the local broker refused them for a reason that may pass (0x80, 0x83, 0x97), by reason code.",
+		}, []string{"peer", "reason"}),
 		invalidPeerFilters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_peer_invalid_filters_total",
 			Help: "Invalid topic filters a peer advertised (ignored).",
@@ -75,9 +82,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "moha_drained_messages_total",
 		Help: "Messages taken from a data session left by an earlier run (agent restart, broker reconnect) before it was ended.",
 	})
-	reg.MustRegister(m.dataCopies, m.retainedRescans, m.drained)
+	m.brokerQueueDrops = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "moha_broker_queue_overflows_total",
+		Help: "Times the local broker logged that it drops messages queued for one of the agent's sessions (max_queued_messages reached): what it dropped is lost.",
+	}, []string{"session"})
+	m.brokerDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "moha_broker_dropped_messages_total",
+		Help: "Messages the local broker dropped for full queues, all its clients together ($SYS/broker/publish/messages/dropped).",
+	})
+	reg.MustRegister(m.dataCopies, m.retainedRescans, m.drained, m.brokerQueueDrops, m.brokerDropped)
 	reg.MustRegister(m.takeovers, m.endedSessions, m.staleRetained, m.retainedSynced)
-	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.invalidPeerFilters)
+	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.inboundRetries, m.invalidPeerFilters)
 	return m
 }
 

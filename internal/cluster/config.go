@@ -33,6 +33,11 @@ type Config struct {
 	AckDelay       time.Duration // how long an ACK with nothing else to ride on waits to coalesce (default 2ms)
 	BackoffMin     time.Duration // first reconnect delay (default 100ms)
 	BackoffMax     time.Duration // reconnect delay cap (default 1s)
+	// StallAfter: a peer whose link is up but that acknowledged nothing of
+	// what it holds for this long (its broker hung) is treated as down:
+	// what it holds is reported Buffered, so that the origin broker and the
+	// other peers go on (default 2s).
+	StallAfter time.Duration
 
 	Logger     *slog.Logger          // default: discard; the caller adds the node key
 	Registerer prometheus.Registerer // may be nil: no metrics registered
@@ -48,6 +53,7 @@ const (
 	DefaultAckDelay       = 2 * time.Millisecond
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = time.Second
+	DefaultStallAfter     = 2 * time.Second
 
 	minSecretLen = 16
 	// maxNameLen keeps a HELLO well inside the 1 KiB pre-auth frame limit.
@@ -108,7 +114,7 @@ func (c *Config) validateLimits(bad func(field, format string, args ...any)) {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"InterestGrace", c.InterestGrace}, {"Heartbeat", c.Heartbeat}, {"AckDelay", c.AckDelay}, {"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}} {
+	}{{"InterestGrace", c.InterestGrace}, {"Heartbeat", c.Heartbeat}, {"AckDelay", c.AckDelay}, {"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}, {"StallAfter", c.StallAfter}} {
 		if d.v < 0 {
 			bad(d.field, "negative")
 		}
@@ -129,6 +135,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.AckDelay, DefaultAckDelay)
 	setDefault(&c.BackoffMin, DefaultBackoffMin)
 	setDefault(&c.BackoffMax, DefaultBackoffMax)
+	setDefault(&c.StallAfter, DefaultStallAfter)
 	if c.BackoffMax < c.BackoffMin {
 		c.BackoffMax = c.BackoffMin
 	}

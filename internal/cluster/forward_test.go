@@ -370,7 +370,9 @@ func TestOverflowWhileDown(t *testing.T) {
 
 // TestBackpressureWhileUp: with the link up and the buffer full, Send
 // blocks until the peer acks or ctx ends.
-func TestBackpressureWhileUp(t *testing.T) {
+// TestSendWaitBackpressure: SendWait, for bulk transfers with a goroutine
+// of their own, waits for room while the link is up and the buffer is full.
+func TestSendWaitBackpressure(t *testing.T) {
 	var mu sync.Mutex
 	var held []func()
 	recB := newRecorder()
@@ -382,17 +384,17 @@ func TestBackpressureWhileUp(t *testing.T) {
 	a, _ := pair(t, func(c *Config) { c.BufferMessages = 10 }, nil, newRecorder(), recB)
 	out := newOutcomes(t)
 	for i := range 10 {
-		if err := a.Send(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+		if err := a.SendWait(context.Background(), "b", indexed(i), out.done(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := a.Send(ctx, "b", indexed(10), out.done(10)); err != context.DeadlineExceeded {
+	if err := a.SendWait(ctx, "b", indexed(10), out.done(10)); err != context.DeadlineExceeded {
 		t.Fatalf("Send on a full buffer with the link up: %v, want deadline exceeded", err)
 	}
 	unblocked := make(chan error, 1)
-	go func() { unblocked <- a.Send(context.Background(), "b", indexed(11), out.done(11)) }()
+	go func() { unblocked <- a.SendWait(context.Background(), "b", indexed(11), out.done(11)) }()
 	waitFor(t, 5*time.Second, "b holds 10 messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 10 })
 	mu.Lock()
 	for _, ack := range held {
@@ -417,6 +419,40 @@ func TestBackpressureWhileUp(t *testing.T) {
 	out.mu.Unlock()
 	if called {
 		t.Fatal("done called for the Send that returned ctx.Err()")
+	}
+}
+
+// TestFullPeerDoesNotBlock (issue 14 §2): a peer whose link is up but that
+// acknowledges nothing (its broker hung) fills its buffer; Send then drops
+// for it, counted as "full", at once, and another peer keeps getting
+// everything.
+func TestFullPeerDoesNotBlock(t *testing.T) {
+	stuck := newRecorder()
+	stuck.onDeliver = func(string, message.Message, func()) {} // never acks
+	c := startMesh(t, testConfig(t, "c", map[string]string{"a": closedAddr(t), "b": closedAddr(t)}), stuck.handlers())
+	recB := newRecorder()
+	b := startMesh(t, testConfig(t, "b", map[string]string{"a": closedAddr(t), "c": c.addr()}), recB.handlers())
+	ca := testConfig(t, "a", map[string]string{"b": b.addr(), "c": c.addr()})
+	ca.BufferMessages = 50
+	a := startMesh(t, ca, newRecorder().handlers())
+	waitFor(t, 5*time.Second, "a linked to b and c", func() bool { return a.up("b") && a.up("c") })
+	out := newOutcomes(t)
+	const n = 500
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for i := range n {
+		if err := a.Send(ctx, "c", indexed(i), nil); err != nil {
+			t.Fatalf("send %d to the stuck peer: %v (it held the sender up)", i, err)
+		}
+	}
+	for i := range n {
+		if err := a.SendWait(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "b acked everything", func() bool { return out.count(Acked) == n })
+	if got := metric(t, a.reg, "moha_peer_dropped_messages_total", map[string]string{"peer": "c", "reason": "full"}); got != n-50 {
+		t.Fatalf("dropped for the stuck peer: %v, want %d (all but its buffer of 50)", got, n-50)
 	}
 }
 
@@ -558,5 +594,46 @@ func TestStopAbandonsWhatLivePeersHeld(t *testing.T) {
 	a.stop(t)
 	if got := out.count(Abandoned); got != n {
 		t.Fatalf("%d of %d abandoned at the stop (buffered %d, dropped %d)", got, n, out.count(Buffered), out.count(Dropped))
+	}
+}
+
+// TestStalledPeerIsBuffered (issue 14 §2): a peer whose link stays up but
+// that acknowledges nothing for StallAfter is treated as down: what it
+// holds is reported Buffered (once), new messages are Buffered at once, and
+// when it acknowledges again it is no longer stalled and nothing is lost.
+func TestStalledPeerIsBuffered(t *testing.T) {
+	var mu sync.Mutex
+	var held []func()
+	recB := newRecorder()
+	recB.onDeliver = func(_ string, _ message.Message, ack func()) {
+		mu.Lock()
+		held = append(held, ack)
+		mu.Unlock()
+	}
+	a, _ := pair(t, func(c *Config) { c.StallAfter = 100 * time.Millisecond }, nil, newRecorder(), recB)
+	out := newOutcomes(t)
+	for i := range 10 {
+		if err := a.Send(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the 10 reported Buffered", func() bool { return out.count(Buffered) == 10 })
+	if !a.peerStatus("b").Stalled {
+		t.Fatal("b not shown stalled")
+	}
+	if err := a.Send(context.Background(), "b", indexed(10), out.done(10)); err != nil {
+		t.Fatal(err)
+	}
+	// b acknowledges nothing: a Buffered outcome can only be the stall's.
+	waitFor(t, 5*time.Second, "the 11th Buffered", func() bool { return out.count(Buffered) == 11 })
+	waitFor(t, 5*time.Second, "b holds all 11", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 11 })
+	mu.Lock()
+	for _, ack := range held {
+		ack()
+	}
+	mu.Unlock()
+	waitFor(t, 5*time.Second, "b no longer stalled", func() bool { return !a.peerStatus("b").Stalled })
+	if got := metric(t, a.reg, "moha_peer_stalls_total", map[string]string{"peer": "b"}); got != 1 {
+		t.Fatalf("stalls counted %v, want 1", got)
 	}
 }

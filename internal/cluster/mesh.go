@@ -313,13 +313,25 @@ func (m *Mesh) SendDigest(peer string, entries []DigestEntry) bool {
 // block: Acked when the peer acknowledged it; Buffered as soon as it is
 // queued while the peer's link is down (or when the link goes down with it
 // unacknowledged: it stays queued and is resent when the link returns);
-// Dropped when the buffer is over its limits while the peer is down, the
-// peer is gone or unknown, the message cannot fit a frame, or the mesh
-// stops before an outcome. While the link is up and the buffer is full,
-// Send blocks until there is room or ctx ends; it then returns ctx.Err()
-// and does not call done. After the mesh stopped it returns ErrClosed
-// without calling done. done may be nil.
+// Dropped when the peer's buffer is over its limits (its link down, or up
+// but the peer not keeping up: one slow peer never holds up the others),
+// the peer is gone or unknown, or the message cannot fit a frame;
+// Abandoned when the mesh stops before the peer took it. Send never
+// blocks. After the mesh stopped it returns ErrClosed without calling done.
+// done may be nil.
 func (m *Mesh) Send(ctx context.Context, peerName string, msg message.Message, done func(Outcome)) error {
+	return m.send(ctx, peerName, msg, done, false)
+}
+
+// SendWait is Send for a bulk transfer with a goroutine of its own (a
+// retained sync): while the link is up and the buffer is full it waits
+// for room or for ctx to end (then it returns ctx.Err() without calling
+// done) instead of dropping.
+func (m *Mesh) SendWait(ctx context.Context, peerName string, msg message.Message, done func(Outcome)) error {
+	return m.send(ctx, peerName, msg, done, true)
+}
+
+func (m *Mesh) send(ctx context.Context, peerName string, msg message.Message, done func(Outcome), wait bool) error {
 	p := m.peers[peerName]
 	if p == nil {
 		m.mu.Lock()
@@ -337,12 +349,12 @@ func (m *Mesh) Send(ctx context.Context, peerName string, msg message.Message, d
 		return nil
 	}
 	for {
-		wait, err := p.enqueue(it)
-		if wait == nil {
+		retry, err := p.enqueue(it, wait)
+		if retry == nil {
 			return err
 		}
 		select {
-		case <-wait:
+		case <-retry:
 			p.stopWaiting()
 		case <-ctx.Done():
 			p.stopWaiting()
@@ -362,7 +374,7 @@ func (m *Mesh) notify(done func(Outcome), o Outcome) {
 // janitor declares peers gone once they were down for InterestGrace.
 func (m *Mesh) janitor(ctx context.Context) {
 	grace := m.cfg.InterestGrace
-	tick := min(max(grace/10, 5*time.Millisecond), defaultJanitorInterval)
+	tick := min(max(min(grace, m.cfg.StallAfter)/10, 5*time.Millisecond), defaultJanitorInterval)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -372,6 +384,7 @@ func (m *Mesh) janitor(ctx context.Context) {
 		case now := <-t.C:
 			for _, name := range m.names {
 				m.peers[name].expireIfGone(now, grace)
+				m.peers[name].stallIfStuck(now)
 			}
 		}
 	}

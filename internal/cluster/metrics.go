@@ -20,6 +20,7 @@ type metrics struct {
 	inflight     *prometheus.GaugeVec
 	dropped      *prometheus.CounterVec
 	ackFrames    *prometheus.CounterVec
+	stalls       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,13 +59,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		ackFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_ack_frames_total", Help: "ACK frames written to the peer.",
 		}, peer),
+		stalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moha_peer_stalls_total", Help: "Times the peer's link was up but it acknowledged nothing for StallAfter (its broker hung): its messages were then buffered as for a peer that is down.",
+		}, peer),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.linkUp, m.connects, m.rejected, m.fwdMessages, m.fwdBytes,
-		m.recvMessages, m.bytesRead, m.queue, m.inflight, m.dropped, m.ackFrames} {
+		m.recvMessages, m.bytesRead, m.queue, m.inflight, m.dropped, m.ackFrames, m.stalls} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)
@@ -73,6 +77,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // Drop reasons for moha_peer_dropped_messages_total.
 const (
 	dropOverflow = "overflow" // peer down and its buffer full
+	dropFull     = "full"     // link up, but the peer does not keep up: its buffer is full
 	dropGone     = "gone"     // peer down past InterestGrace
 	dropTooLarge = "too_large"
 	dropShutdown = "shutdown" // still held when the mesh stopped
@@ -84,6 +89,7 @@ type peerMetrics struct {
 	up, queue, inflight                prometheus.Gauge
 	connects, fwdMessages, fwdBytes    prometheus.Counter
 	recvMessages, bytesRead, ackFrames prometheus.Counter
+	stalls                             prometheus.Counter
 	dropped                            *prometheus.CounterVec
 	name                               string
 }
@@ -99,6 +105,7 @@ func (m *metrics) forPeer(name string) *peerMetrics {
 		recvMessages: m.recvMessages.WithLabelValues(name),
 		bytesRead:    m.bytesRead.WithLabelValues(name),
 		ackFrames:    m.ackFrames.WithLabelValues(name),
+		stalls:       m.stalls.WithLabelValues(name),
 		dropped:      m.dropped,
 		name:         name,
 	}

@@ -73,9 +73,16 @@ type peer struct {
 	since     time.Time     // last up/down change
 	downSince time.Time
 	epoch     uint64 // the peer's process epoch, from its last hello
-	gone      bool
-	closed    bool
-	dropLog   rateLimit
+	// progress is when the peer last acknowledged something, or when it
+	// was last given something to acknowledge with nothing outstanding.
+	progress time.Time
+	// stalled: the link is up but the peer acknowledged nothing for
+	// StallAfter; its messages are reported Buffered as for a peer that is
+	// down, until an ack shows it moving again.
+	stalled bool
+	gone    bool
+	closed  bool
+	dropLog rateLimit
 
 	sentMessages, sentBytes, recvMessages, recvBytes, dropped atomic.Uint64
 	batchesSent, ackFramesSent                                atomic.Uint64
@@ -115,9 +122,11 @@ func (p *peer) updateGaugesLocked() {
 	p.pm.inflight.Set(float64(p.inflight.len()))
 }
 
-// enqueue holds it for the peer, or reports why not. When the link is up
-// and the buffer is full it returns wait, a channel closed when to retry.
-func (p *peer) enqueue(it item) (wait <-chan struct{}, err error) {
+// enqueue holds it for the peer, or reports why not. When the buffer is
+// full it drops it (counted) — a peer that does not keep up is treated as
+// one that is down, so that it never holds up the others — unless wait is
+// set and the link is up: then it returns a channel closed when to retry.
+func (p *peer) enqueue(it item, wait bool) (retry <-chan struct{}, err error) {
 	p.mu.Lock()
 	switch {
 	case p.closed:
@@ -128,30 +137,37 @@ func (p *peer) enqueue(it item) (wait <-chan struct{}, err error) {
 		p.drop(it, dropGone)
 		return nil, nil
 	case !p.fits(it.size):
-		if p.link == nil {
+		switch {
+		case p.link == nil:
 			p.mu.Unlock()
 			p.drop(it, dropOverflow)
 			return nil, nil
+		case !wait || p.stalled:
+			p.mu.Unlock()
+			p.drop(it, dropFull)
+			return nil, nil
 		}
 		p.waiters++
-		wait = p.changed
+		retry = p.changed
 		p.mu.Unlock()
-		return wait, nil
+		return retry, nil
 	}
 	l := p.link
 	done := it.done
-	if l == nil {
+	buffered := l == nil || p.stalled
+	if buffered {
 		it.done = nil // reported Buffered now
 	}
 	p.queue.push(it)
 	p.heldBytes += int64(it.size)
 	p.updateGaugesLocked()
 	p.mu.Unlock()
-	if l == nil {
+	if buffered {
 		p.mesh.notify(done, Buffered)
-		return nil, nil
 	}
-	l.wakeWriter()
+	if l != nil {
+		l.wakeWriter()
+	}
 	return nil, nil
 }
 
@@ -196,6 +212,9 @@ func (p *peer) takeBatch(l *link, dst []item) (firstSeq uint64, batch []item) {
 		return 0, dst
 	}
 	room := p.mesh.cfg.Window - p.inflight.len()
+	if p.inflight.len() == 0 {
+		p.progress = time.Now() // the peer owes nothing yet: no stall so far
+	}
 	size := 0
 	for room > 0 && p.queue.len() > 0 && size < batchTargetSize {
 		it := p.queue.pop()
@@ -223,6 +242,11 @@ func (p *peer) ack(l *link, upTo uint64) error {
 	if upTo >= p.nextSeq {
 		p.mu.Unlock()
 		return fmt.Errorf("%w: ack for seq %d, only %d sent", ErrProtocol, upTo, p.nextSeq-1)
+	}
+	p.progress = time.Now()
+	if p.stalled {
+		p.stalled = false
+		p.mesh.log.Info("peer acknowledges again", "peer", p.name)
 	}
 	dones := make([]func(Outcome), 0, upTo-p.acked)
 	for ; p.acked < upTo; p.acked++ {
@@ -259,6 +283,7 @@ func (p *peer) install(l *link, epoch uint64) {
 	p.link = l
 	p.acked, p.nextSeq = 0, 1
 	p.since = time.Now()
+	p.progress, p.stalled = p.since, false
 	p.epoch = epoch
 	p.gone = false
 	p.signalLocked()
@@ -303,6 +328,38 @@ func (p *peer) detach(l *link) {
 	p.pm.up.Set(0)
 	if h := p.mesh.handlers.LinkState; h != nil {
 		h(p.name, false)
+	}
+}
+
+// stallIfStuck treats the peer as down, for the outcomes of what it holds,
+// when its link is up but it acknowledged nothing it owes for StallAfter:
+// its broker is hung (a SIGSTOP, a disk stall). Everything held is
+// reported Buffered (the origin broker may then acknowledge it and go on),
+// stays queued and is sent as the link allows; new messages are Buffered at
+// once while they fit, then dropped and counted.
+func (p *peer) stallIfStuck(now time.Time) {
+	p.mu.Lock()
+	if p.link == nil || p.stalled || p.inflight.len() == 0 || now.Sub(p.progress) < p.mesh.cfg.StallAfter {
+		p.mu.Unlock()
+		return
+	}
+	p.stalled = true
+	var dones []func(Outcome)
+	collect := func(it *item) {
+		if it.done != nil {
+			dones = append(dones, it.done)
+			it.done = nil
+		}
+	}
+	p.inflight.each(collect)
+	p.queue.each(collect)
+	held := p.held()
+	p.mu.Unlock()
+	p.pm.stalls.Inc()
+	p.mesh.log.Warn("peer acknowledges nothing: treating it as down (its messages are buffered)",
+		"peer", p.name, "for", now.Sub(p.progress).Round(time.Millisecond), "held", held)
+	for _, done := range dones {
+		done(Buffered)
 	}
 }
 
@@ -394,13 +451,16 @@ type PeerStatus struct {
 	RecvBytes    uint64    `json:"recv_bytes"`
 	Dropped      uint64    `json:"dropped"`
 	Gone         bool      `json:"gone"`
+	// Stalled: the link is up but the peer acknowledges nothing (its
+	// broker hung): its messages are buffered as for a peer that is down.
+	Stalled bool `json:"stalled"`
 }
 
 func (p *peer) status() PeerStatus {
 	p.mu.Lock()
 	s := PeerStatus{
 		Name: p.name, Addr: p.addr, Up: p.link != nil, Since: p.since, Epoch: p.epoch,
-		Queued: p.queue.len(), InFlight: p.inflight.len(), Gone: p.gone,
+		Queued: p.queue.len(), InFlight: p.inflight.len(), Gone: p.gone, Stalled: p.stalled,
 	}
 	p.mu.Unlock()
 	s.SentMessages = p.sentMessages.Load()

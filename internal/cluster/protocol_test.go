@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/message"
 )
 
@@ -195,4 +196,22 @@ func BenchmarkEncodeDecodeBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/msg")
+}
+
+// TestLargestAcceptedMessageFitsAFrame: the largest payload a broker may be
+// configured to accept (config.MaxMessageSizeLimit), with the longest topic
+// and generous properties, fits one link frame.
+func TestLargestAcceptedMessageFitsAFrame(t *testing.T) {
+	m := message.Message{
+		Topic:   strings.Repeat("t", 65535),
+		Payload: make([]byte, config.MaxMessageSizeLimit),
+		QoS:     2,
+		Props:   message.Properties{ContentType: strings.Repeat("c", 65535), CorrelationData: make([]byte, 65535)},
+	}
+	for range 100 {
+		m.Props.User = append(m.Props.User, message.UserProperty{Key: strings.Repeat("k", 1000), Value: strings.Repeat("v", 1000)})
+	}
+	if n := encodedSize(&m) + 64; n > maxFrameSize {
+		t.Fatalf("a message of %d payload bytes needs %d, the link takes %d", config.MaxMessageSizeLimit, n, maxFrameSize)
+	}
 }

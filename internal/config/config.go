@@ -36,6 +36,9 @@ const (
 	DefaultFirstPriority = 150                  // VRRP priority of the first load balancer host
 	DefaultOtherPriority = 100                  // ... and of every host after it
 	MinSecretLength      = 16                   // bytes of cluster secret, at least
+	// MaxMessageSizeLimit leaves a message's topic, properties and framing room in a
+	// link frame (64 MiB, internal/cluster).
+	MaxMessageSizeLimit = 48 << 20
 )
 
 // The values of data_subscription.
@@ -59,10 +62,14 @@ type Cluster struct {
 	// "interest" (only what peers advertise: less broker work when most messages stay
 	// local, but a subscription made elsewhere misses what is published here until it is
 	// known here, and a retained message on a topic nobody subscribes to takes ~2 s).
-	DataSubscription string        `yaml:"data_subscription"`
-	ReplayWindow     Duration      `yaml:"replay_window"`  // how long a message no peer got stays replayable (data_subscription all)
-	ReplayBytes      ByteSize      `yaml:"replay_bytes"`   // bytes the replay history holds at most; the oldest go first
-	ReplayMargin     Duration      `yaml:"replay_margin"`  // replay what was published this long before a peer's subscription too (its log delay plus clock skew)
+	DataSubscription string   `yaml:"data_subscription"`
+	ReplayWindow     Duration `yaml:"replay_window"` // how long a message no peer got stays replayable (data_subscription all)
+	ReplayBytes      ByteSize `yaml:"replay_bytes"`  // bytes the replay history holds at most; the oldest go first
+	ReplayMargin     Duration `yaml:"replay_margin"` // replay what was published this long before a peer's subscription too (its log delay plus clock skew)
+	// MessageSizeLimit is the largest payload a broker accepts (rendered as Mosquitto's
+	// message_size_limit): what a broker accepts must cross the agents' links, so a client
+	// gets its refusal from the broker (MQTT v5: reason 0x95) rather than losing it later.
+	MessageSizeLimit ByteSize      `yaml:"message_size_limit"`
 	Nodes            []Node        `yaml:"nodes"`          // the brokers, each with its agent
 	LoadBalancers    LoadBalancers `yaml:"load_balancers"` // HAProxy + keepalived in front of the nodes
 }
@@ -133,6 +140,7 @@ func Default() Cluster {
 		ReplayWindow:     Duration(2 * time.Second),
 		ReplayBytes:      64 << 20,
 		ReplayMargin:     Duration(50 * time.Millisecond),
+		MessageSizeLimit: 16 << 20,
 		LoadBalancers: LoadBalancers{
 			Port:          1883,
 			Interface:     "eth0",
@@ -159,6 +167,7 @@ func (c *Cluster) ApplyDefaults() {
 	setIfZero(&c.ReplayWindow, d.ReplayWindow)
 	setIfZero(&c.ReplayBytes, d.ReplayBytes)
 	setIfZero(&c.ReplayMargin, d.ReplayMargin)
+	setIfZero(&c.MessageSizeLimit, d.MessageSizeLimit)
 	lb, dlb := &c.LoadBalancers, d.LoadBalancers
 	setIfZero(&lb.Port, dlb.Port)
 	setIfZero(&lb.Interface, dlb.Interface)

@@ -44,6 +44,7 @@ func TestLoadFullFile(t *testing.T) {
 		ReplayWindow:     Duration(3 * time.Second),
 		ReplayBytes:      16 << 20,
 		ReplayMargin:     Duration(20 * time.Millisecond),
+		MessageSizeLimit: 8 << 20,
 		Nodes: []Node{
 			{
 				Name: "node1",

@@ -61,6 +61,10 @@ func (c *Cluster) Validate() error {
 	checkPositive(&p, "replay_window", int64(c.ReplayWindow))
 	checkPositive(&p, "replay_bytes", int64(c.ReplayBytes))
 	checkPositive(&p, "replay_margin", int64(c.ReplayMargin))
+	checkPositive(&p, "message_size_limit", int64(c.MessageSizeLimit))
+	if c.MessageSizeLimit > MaxMessageSizeLimit {
+		p.add("message_size_limit", "is %v, at most %v: a message must fit an agent link's frame", c.MessageSizeLimit, ByteSize(MaxMessageSizeLimit))
+	}
 	c.checkNodes(&p)
 	c.LoadBalancers.check(&p)
 	return errors.Join(p...)

@@ -75,6 +75,7 @@ func TestValidationMessages(t *testing.T) {
 		{"replay window", func(c *Cluster) { c.ReplayWindow = Duration(-time.Second) }, "replay_window", "positive"},
 		{"replay bytes", func(c *Cluster) { c.ReplayBytes = -1 }, "replay_bytes", "positive"},
 		{"replay margin", func(c *Cluster) { c.ReplayMargin = Duration(-time.Millisecond) }, "replay_margin", "positive"},
+		{"message size limit", func(c *Cluster) { c.MessageSizeLimit = 64 << 20 }, "message_size_limit", "at most"},
 		{"no nodes", func(c *Cluster) { c.Nodes = nil }, "nodes", "at least one node"},
 		{"node name", func(c *Cluster) { c.Nodes[1].Name = "n/2" }, "nodes[1].name", "must be 1 to 64"},
 		{"node name too long", func(c *Cluster) { c.Nodes[1].Name = strings.Repeat("a", 65) }, "nodes[1].name", "must be 1 to 64"},

@@ -66,9 +66,12 @@ const (
 	Saved
 	// SaveFailed: the stopping broker could not write its database.
 	SaveFailed
+	// QueueDropped: the broker started dropping messages queued for a
+	// session (max_queued_messages reached; logged once per connection).
+	QueueDropped
 )
 
-var kindNames = [...]string{"ignored", "connected", "disconnected", "takeover", "expired", "subscribed", "unsubscribed", "stopping", "saved", "save failed"}
+var kindNames = [...]string{"ignored", "connected", "disconnected", "takeover", "expired", "subscribed", "unsubscribed", "stopping", "saved", "save failed", "queue dropped"}
 
 func (k Kind) String() string {
 	if k < 0 || int(k) >= len(kindNames) {
@@ -155,6 +158,7 @@ const (
 	prefixExpiring        = "Expiring client "
 	suffixExpiring        = " due to timeout."
 	prefixBadSocket       = "Bad socket read/write on client "
+	prefixQueueDrop       = "Outgoing messages are being dropped for client "
 	prefixClient          = "Client "
 	suffixTakeover        = " already connected, closing old connection."
 	infixErrno            = " disconnected: "
@@ -201,6 +205,12 @@ func parseNotice(text string) (Event, error) {
 		return parseExpiring(text)
 	case strings.HasPrefix(text, prefixBadSocket):
 		return parseBadSocket(text)
+	case strings.HasPrefix(text, prefixQueueDrop):
+		id, ok := strings.CutSuffix(text[len(prefixQueueDrop):], ".")
+		if !ok || id == "" {
+			return Event{}, malformed("queue drop", text)
+		}
+		return Event{Kind: QueueDropped, ClientID: id}, nil
 	case strings.HasPrefix(text, prefixClient):
 		return parseClientNotice(text)
 	}

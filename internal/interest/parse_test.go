@@ -76,7 +76,7 @@ func TestParseLine(t *testing.T) {
 		{"tcp accept", TopicNotice, "New connection from 127.0.0.1:5555 on port 1883.", ignored},
 		{"tcp accept ipv6", TopicNotice, "New connection from ::1:5555 on port 1883.", ignored},
 		{"startup", TopicNotice, "mosquitto version 2.0.11 running", ignored},
-		{"queue overflow", TopicNotice, "Outgoing messages are being dropped for client c1.", ignored},
+		{"queue overflow", TopicNotice, "Outgoing messages are being dropped for client c 1.", Event{Kind: QueueDropped, ClientID: "c 1", Time: 1700000000}},
 		{"too large will", TopicNotice, "Client c1 connected with too large Will payload", ignored},
 		{"multiple connect", TopicNotice, "Bad client c1 sending multiple CONNECT messages.", ignored},
 		{"connection failed", TopicNotice, "Client connection from 1.2.3.4 failed: Connection reset by peer.", ignored},

@@ -59,7 +59,7 @@ func Mosquitto(c *config.Cluster, node string, opt MosquittoOptions) (string, er
 	writeListener(&w, n, host, port, dataDir)
 	writePersistence(&w, dataDir)
 	writeLogging(&w, opt.LogFile)
-	writeLimits(&w)
+	writeLimits(&w, int64(c.MessageSizeLimit))
 	return w.String(), nil
 }
 
@@ -133,7 +133,13 @@ func writeLogging(w *writer, logFile string) {
 	w.blank()
 }
 
-func writeLimits(w *writer) {
+func writeLimits(w *writer, messageSizeLimit int64) {
+	w.comment(
+		"What this broker accepts must cross the agents' links: a larger payload is refused here",
+		"(MQTT v5: reason 0x95; MQTT 3.1.1: dropped, as by any broker with this limit) rather",
+		"than lost later (cluster file: message_size_limit).",
+	)
+	w.line("message_size_limit %d", messageSizeLimit)
 	w.comment(
 		"The agent's session receives every message published on this broker: queue deeply",
 		"rather than drop (the default is 1000, then silent loss).",

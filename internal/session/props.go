@@ -196,10 +196,42 @@ func (e *reasonError) Error() string {
 
 // IsRejected reports whether a Publish completion error means the message
 // itself was refused — by the broker (a reason code >= 0x80) or before
-// sending because the broker could not take it — so that sending it again
-// cannot help. Any other error is the session ending: the message may be
-// sent again on a new session.
+// sending because the broker could not take it. Any other error is the
+// session ending: the message may be sent again on a new session. Some
+// refusals are transient (IsTransient): sending again later may succeed.
 func IsRejected(err error) bool {
 	var re *reasonError
 	return errors.As(err, &re) || errors.Is(err, errInvalidMessage)
+}
+
+// NewRefusal returns the error a Publish completion carries when the broker
+// refused the message with code (>= 0x80): for fakes of a session in tests
+// of the packages that use it.
+func NewRefusal(code byte) error { return &reasonError{what: "publish", code: code} }
+
+// IsTransient reports whether a refusal may not recur: unspecified error
+// (0x80), implementation specific error (0x83) and quota exceeded (0x97)
+// depend on the broker's state at the time. Every other refusal (not
+// authorized, topic name invalid, packet too large, payload format
+// invalid, ...) will be repeated for the same message.
+func IsTransient(err error) bool {
+	var re *reasonError
+	if !errors.As(err, &re) {
+		return false
+	}
+	switch re.code {
+	case 0x80, 0x83, 0x97:
+		return true
+	}
+	return false
+}
+
+// RefusalReason names the refusal in err for a metric label ("0x87"), or
+// "invalid" for a message refused before it was sent.
+func RefusalReason(err error) string {
+	var re *reasonError
+	if errors.As(err, &re) {
+		return fmt.Sprintf("0x%02x", re.code)
+	}
+	return "invalid"
 }
