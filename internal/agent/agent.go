@@ -336,14 +336,19 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // Ready reports whether clients should be sent to this node, and why not.
-// A node is ready when its broker sessions are up and it can reach enough
-// peers to form a strict majority of the configured nodes with them
-// [DESIGN.md §6]: a node cut off alone must not take clients.
+// A node is ready when its broker sessions are up and, with quorum
+// majority, it can reach enough peers to form a strict majority of the
+// configured nodes with them [DESIGN.md §6]: a node cut off alone must not
+// take clients. With quorum none (the default for two nodes) the broker
+// sessions are enough.
 func (a *Agent) Ready() (bool, string) {
 	if !a.sessionUp.Load() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		return false, "broker session down: " + a.brokerOK
+	}
+	if a.cluster.EffectiveQuorum() == config.QuorumNone {
+		return true, "ok"
 	}
 	reach := 1
 	for _, p := range a.mesh.Status() {

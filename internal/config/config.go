@@ -41,6 +41,24 @@ const (
 	MaxMessageSizeLimit = 48 << 20
 )
 
+// The values of quorum.
+const (
+	QuorumMajority = "majority"
+	QuorumNone     = "none"
+)
+
+// EffectiveQuorum returns the quorum rule in force: the configured one, or
+// the default for the number of nodes.
+func (c *Cluster) EffectiveQuorum() string {
+	switch {
+	case c.Quorum != "":
+		return c.Quorum
+	case len(c.Nodes) <= 2:
+		return QuorumNone
+	}
+	return QuorumMajority
+}
+
 // The values of data_subscription.
 const (
 	DataSubscriptionAll      = "all"
@@ -69,9 +87,15 @@ type Cluster struct {
 	// MessageSizeLimit is the largest payload a broker accepts (rendered as Mosquitto's
 	// message_size_limit): what a broker accepts must cross the agents' links, so a client
 	// gets its refusal from the broker (MQTT v5: reason 0x95) rather than losing it later.
-	MessageSizeLimit ByteSize      `yaml:"message_size_limit"`
-	Nodes            []Node        `yaml:"nodes"`          // the brokers, each with its agent
-	LoadBalancers    LoadBalancers `yaml:"load_balancers"` // HAProxy + keepalived in front of the nodes
+	MessageSizeLimit ByteSize `yaml:"message_size_limit"`
+	// Quorum is when a node takes clients (/readyz): "majority" — it reaches, with itself,
+	// a strict majority of the nodes (a node cut off alone steps aside) — or "none" — its
+	// broker sessions are up, whatever it reaches. Default: "majority" from three nodes,
+	// "none" for two, where a majority of two is both and one dead node would leave
+	// HAProxy no server at all.
+	Quorum        string        `yaml:"quorum"`
+	Nodes         []Node        `yaml:"nodes"`          // the brokers, each with its agent
+	LoadBalancers LoadBalancers `yaml:"load_balancers"` // HAProxy + keepalived in front of the nodes
 }
 
 // Node is one broker and the agent beside it.

@@ -346,3 +346,22 @@ func TestMarshalKeepsTrickyStrings(t *testing.T) {
 		}
 	}
 }
+
+// TestEffectiveQuorum: majority from three nodes, none for two, or what the
+// file says.
+func TestEffectiveQuorum(t *testing.T) {
+	nodes := func(n int) []Node { return make([]Node, n) }
+	for _, tc := range []struct {
+		quorum string
+		nodes  int
+		want   string
+	}{
+		{"", 1, QuorumNone}, {"", 2, QuorumNone}, {"", 3, QuorumMajority}, {"", 5, QuorumMajority},
+		{QuorumMajority, 2, QuorumMajority}, {QuorumNone, 3, QuorumNone},
+	} {
+		c := Cluster{Quorum: tc.quorum, Nodes: nodes(tc.nodes)}
+		if got := c.EffectiveQuorum(); got != tc.want {
+			t.Errorf("quorum %q with %d nodes: %q, want %q", tc.quorum, tc.nodes, got, tc.want)
+		}
+	}
+}

@@ -62,6 +62,9 @@ func (c *Cluster) Validate() error {
 	checkPositive(&p, "replay_bytes", int64(c.ReplayBytes))
 	checkPositive(&p, "replay_margin", int64(c.ReplayMargin))
 	checkPositive(&p, "message_size_limit", int64(c.MessageSizeLimit))
+	if c.Quorum != "" && c.Quorum != QuorumMajority && c.Quorum != QuorumNone {
+		p.add("quorum", "is %q, want %q or %q (or nothing: %q from three nodes, %q for two)", c.Quorum, QuorumMajority, QuorumNone, QuorumMajority, QuorumNone)
+	}
 	if c.MessageSizeLimit > MaxMessageSizeLimit {
 		p.add("message_size_limit", "is %v, at most %v: a message must fit an agent link's frame", c.MessageSizeLimit, ByteSize(MaxMessageSizeLimit))
 	}

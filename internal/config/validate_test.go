@@ -76,6 +76,7 @@ func TestValidationMessages(t *testing.T) {
 		{"replay bytes", func(c *Cluster) { c.ReplayBytes = -1 }, "replay_bytes", "positive"},
 		{"replay margin", func(c *Cluster) { c.ReplayMargin = Duration(-time.Millisecond) }, "replay_margin", "positive"},
 		{"message size limit", func(c *Cluster) { c.MessageSizeLimit = 64 << 20 }, "message_size_limit", "at most"},
+		{"quorum", func(c *Cluster) { c.Quorum = "half" }, "quorum", `want "majority" or "none"`},
 		{"no nodes", func(c *Cluster) { c.Nodes = nil }, "nodes", "at least one node"},
 		{"node name", func(c *Cluster) { c.Nodes[1].Name = "n/2" }, "nodes[1].name", "must be 1 to 64"},
 		{"node name too long", func(c *Cluster) { c.Nodes[1].Name = strings.Repeat("a", 65) }, "nodes[1].name", "must be 1 to 64"},
