@@ -108,8 +108,8 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("log session: %w", err)
 	}
 	defer logSess.Close()
-	if a.logConnected(logSess) {
-		a.table.ForgetOwn(a.logClientID()) // a clean start: the probe is gone
+	if fresh := a.logConnected(logSess); fresh || !logSess.SessionPresent() {
+		a.table.ForgetOwn(a.logClientID()) // a new session: its subscriptions start empty
 	}
 	// Every own session's subscriptions come from its own log lines
 	// (TrackOwn), in order with the counts.

@@ -22,7 +22,11 @@ const (
 	// message expiry of 20 s.
 	logResumeWithin = 15 * time.Second
 	// uptimeSlack absorbs the whole seconds of $SYS/broker/uptime.
-	uptimeSlack  = 3 * time.Second
+	uptimeSlack = 3 * time.Second
+	// uptimeWithin is how long a resumed log session waits for the first
+	// live uptime (published every sys_interval) before it gives up on
+	// proving that nothing was missed.
+	uptimeWithin = 5 * time.Second
 	brokerUptime = "$SYS/broker/uptime"
 )
 
@@ -35,7 +39,8 @@ type logResume struct {
 	lastAt    time.Time // when the last message arrived on it
 	uptime    time.Duration
 	uptimeAt  time.Time
-	pending   bool // resumed: decide at the first live uptime
+	pending   bool   // resumed: decide at the first live uptime
+	attempt   uint64 // counts connections, so that a late timeout knows its own
 }
 
 // dialLog connects the log session. A new run first ends what an earlier
@@ -72,16 +77,32 @@ func (a *Agent) logConnected(s *session.Session) (fresh bool) {
 	defer a.logState.mu.Unlock()
 	fresh = !a.logState.persisted
 	a.logState.persisted = true
+	a.logState.attempt++
 	switch gap := time.Since(a.logState.lastAt); {
 	case fresh:
+		// The table has seen no line yet (it starts degraded): a
+		// suspension from failed attempts before this one ends here.
+		a.table.Resume()
 	case !s.SessionPresent():
 		a.table.SessionLost("the log session was not resumed: log lines were missed")
 	case gap > logResumeWithin:
 		a.table.SessionLost(fmt.Sprintf("the log session was away %v: log lines may have expired", gap.Round(time.Second)))
 	default:
 		a.logState.pending = true
+		attempt := a.logState.attempt
+		time.AfterFunc(uptimeWithin, func() { a.uptimeMissing(attempt) })
 	}
 	return fresh
+}
+
+// uptimeMissing gives up on a resumption still waiting for its proof.
+func (a *Agent) uptimeMissing(attempt uint64) {
+	a.logState.mu.Lock()
+	defer a.logState.mu.Unlock()
+	if a.logState.pending && a.logState.attempt == attempt {
+		a.logState.pending = false
+		a.table.SessionLost(fmt.Sprintf("no $SYS/broker/uptime within %v of resuming the log session: whether lines were missed is unknown", uptimeWithin))
+	}
 }
 
 // onLogMessage notes that the log session is alive.

@@ -166,3 +166,22 @@ func TestMessageSizeLimit(t *testing.T) {
 	pub.publish(&paho.Publish{Topic: "size/fits", QoS: 1, Payload: make([]byte, limit)})
 	sub.expectOnly("size/fits", 5*time.Second)
 }
+
+// TestAgentStartsBeforeItsBroker: an agent whose broker is not up yet
+// keeps trying; once the broker is there the node settles (its table leaves
+// the state the failed attempts put it in).
+func TestAgentStartsBeforeItsBroker(t *testing.T) {
+	c := startCluster(t, 2)
+	c.StopAgent("node2")
+	c.Broker("node2").Stop(5 * time.Second)
+	if err := c.StartAgent(context.Background(), "node2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "node2's agent to have failed to reach its broker", func() bool {
+		return metricSum(t, c.MustNode("node2").HTTP, "moha_broker_session_losses_total") > 0
+	})
+	if err := c.StartBroker(context.Background(), "node2"); err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, c, "node2")
+}
