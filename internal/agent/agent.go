@@ -77,6 +77,7 @@ type Agent struct {
 	sessionUp    atomic.Bool
 	lastCount    atomic.Int64  // unix nanos of the last live subscription count
 	countApplied atomic.Uint64 // the table's Applied() when that count arrived
+	ids          clientIDs
 	logState     logResume
 	drops        brokerDrops
 	started      time.Time
@@ -129,6 +130,7 @@ func (a *Agent) build() error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	a.ids = newClientIDs(secret, a.node.Name)
 	peers := map[string]string{}
 	for _, n := range a.cluster.Nodes {
 		if n.Name != a.node.Name {
@@ -186,8 +188,8 @@ func (a *Agent) build() error {
 	return nil
 }
 
-func (a *Agent) logClientID() string  { return "moha-" + a.node.Name + "-log" }
-func (a *Agent) scanClientID() string { return "moha-" + a.node.Name + "-scan" }
+func (a *Agent) logClientID() string  { return a.ids.log }
+func (a *Agent) scanClientID() string { return a.ids.scan }
 
 // localInterest is the table's change callback: peers learn each change.
 func (a *Agent) localInterest(added, removed []string) {

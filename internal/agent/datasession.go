@@ -66,9 +66,7 @@ type dataConn struct {
 	acked     chan struct{} // taken fell to zero (capacity 1)
 }
 
-func (a *Agent) dataClientIDs() [2]string {
-	return [2]string{"moha-" + a.node.Name, "moha-" + a.node.Name + "-b"}
-}
+func (a *Agent) dataClientIDs() [2]string { return a.ids.data }
 
 // dialData connects both data session ids (persistent).
 func (a *Agent) dialData(ctx context.Context) ([]*dataConn, error) {

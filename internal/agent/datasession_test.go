@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/moha-project/moha/internal/agent"
 )
 
 // TestInterestChurnOneCopy: while a peer's interest churns through
@@ -79,11 +80,12 @@ func TestRestartDrainsBothLeftSessions(t *testing.T) {
 	sub.subscribe("both/#", 1)
 	peerKnows(t, c, "node1", "node2", "both/#", true)
 	live := c.Agent("node1").Status().Data.ClientID
+	ids := c.Agent("node1").ClientIDs()
 	c.StopAgent("node1")
 	// The other id gets a session too, subscribed like a data session.
-	other := "moha-node1"
+	other := ids[agent.RoleData]
 	if live == other {
-		other = "moha-node1-b"
+		other = ids[agent.RoleDataB]
 	}
 	left := connect(t, addr(c, "node1"), other, persistent(300))
 	left.subscribe("both/#", 2)

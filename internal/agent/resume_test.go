@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"github.com/moha-project/moha/internal/agent"
 	"testing"
 	"time"
 )
@@ -15,7 +16,7 @@ func TestLogSessionResumes(t *testing.T) {
 	sub.subscribe("resume/#", 1)
 	peerKnows(t, c, "node1", "node2", "resume/#", true)
 	before := metricSum(t, c.MustNode("node2").HTTP, "moha_broker_session_losses_total")
-	kicker := connect(t, addr(c, "node2"), "moha-node2-log", persistent(300))
+	kicker := connect(t, addr(c, "node2"), c.Agent("node2").ClientIDs()[agent.RoleLog], persistent(300))
 	kicker.disconnect()
 	waitFor(t, 5*time.Second, "node2 to notice the loss", func() bool {
 		return metricSum(t, c.MustNode("node2").HTTP, "moha_broker_session_losses_total") > before

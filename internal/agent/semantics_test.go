@@ -8,6 +8,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/launch"
 )
 
@@ -254,7 +255,7 @@ func TestSwapWhileLogSessionDown(t *testing.T) {
 	sub.subscribe("swap/a", 1)
 	peerKnows(t, c, "node1", "node2", "swap/a", true)
 
-	kicker := connect(t, addr(c, "node2"), "moha-node2-log") // clean start: the queued lines are gone
+	kicker := connect(t, addr(c, "node2"), c.Agent("node2").ClientIDs()[agent.RoleLog]) // clean start: the queued lines are gone
 	sub.unsubscribe("swap/a")
 	sub.subscribe("swap/b", 1)
 	kicker.disconnect()
