@@ -80,6 +80,8 @@ type Agent struct {
 	ids          clientIDs
 	logState     logResume
 	drops        brokerDrops
+	secLogMu     sync.Mutex
+	secLogged    map[string]time.Time // kind -> last security log line
 	started      time.Time
 
 	mu       sync.Mutex

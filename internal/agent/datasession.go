@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -57,6 +59,10 @@ type dataConn struct {
 	mode      atomic.Int32
 	set       *datasub.Set
 	markTopic string
+	// markToken is this run's proof on its markers: a client can publish
+	// to the marker topic too, and an earlier run's markers may still be
+	// queued in a session left behind.
+	markToken [16]byte
 	lastMark  atomic.Uint64
 	marked    chan struct{} // a marker arrived (capacity 1)
 	// partnered: a live session receives whatever this drained one still
@@ -78,6 +84,10 @@ func (a *Agent) dialData(ctx context.Context) ([]*dataConn, error) {
 			markTopic: fmt.Sprintf("$moha/%s/mark/%d", a.node.Name, i),
 			marked:    make(chan struct{}, 1),
 			acked:     make(chan struct{}, 1),
+		}
+		if _, err := rand.Read(c.markToken[:]); err != nil {
+			closeData(conns)
+			return nil, fmt.Errorf("data session %s: marker token: %w", id, err)
 		}
 		cfg := a.sessionConfig(id)
 		cfg.SessionExpiry = dataSessionExpiry
@@ -104,17 +114,19 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 	m := &d.Message
 	if m.Topic == c.markTopic {
 		d.Ack()
-		if len(m.Payload) == 8 {
-			if c.partnered.Load() {
-				// Switched here, on the reader: nothing after the
-				// marker is taken.
-				c.mode.CompareAndSwap(int32(modeDrain), int32(modeDrop))
-			}
-			c.lastMark.Store(binary.BigEndian.Uint64(m.Payload))
-			select {
-			case c.marked <- struct{}{}:
-			default:
-			}
+		if !c.ownMarker(m.Payload) {
+			a.securityEvent("unproven_marker", "ignored a marker without this run's token on a data session's marker topic (a client published it, or an earlier run left it)", "topic", m.Topic)
+			return
+		}
+		if c.partnered.Load() {
+			// Switched here, on the reader: nothing after the marker is
+			// taken.
+			c.mode.CompareAndSwap(int32(modeDrain), int32(modeDrop))
+		}
+		c.lastMark.Store(binary.BigEndian.Uint64(m.Payload[:8]))
+		select {
+		case c.marked <- struct{}{}:
+		default:
 		}
 		return
 	}
@@ -194,10 +206,17 @@ func (c *dataConn) mark(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// sendMark publishes marker seq to the session itself.
+// sendMark publishes marker seq to the session itself, with the token.
 func (c *dataConn) sendMark(seq uint64) {
 	payload := binary.BigEndian.AppendUint64(nil, seq)
+	payload = append(payload, c.markToken[:]...)
 	c.sess.Publish(message.Message{Topic: c.markTopic, Payload: payload, QoS: 1}, nil)
+}
+
+// ownMarker reports whether payload is a marker this run published: a
+// sequence number and the token.
+func (c *dataConn) ownMarker(payload []byte) bool {
+	return len(payload) == 8+len(c.markToken) && subtle.ConstantTimeCompare(payload[8:], c.markToken[:]) == 1
 }
 
 // subscribeMarker subscribes the session to its own marker topic (No Local

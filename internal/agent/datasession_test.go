@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/moha-project/moha/internal/agent"
 )
 

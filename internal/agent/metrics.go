@@ -24,6 +24,7 @@ type metrics struct {
 	retainedRescans    prometheus.Counter
 	drained            prometheus.Counter
 	brokerQueueDrops   *prometheus.CounterVec
+	securityEvents     *prometheus.CounterVec
 	brokerDropped      prometheus.Counter
 }
 
@@ -90,7 +91,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "moha_broker_dropped_messages_total",
 		Help: "Messages the local broker dropped for full queues, all its clients together ($SYS/broker/publish/messages/dropped).",
 	})
-	reg.MustRegister(m.dataCopies, m.retainedRescans, m.drained, m.brokerQueueDrops, m.brokerDropped)
+	m.securityEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "moha_security_events_total",
+		Help: "Things only the agent should do, done by someone else and refused, by kind (unproven_marker: a marker without this run's token).",
+	}, []string{"kind"})
+	reg.MustRegister(m.dataCopies, m.retainedRescans, m.drained, m.brokerQueueDrops, m.brokerDropped, m.securityEvents)
 	reg.MustRegister(m.takeovers, m.endedSessions, m.staleRetained, m.retainedSynced)
 	reg.MustRegister(m.logErrors, m.brokerReconnects, m.inboundPublished, m.inboundRejected, m.inboundRetries, m.invalidPeerFilters)
 	return m
