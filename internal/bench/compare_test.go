@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,45 +18,13 @@ import (
 	"github.com/moha-project/moha/internal/testkit"
 )
 
-var (
-	mohaBinaryOnce sync.Once
-	mohaBinaryPath string
-	mohaBinaryErr  error
-)
-
 // mohaBinary builds ./cmd/moha once per test binary: the moha setup runs
 // its agents as child processes of that executable.
-func mohaBinary(t testing.TB) string {
-	t.Helper()
-	mohaBinaryOnce.Do(func() {
-		gomod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			mohaBinaryErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "moha-bench-bin-")
-		if err != nil {
-			mohaBinaryErr = err
-			return
-		}
-		mohaBinaryPath = filepath.Join(dir, "moha")
-		cmd := exec.Command("go", "build", "-o", mohaBinaryPath, "./cmd/moha")
-		cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			mohaBinaryErr = errors.New(string(out))
-		}
-	})
-	if mohaBinaryErr != nil {
-		t.Fatalf("build moha: %v", mohaBinaryErr)
-	}
-	return mohaBinaryPath
-}
+func mohaBinary(t testing.TB) string { return testkit.MohaBinary(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if mohaBinaryPath != "" {
-		_ = os.RemoveAll(filepath.Dir(mohaBinaryPath))
-	}
+	testkit.RemoveMohaBinary()
 	os.Exit(code)
 }
 
