@@ -344,7 +344,7 @@ func (m *Mesh) send(ctx context.Context, peerName string, msg message.Message, d
 		return nil
 	}
 	it := item{msg: msg, done: done, size: msg.Size()}
-	if encodedSize(&msg)+64 > maxFrameSize {
+	if encodedSize(&msg)+64 > maxFrameSize || len(msg.Props.User) > maxBatchUserProps {
 		p.drop(it, dropTooLarge)
 		return nil
 	}

@@ -215,8 +215,11 @@ func (p *peer) takeBatch(l *link, dst []item) (firstSeq uint64, batch []item) {
 	if p.inflight.len() == 0 {
 		p.progress = time.Now() // the peer owes nothing yet: no stall so far
 	}
-	size := 0
-	for room > 0 && p.queue.len() > 0 && size < batchTargetSize {
+	size, props := 0, 0
+	for room > 0 && p.queue.len() > 0 && size < batchTargetSize && len(dst) < maxBatchMessages {
+		if props += len(p.queue.peek().msg.Props.User); props > maxBatchUserProps {
+			break // the next batch takes it (one message alone always fits: Send checks)
+		}
 		it := p.queue.pop()
 		size += encodedSize(&it.msg)
 		p.inflight.push(it)
@@ -497,6 +500,8 @@ type fifo[T any] struct {
 func (q *fifo[T]) len() int { return len(q.buf) - q.head }
 
 func (q *fifo[T]) push(v T) { q.buf = append(q.buf, v) }
+
+func (q *fifo[T]) peek() *T { return &q.buf[q.head] }
 
 func (q *fifo[T]) pop() T {
 	var zero T

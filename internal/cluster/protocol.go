@@ -109,6 +109,11 @@ const (
 	nonceSize       = 32
 	macSize         = 32
 	batchTargetSize = 64 << 10 // a batch closes once its body passes this size
+	// A batch holds at most this many messages and user properties: what
+	// decoding a frame allocates (per message a struct several times the
+	// size of its smallest encoding) stays bounded whatever a peer sends.
+	maxBatchMessages  = 16384
+	maxBatchUserProps = 65536
 )
 
 // Message flag and property presence bits.
@@ -414,8 +419,9 @@ func encodedSize(m *message.Message) int {
 // decoder reads fields from a frame body; the first error sticks and every
 // later read returns a zero value, so callers check err once at the end.
 type decoder struct {
-	buf []byte
-	err error
+	buf       []byte
+	err       error
+	userProps int // user properties decoded so far in this frame
 }
 
 func (d *decoder) fail(what string) {
@@ -505,6 +511,10 @@ func (d *decoder) messages() []message.Message {
 	if n == 0 {
 		return nil
 	}
+	if n > maxBatchMessages {
+		d.err = fmt.Errorf("%w: %d messages in one batch, at most %d", ErrProtocol, n, maxBatchMessages)
+		return nil
+	}
 	msgs := make([]message.Message, n)
 	for i := range msgs {
 		d.message(&msgs[i])
@@ -569,6 +579,10 @@ func (d *decoder) properties(p *message.Properties) {
 func (d *decoder) userProperties(p *message.Properties) {
 	n := d.count(2)
 	if n == 0 {
+		return
+	}
+	if d.userProps += n; d.userProps > maxBatchUserProps {
+		d.err = fmt.Errorf("%w: over %d user properties in one frame", ErrProtocol, maxBatchUserProps)
 		return
 	}
 	p.User = make([]message.UserProperty, 0, n)

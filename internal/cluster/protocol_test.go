@@ -156,10 +156,14 @@ func FuzzDecodeFrame(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01})
+	// Large frames: what a peer may claim and send (TestDecodeAllocationIsBounded).
+	f.Add(appendFrame(nil, framePublishBatch, minimalBatch(maxBatchMessages, 0)))
+	f.Add(appendFrame(nil, framePublishBatch, minimalBatch(64, maxBatchUserProps/64)))
+	f.Add(appendFrame(nil, framePublishBatch, append(binary.AppendUvarint(binary.AppendUvarint(nil, 1), (1<<20)/3), make([]byte, 1<<20)...)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		br := bufio.NewReader(bytes.NewReader(data))
 		for range 4 { // a few frames back to back
-			typ, body, err := readFrame(br, 1<<16)
+			typ, body, err := readFrame(br, 4<<20)
 			if err != nil {
 				return
 			}
