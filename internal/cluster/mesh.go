@@ -60,8 +60,10 @@ var (
 )
 
 const (
-	handshakeTimeout       = 5 * time.Second
-	maxPendingHandshakes   = 64
+	// A peer's handshake is a couple of round trips; an unauthenticated
+	// connection gets no more than this to complete it.
+	handshakeTimeout       = 2 * time.Second
+	maxPendingHandshakes   = 256
 	defaultJanitorInterval = time.Second
 )
 
@@ -80,8 +82,9 @@ type Mesh struct {
 	ready    chan struct{}
 	runDone  chan struct{}
 
-	handshakeTimeout time.Duration // a field so tests can shorten it
-	handshakes       chan struct{} // semaphore for unauthenticated connections
+	handshakeTimeout time.Duration         // a field so tests can shorten it
+	pending          pendingHandshakes     // unauthenticated connections
+	rejectLogs       map[string]*rateLimit // per reason, under mu
 
 	mu         sync.Mutex
 	addr       net.Addr
@@ -120,7 +123,8 @@ func New(cfg Config, h Handlers) (*Mesh, error) {
 		ready:            make(chan struct{}),
 		runDone:          make(chan struct{}),
 		handshakeTimeout: handshakeTimeout,
-		handshakes:       make(chan struct{}, maxPendingHandshakes),
+		pending:          pendingHandshakes{max: maxPendingHandshakes},
+		rejectLogs:       map[string]*rateLimit{},
 	}
 	for _, name := range m.names {
 		m.peers[name] = newPeer(m, name, cfg.Peers[name])
@@ -391,7 +395,8 @@ func (m *Mesh) janitor(ctx context.Context) {
 }
 
 // acceptLoop accepts peer connections; each handshake runs in its own
-// goroutine (at most maxPendingHandshakes at once) owned by wg.
+// goroutine owned by wg (at most maxPendingHandshakes at once: a new one
+// evicts the oldest).
 func (m *Mesh) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) {
 	for {
 		conn, err := ln.Accept()
@@ -405,21 +410,18 @@ func (m *Mesh) acceptLoop(ctx context.Context, ln net.Listener, wg *sync.WaitGro
 			}
 			continue
 		}
-		select {
-		case m.handshakes <- struct{}{}:
-		default:
-			m.rejected(conn.RemoteAddr(), reject(reasonBusy, "too many pending handshakes"))
-			conn.Close()
-			continue
-		}
-		wg.Go(func() { m.acceptConn(ctx, conn) })
+		pc := m.pending.add(conn)
+		wg.Go(func() { m.acceptConn(ctx, pc) })
 	}
 }
 
-func (m *Mesh) acceptConn(ctx context.Context, raw net.Conn) {
+func (m *Mesh) acceptConn(ctx context.Context, pc *pendingConn) {
+	raw := pc.conn
 	cc := &countingConn{Conn: raw}
 	conn, br, theirs, err := m.handshakeAccept(ctx, cc)
-	<-m.handshakes
+	if m.pending.done(pc) {
+		err = reject(reasonBusy, "evicted by newer connections while authenticating")
+	}
 	if err != nil {
 		raw.Close()
 		if ctx.Err() == nil {
@@ -459,11 +461,23 @@ func (m *Mesh) handshakeAccept(ctx context.Context, raw net.Conn) (net.Conn, *bu
 	return conn, br, theirs, nil
 }
 
-// rejected logs one line and counts a refused connection.
+// rejected counts a refused connection and logs it, at most one line per
+// reason every 10 s (with how many were not logged): a flood of bad
+// connections must not flood the log.
 func (m *Mesh) rejected(remote net.Addr, err error) {
 	reason := rejectReason(err)
 	m.metrics.rejected.WithLabelValues(reason).Inc()
-	m.log.Warn("peer connection rejected", "remote", remote.String(), "reason", reason, "err", err)
+	m.mu.Lock()
+	rl := m.rejectLogs[reason]
+	if rl == nil {
+		rl = &rateLimit{}
+		m.rejectLogs[reason] = rl
+	}
+	suppressed, ok := rl.allow(time.Now(), 1)
+	m.mu.Unlock()
+	if ok {
+		m.log.Warn("peer connection rejected", "remote", remote.String(), "reason", reason, "err", err, "suppressed", suppressed)
+	}
 }
 
 // dialLoop keeps a link to p up: dial, serve until the link ends, back off
