@@ -1,10 +1,7 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -29,9 +26,9 @@ run, subscribe N distinct filters on node2 and report:
                       node1's (its routing trie for node2), before and after`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			self, err := os.Executable()
+			self, err := agentBinary()
 			if err != nil {
-				return fmt.Errorf("find own binary for the agents: %w", err)
+				return err
 			}
 			o := bench.InterestOptions{Subscriptions: subs, Clients: clients, AgentBinary: self}
 			if !quiet {
@@ -41,12 +38,7 @@ run, subscribe N distinct filters on node2 and report:
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
-			}
-			return bench.WriteInterestTable(stdout, rows)
+			return printRows(stdout, asJSON, rows, bench.WriteInterestTable)
 		},
 	}
 	f := cmd.Flags()

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -31,9 +28,9 @@ message to it. One broker delivers every such message. Reported per setting:
   SUBACK to arrival     p50 and p99 over the delivered messages`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			self, err := os.Executable()
+			self, err := agentBinary()
 			if err != nil {
-				return fmt.Errorf("find own binary for the agents: %w", err)
+				return err
 			}
 			o := bench.WindowOptions{Iterations: iterations, Settings: settings, AgentBinary: self}
 			if !quiet {
@@ -43,12 +40,7 @@ message to it. One broker delivers every such message. Reported per setting:
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
-			}
-			return bench.WriteWindowTable(stdout, rows)
+			return printRows(stdout, asJSON, rows, bench.WriteWindowTable)
 		},
 	}
 	f := cmd.Flags()

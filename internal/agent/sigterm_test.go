@@ -3,13 +3,8 @@ package agent_test
 import (
 	"context"
 	"os"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/testkit"
@@ -48,39 +43,9 @@ func TestSigtermLosesNothing(t *testing.T) {
 		}
 	})
 
-	const publishers = 4
-	var published [publishers]atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for p := range publishers {
-		pub := connect(t, addr(c, "node1"), "term-pub-"+strconv.Itoa(p))
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				payload := strconv.Itoa(p) + "/" + strconv.Itoa(i)
-				if _, err := pub.pc.Publish(context.Background(), &paho.Publish{Topic: "term/x", QoS: 1, Payload: []byte(payload)}); err != nil {
-					t.Errorf("publish %s: %v", payload, err)
-					return
-				}
-				published[p].Store(int64(i + 1))
-			}
-		})
-	}
-	seen := map[string]bool{}
-	receive := func(n int) {
-		t.Helper()
-		for range n {
-			if m := sub.expect(1, 10*time.Second)[0]; m.Topic == "term/x" {
-				seen[string(m.Payload)] = true
-			}
-		}
-	}
+	st := startStream(t, addr(c, "node1"), "term/x", 4, sub)
 	for range sigtermCycles {
-		receive(100)         // mid-stream
+		st.receive(100)      // mid-stream
 		c.StopAgent("node1") // SIGTERM, then wait for the process to exit
 		if err := c.StartAgent(context.Background(), "node1"); err != nil {
 			t.Fatal(err)
@@ -89,24 +54,8 @@ func TestSigtermLosesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	receive(100)
-	close(stop)
-	wg.Wait()
-	n := 0
-	for p := range publishers {
-		n += int(published[p].Load())
-	}
-	deadline := time.After(15 * time.Second)
-	for len(seen) < n {
-		select {
-		case m := <-sub.msgs:
-			if m.Topic == "term/x" {
-				seen[string(m.Payload)] = true
-			}
-		case <-deadline:
-			t.Fatalf("%d of %d messages lost across %d SIGTERMs of the origin agent", n-len(seen), n, sigtermCycles)
-		}
-	}
+	st.receive(100)
+	n := st.finish(15*time.Second, "across SIGTERMs of the origin agent")
 	t.Logf("%d messages, %d SIGTERMs of the origin agent: none lost", n, sigtermCycles)
 }
 
