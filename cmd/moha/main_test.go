@@ -72,7 +72,7 @@ func TestUp(t *testing.T) {
 	if eps.LB != "127.0.0.1:"+strconv.Itoa(port) || len(eps.Nodes) != 2 || eps.Nodes[0].Broker == "" || eps.Nodes[0].HTTP == "" {
 		t.Fatalf("cluster.json lacks endpoints: %+v", eps)
 	}
-	for _, want := range []string{"load balancer", eps.LB, "node1", "node2"} {
+	for _, want := range []string{"load balancer", eps.LB, "node1", "node2", "anonymous clients"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("printed endpoints lack %q:\n%s", want, stdout.String())
 		}

@@ -71,5 +71,7 @@ func printEndpoints(w io.Writer, c *launch.Cluster) {
 		fmt.Fprintf(w, "  %-8s broker mqtt://%s   agent http://%s/status\n", n.Name, n.Broker, n.HTTP)
 	}
 	fmt.Fprintf(w, "endpoints: %s\nlogs:      %s\n", filepath.Join(e.Dir, "cluster.json"), filepath.Join(e.Dir, "logs"))
+	fmt.Fprintln(w, "For trying moha out: the brokers take anonymous clients and listen on 127.0.0.1 only.")
+	fmt.Fprintln(w, "(A cluster file with broker usernames renders authenticated brokers: docs/HA.md, Installing.)")
 	fmt.Fprintln(w, "Ctrl-C stops everything.")
 }
