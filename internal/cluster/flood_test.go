@@ -14,9 +14,9 @@ import (
 type countingHandler struct{ n *atomic.Int64 }
 
 func (h countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (h countingHandler) Handle(context.Context, slog.Record) error  { h.n.Add(1); return nil }
-func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler          { return h }
-func (h countingHandler) WithGroup(string) slog.Handler               { return h }
+func (h countingHandler) Handle(context.Context, slog.Record) error    { h.n.Add(1); return nil }
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h countingHandler) WithGroup(string) slog.Handler                { return h }
 
 // TestHandshakeFloodDoesNotStarvePeers (issue 15 §4): 1000 idle and 1000
 // garbage connections a second against a node while its peer starts: the
