@@ -315,12 +315,7 @@ func (p *peer) detach(l *link) {
 	// shutdown reports it Abandoned, not Buffered for a return.
 	var dones []func(Outcome)
 	if !p.mesh.stopping.Load() {
-		p.queue.each(func(it *item) {
-			if it.done != nil {
-				dones = append(dones, it.done)
-				it.done = nil
-			}
-		})
+		dones = p.takeOwedLocked()
 	}
 	p.signalLocked()
 	p.updateGaugesLocked()
@@ -332,6 +327,22 @@ func (p *peer) detach(l *link) {
 	if h := p.mesh.handlers.LinkState; h != nil {
 		h(p.name, false)
 	}
+}
+
+// takeOwedLocked returns the outcomes still owed for what the peer holds
+// (in flight, then queued, in order) and marks them reported: the caller
+// reports them Buffered; the messages stay held and are resent.
+func (p *peer) takeOwedLocked() []func(Outcome) {
+	var dones []func(Outcome)
+	take := func(it *item) {
+		if it.done != nil {
+			dones = append(dones, it.done)
+			it.done = nil
+		}
+	}
+	p.inflight.each(take)
+	p.queue.each(take)
+	return dones
 }
 
 // stallIfStuck treats the peer as down, for the outcomes of what it holds,
@@ -347,15 +358,7 @@ func (p *peer) stallIfStuck(now time.Time) {
 		return
 	}
 	p.stalled = true
-	var dones []func(Outcome)
-	collect := func(it *item) {
-		if it.done != nil {
-			dones = append(dones, it.done)
-			it.done = nil
-		}
-	}
-	p.inflight.each(collect)
-	p.queue.each(collect)
+	dones := p.takeOwedLocked()
 	held := p.held()
 	p.mu.Unlock()
 	p.pm.stalls.Inc()

@@ -235,18 +235,14 @@ func (f *Forwarder) forward(ctx context.Context, d Delivery, targets []string) e
 		d.Ack()
 		return nil
 	}
-	remaining := new(atomic.Int32)
-	remaining.Store(int32(len(targets)))
-	abandoned := new(atomic.Bool)
+	owed := &ackCountdown{}
+	owed.remaining.Store(int32(len(targets)))
 	for _, peer := range targets {
 		c := f.perPeer[peer]
 		c.targeted.Inc()
 		done := func(o cluster.Outcome) {
 			c.outcome(o).Inc()
-			if o == cluster.Abandoned {
-				abandoned.Store(true) // the broker keeps it for the next run
-			}
-			if remaining.Add(-1) == 0 && !abandoned.Load() {
+			if owed.report(o) {
 				d.Ack()
 			}
 		}
@@ -255,6 +251,23 @@ func (f *Forwarder) forward(ctx context.Context, d Delivery, targets []string) e
 		}
 	}
 	return nil
+}
+
+// ackCountdown is what a delivery still waits for: the outcomes owed by its
+// target peers, and whether one of them was Abandoned (the mesh stopped:
+// the broker keeps the message for the next run, so it is never acked).
+type ackCountdown struct {
+	remaining atomic.Int32
+	abandoned atomic.Bool
+}
+
+// report records one outcome and tells whether the delivery may now be
+// acknowledged to the broker.
+func (a *ackCountdown) report(o cluster.Outcome) bool {
+	if o == cluster.Abandoned {
+		a.abandoned.Store(true)
+	}
+	return a.remaining.Add(-1) == 0 && !a.abandoned.Load()
 }
 
 // sentMask returns the bits of the peers in targets.

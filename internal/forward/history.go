@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"sort"
 	"time"
 
 	"github.com/moha-project/moha/internal/message"
@@ -89,10 +90,15 @@ func (h *history) pop() {
 // while held is skipped, and one with expiry left is sent with what remains.
 func (h *history) replay(bit uint64, filters *topic.Trie, since, now int64, send func(message.Message)) int {
 	from := since - int64(h.limits.Margin)
+	live := h.entries[h.head:]
+	// Entries are in the order taken (wall clock, as since is): skip those
+	// before from at once (a change arrives milliseconds after it was made;
+	// the window is seconds).
+	first := sort.Search(len(live), func(i int) bool { return live[i].at >= from })
 	n := 0
-	for i := h.head; i < len(h.entries); i++ {
-		e := &h.entries[i]
-		if e.at < from || e.sent&bit != 0 || !filters.Matches(e.msg.Topic) {
+	for i := first; i < len(live); i++ {
+		e := &live[i]
+		if e.sent&bit != 0 || !filters.Matches(e.msg.Topic) {
 			continue
 		}
 		e.sent |= bit

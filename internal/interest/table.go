@@ -262,13 +262,6 @@ func (t *Table) StoppedCleanly() bool {
 	return t.stopping && t.saved
 }
 
-// Suspended reports whether the table waits for Resume or SessionLost.
-func (t *Table) Suspended() bool {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.suspended
-}
-
 // TrackOwn makes the table count the subscriptions of the agent's own
 // session id (one of self) from its log lines, as they come in order with
 // the broker's counters: for a session whose subscriptions change while it
@@ -424,15 +417,8 @@ func (t *Table) forgetExpired(brokerCount int) int {
 		if s.stale {
 			return 0
 		}
-		n := 0
-		shared := false
-		for f := range s.filters {
-			if isShared(f) {
-				shared = true
-			} else {
-				n++
-			}
-		}
+		n := s.countedFilters()
+		shared := n < len(s.filters)
 		switch {
 		case !s.uncertain():
 			certain += n
