@@ -70,6 +70,20 @@ func testLogger(t testing.TB) *slog.Logger {
 
 var waitFor = testkit.WaitFor
 
+// agentsIdle waits until no running agent has a message in hand.
+func agentsIdle(t *testing.T, c *launch.Cluster) {
+	waitFor(t, 10*time.Second, "agents idle", func() bool {
+		for _, n := range c.Config.Nodes {
+			if a := c.Agent(n.Name); a != nil {
+				if st := a.Status(); st.ForwardQueue != 0 || st.InboundPending != 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
 // peerKnows waits until on node `at` the peer `of` advertises filter, and
 // at's data session holds what its peers need (messages matching it reach
 // the agent).

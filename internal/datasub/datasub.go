@@ -39,6 +39,12 @@ import (
 // maxID is the largest subscription identifier.
 const maxID = 268_435_455
 
+// IsReplayID reports whether subscription identifier id was given to a
+// Replay packet: replay packets get odd identifiers, the others even ones.
+// A session drained by a later run (a new Set) can so still tell the
+// broker's replay of a retained message from a publish.
+func IsReplayID(id uint32) bool { return id%2 == 1 }
+
 // Packet is one SUBSCRIBE to send: filters that share an identifier.
 type Packet struct {
 	ID      uint32
@@ -189,7 +195,7 @@ func (s *Set) addLocked(add []string, want map[string]bool) []Packet {
 	packets := make([]Packet, len(groups))
 	for i, g := range groups {
 		s.seq++
-		g.ID = s.allocIDLocked()
+		g.ID = s.allocIDLocked(g.Replay)
 		s.ids[g.ID] = s.seq
 		for _, f := range g.Filters {
 			s.subs[f] = &sub{id: g.ID, seq: s.seq, step: s.step, state: adding, replay: g.Replay}
@@ -201,14 +207,15 @@ func (s *Set) addLocked(add []string, want map[string]bool) []Packet {
 	return packets
 }
 
-// allocIDLocked returns an identifier no held subscription uses.
-func (s *Set) allocIDLocked() uint32 {
+// allocIDLocked returns an identifier no held subscription uses, odd for
+// a replay packet and even otherwise (IsReplayID).
+func (s *Set) allocIDLocked(replay bool) uint32 {
 	for {
 		s.nextID++
 		if s.nextID > maxID {
 			s.nextID = 1
 		}
-		if _, used := s.ids[s.nextID]; !used {
+		if _, used := s.ids[s.nextID]; !used && IsReplayID(s.nextID) == replay {
 			return s.nextID
 		}
 	}

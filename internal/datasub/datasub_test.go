@@ -147,6 +147,9 @@ func TestPacketsNeverOverlapAndStepsAreOneKind(t *testing.T) {
 			t.Errorf("identifier %d used twice", p.ID)
 		}
 		seen[p.ID] = true
+		if IsReplayID(p.ID) != p.Replay {
+			t.Errorf("packet %+v: identifier parity does not say replay=%v", p, p.Replay)
+		}
 		tr := topic.NewTrie()
 		for _, f := range p.Filters {
 			if tr.Overlaps(f) {
