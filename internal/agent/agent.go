@@ -54,6 +54,7 @@ type Agent struct {
 	forwarder   *forward.Forwarder
 	mesh        *cluster.Mesh
 	republisher *republisher
+	shares      *shares
 	takeovers   *takeovers
 	retained    *retainedClock
 	scanned     chan struct{} // closed after the first retained scan
@@ -78,6 +79,7 @@ type Agent struct {
 	lastCount    atomic.Int64  // unix nanos of the last live subscription count
 	countApplied atomic.Uint64 // the table's Applied() when that count arrived
 	ids          clientIDs
+	own          map[string]bool // every id in ids (read-only after build)
 	logState     logResume
 	drops        brokerDrops
 	secLogMu     sync.Mutex
@@ -143,7 +145,13 @@ func (a *Agent) build() error {
 	if err != nil {
 		return err
 	}
-	a.router = forward.NewRouter(slices.Collect(maps.Keys(peers)))
+	peerNames := slices.Sorted(maps.Keys(peers))
+	a.router = forward.NewRouter(peerNames)
+	slots := 0
+	if a.cluster.SpreadsShared() {
+		slots = len(peerNames)
+	}
+	a.shares = newShares(a, peerNames, slots)
 	a.republisher = newRepublisher(a.log, a.metrics)
 	a.takeovers = newTakeovers()
 	a.retained = newRetainedClock()
@@ -177,11 +185,19 @@ func (a *Agent) build() error {
 	}
 	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry, a.historyLimits())
 	data := a.dataClientIDs()
-	a.table = interest.NewTable([]string{data[0], data[1], a.logClientID(), a.scanClientID()}, a.localInterest)
+	a.own = map[string]bool{}
+	for _, id := range a.ownIDs() {
+		a.own[id] = true
+	}
+	a.table = interest.NewTable(a.ownIDs(), a.localInterest)
 	for _, id := range []string{data[0], data[1], a.scanClientID(), a.logClientID()} {
 		a.table.TrackOwn(id)
 	}
+	for _, slot := range a.shares.slots {
+		a.table.CountOwnConnection(slot.id)
+	}
 	a.mesh.Advertise(a.table.Advertised(), nil)
+	a.shares.planner.Local(a.table.Advertised(), nil)
 	a.metrics.registerInterest(a.registry, a.table, a.router)
 	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_data_subscriptions",
@@ -196,6 +212,7 @@ func (a *Agent) scanClientID() string { return a.ids.scan }
 // localInterest is the table's change callback: peers learn each change.
 func (a *Agent) localInterest(added, removed []string) {
 	a.router.ApplyLocal(added, removed)
+	a.shares.planner.Local(added, removed)
 	a.mesh.Advertise(added, removed)
 }
 
@@ -221,6 +238,7 @@ func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
 			}
 		}
 	}
+	a.shares.fromPeer(&m)
 	a.republisher.deliver(peer, m, ack)
 }
 
@@ -276,6 +294,7 @@ func (a *Agent) peerInterest(peer string, ch cluster.InterestChange) {
 	// The data session is not current from before the change reaches the
 	// router until the follower has seen it (notifyWant, after).
 	a.wantGen.Add(1)
+	a.shares.planner.Peer(peer, ch.Replace, ch.Added, ch.Removed)
 	a.forwarder.Interest(peer, ch, func(bad []string) {
 		defer a.notifyWant()
 		if len(bad) > 0 {
@@ -287,6 +306,7 @@ func (a *Agent) peerInterest(peer string, ch cluster.InterestChange) {
 
 func (a *Agent) linkState(peer string, up bool) {
 	a.router.SetLink(peer, up)
+	a.shares.planner.SetLink(peer, up)
 	if up {
 		a.kickWG.Go(func() { a.sendDigest(peer) })
 		a.log.Info("peer link up", "peer", peer)
@@ -297,8 +317,12 @@ func (a *Agent) linkState(peer string, up bool) {
 
 // Run runs the agent until ctx ends. It returns an error only for a
 // condition a restart cannot fix (bad broker logging, a port in use).
-func (a *Agent) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancelCause(ctx)
+//
+// When ctx ends, the share sessions leave their groups and finish what they
+// took first, while the links and the data session still run; then the
+// rest stops.
+func (a *Agent) Run(parent context.Context) error {
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
 	defer cancel(nil)
 	a.runCtx = ctx
 	// Deferred in this order, the takeover and digest goroutines are waited
@@ -330,8 +354,19 @@ func (a *Agent) Run(ctx context.Context) error {
 			cancel(err)
 		}
 	})
+	stopShares, sharesDone := make(chan struct{}), make(chan struct{})
+	wg.Go(func() {
+		defer close(sharesDone)
+		a.shares.run(ctx, stopShares)
+	})
 	a.log.Info("agent started", "broker", a.node.Broker.Address, "cluster", a.node.Cluster, "http", a.httpLn.Addr().String())
-	<-ctx.Done()
+	select {
+	case <-parent.Done():
+		close(stopShares)
+		<-sharesDone
+		cancel(nil)
+	case <-ctx.Done():
+	}
 	err := context.Cause(ctx)
 	if errors.Is(err, context.Canceled) {
 		err = nil

@@ -382,8 +382,7 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 }
 
 func (a *Agent) isOwnClient(id string) bool {
-	data := a.dataClientIDs()
-	return id == data[0] || id == data[1] || id == a.logClientID() || id == a.scanClientID()
+	return a.own[id]
 }
 
 func truncate(s string) string {

@@ -4,6 +4,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
+	"strings"
 )
 
 // clientIDs are the MQTT client ids the agent uses with its broker. They
@@ -15,7 +17,11 @@ type clientIDs struct {
 	data [2]string // the data session's two ids (see startData)
 	log  string
 	scan string
+	base string // share sessions add -s<i>
 }
+
+// share returns the id of share session i (see shares).
+func (ids clientIDs) share(i int) string { return ids.base + "-s" + strconv.Itoa(i) }
 
 // Roles name the ids for ClientIDs.
 const (
@@ -23,17 +29,35 @@ const (
 	RoleDataB = "data-b"
 	RoleLog   = "log"
 	RoleScan  = "scan"
+	// RoleShare prefixes the share sessions' roles: share-0, share-1, ...
+	// (one per peer; see shares).
+	RoleShare = "share"
 )
 
 func newClientIDs(secret []byte, node string) clientIDs {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte("moha agent client id\x00" + node))
 	base := "moha-" + node + "-" + hex.EncodeToString(mac.Sum(nil)[:8])
-	return clientIDs{data: [2]string{base, base + "-b"}, log: base + "-log", scan: base + "-scan"}
+	return clientIDs{data: [2]string{base, base + "-b"}, log: base + "-log", scan: base + "-scan", base: base}
 }
 
 // ClientIDs returns the agent's client ids by role (RoleData, RoleDataB,
-// RoleLog, RoleScan): for tests, and for an operator's broker ACL.
+// RoleLog, RoleScan, RoleShare-<i>): for tests, and for an operator's
+// broker ACL.
 func (a *Agent) ClientIDs() map[string]string {
-	return map[string]string{RoleData: a.ids.data[0], RoleDataB: a.ids.data[1], RoleLog: a.ids.log, RoleScan: a.ids.scan}
+	ids := map[string]string{RoleData: a.ids.data[0], RoleDataB: a.ids.data[1], RoleLog: a.ids.log, RoleScan: a.ids.scan}
+	for _, slot := range a.shares.slots {
+		ids[RoleShare+"-"+strings.TrimPrefix(slot.id, a.ids.base+"-s")] = slot.id
+	}
+	return ids
+}
+
+// ownIDs returns every client id the agent uses with its broker.
+func (a *Agent) ownIDs() []string {
+	data := a.dataClientIDs()
+	ids := []string{data[0], data[1], a.ids.log, a.ids.scan}
+	for _, slot := range a.shares.slots {
+		ids = append(ids, slot.id)
+	}
+	return ids
 }

@@ -57,8 +57,20 @@ type Status struct {
 	Peers          []PeerStatus   `json:"peers"`
 	ForwardQueue   int            `json:"forward_queue"`
 	InboundPending int            `json:"inbound_pending"`
+	Shared         SharedStatus   `json:"shared_subscriptions"`
 	Uptime         string         `json:"uptime"`
 	Runtime        RuntimeStatus  `json:"runtime"`
+}
+
+// SharedStatus shows how shared subscription groups are spread.
+type SharedStatus struct {
+	Mode string `json:"mode"` // spread or prefer_local
+	// Memberships are the groups the agent's own share sessions are members
+	// of on the local broker, one entry per membership (one per member node
+	// elsewhere), sorted.
+	Memberships []string `json:"memberships"`
+	// EchoesPending: republished messages an own membership may still take back.
+	EchoesPending int `json:"echoes_pending"`
 }
 
 // RuntimeStatus is how the Go runtime runs the agent: the settings moha
@@ -118,6 +130,7 @@ func (a *Agent) Status() Status {
 		Advertised:     limit(a.table.Advertised(), 100),
 		ForwardQueue:   a.forwarder.Pending(),
 		InboundPending: a.republisher.Pending(),
+		Shared:         a.shares.status(a.cluster.SharedSubscriptions),
 		Uptime:         time.Since(a.started).Round(time.Second).String(),
 		Runtime:        RuntimeStatus{GOMAXPROCS: runtime.GOMAXPROCS(0), GODEBUG: os.Getenv("GODEBUG"), SchedPolicy: threadPolicies()},
 	}

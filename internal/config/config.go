@@ -65,6 +65,12 @@ const (
 	DataSubscriptionInterest = "interest"
 )
 
+// The values of shared_subscriptions.
+const (
+	SharedSpread      = "spread"
+	SharedPreferLocal = "prefer_local"
+)
+
 // Cluster is the whole cluster file.
 type Cluster struct {
 	Name           string    `yaml:"name"`                  // cluster name, shown in rendered files and logs
@@ -84,6 +90,11 @@ type Cluster struct {
 	ReplayWindow     Duration `yaml:"replay_window"` // how long a message no peer got stays replayable (data_subscription all)
 	ReplayBytes      ByteSize `yaml:"replay_bytes"`  // bytes the replay history holds at most; the oldest go first
 	ReplayMargin     Duration `yaml:"replay_margin"` // replay what was published this long before a peer's subscription too (its log delay plus clock skew)
+	// SharedSubscriptions is how a shared subscription group ($share/g/f) with members on
+	// several nodes gets its messages: "spread" (round robin over the member nodes, as one
+	// broker spreads over its members) or "prefer_local" (a message published on a node with
+	// a member goes to a member there: less traffic between nodes, uneven load).
+	SharedSubscriptions string `yaml:"shared_subscriptions"`
 	// MessageSizeLimit is the largest payload a broker accepts (rendered as Mosquitto's
 	// message_size_limit): what a broker accepts must cross the agents' links, so a client
 	// gets its refusal from the broker (MQTT v5: reason 0x95) rather than losing it later.
@@ -151,20 +162,28 @@ func (c *Cluster) SubscribesAll() bool {
 	return c.DataSubscription != DataSubscriptionInterest
 }
 
+// SpreadsShared reports whether shared subscription groups are spread over
+// every member node (shared_subscriptions spread, the default, also when
+// unset).
+func (c *Cluster) SpreadsShared() bool {
+	return c.SharedSubscriptions != SharedPreferLocal
+}
+
 // Default returns a cluster with every cluster-wide default filled in and no nodes.
 // A zero (or absent) field in a cluster file means "use the default".
 func Default() Cluster {
 	return Cluster{
-		Name:             "moha",
-		Window:           4096,
-		BufferMessages:   100000,
-		BufferBytes:      64 << 20,
-		InterestGrace:    Duration(2 * time.Minute),
-		DataSubscription: DataSubscriptionAll,
-		ReplayWindow:     Duration(2 * time.Second),
-		ReplayBytes:      64 << 20,
-		ReplayMargin:     Duration(50 * time.Millisecond),
-		MessageSizeLimit: 16 << 20,
+		Name:                "moha",
+		Window:              4096,
+		BufferMessages:      100000,
+		BufferBytes:         64 << 20,
+		InterestGrace:       Duration(2 * time.Minute),
+		DataSubscription:    DataSubscriptionAll,
+		ReplayWindow:        Duration(2 * time.Second),
+		ReplayBytes:         64 << 20,
+		ReplayMargin:        Duration(50 * time.Millisecond),
+		SharedSubscriptions: SharedSpread,
+		MessageSizeLimit:    16 << 20,
 		LoadBalancers: LoadBalancers{
 			Port:          1883,
 			Interface:     "eth0",
@@ -191,6 +210,7 @@ func (c *Cluster) ApplyDefaults() {
 	setIfZero(&c.ReplayWindow, d.ReplayWindow)
 	setIfZero(&c.ReplayBytes, d.ReplayBytes)
 	setIfZero(&c.ReplayMargin, d.ReplayMargin)
+	setIfZero(&c.SharedSubscriptions, d.SharedSubscriptions)
 	setIfZero(&c.MessageSizeLimit, d.MessageSizeLimit)
 	lb, dlb := &c.LoadBalancers, d.LoadBalancers
 	setIfZero(&lb.Port, dlb.Port)

@@ -58,6 +58,9 @@ func (c *Cluster) Validate() error {
 	if c.DataSubscription != DataSubscriptionAll && c.DataSubscription != DataSubscriptionInterest {
 		p.add("data_subscription", "is %q, want %q or %q", c.DataSubscription, DataSubscriptionAll, DataSubscriptionInterest)
 	}
+	if c.SharedSubscriptions != SharedSpread && c.SharedSubscriptions != SharedPreferLocal {
+		p.add("shared_subscriptions", "is %q, want %q or %q", c.SharedSubscriptions, SharedSpread, SharedPreferLocal)
+	}
 	checkPositive(&p, "replay_window", int64(c.ReplayWindow))
 	checkPositive(&p, "replay_bytes", int64(c.ReplayBytes))
 	checkPositive(&p, "replay_margin", int64(c.ReplayMargin))

@@ -249,6 +249,15 @@ func (r *Router) wantDelta(filter string, d int) {
 // Peers returns the peer names in stable order.
 func (r *Router) Peers() []string { return append([]string(nil), r.order...) }
 
+// Receives reports whether peer's plain (non-shared) interest matches
+// topicName: the message goes to it whatever its groups.
+func (r *Router) Receives(peer, topicName string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	t, ok := r.tries[peer]
+	return ok && t.Matches(topicName)
+}
+
 // Filters returns how many distinct filters peer advertises (shared
 // subscriptions included).
 func (r *Router) Filters(peer string) int {

@@ -56,6 +56,9 @@ func (t *Table) applyEvent(ev Event) error {
 // database every session ends. The agent's own tracked sessions follow the
 // same rule.
 func (t *Table) brokerStopped(saved bool) {
+	for id := range t.counted {
+		t.counted[id] = false // counted sessions are clean: gone with the broker
+	}
 	for id, s := range t.sessions {
 		if !saved || s.clean {
 			t.dropSession(id)
@@ -76,6 +79,9 @@ func (t *Table) brokerStopped(saved bool) {
 // never saw: Reconcile catches that).
 func (t *Table) connected(ev Event) {
 	if t.isSelf(ev.ClientID) {
+		if _, ok := t.counted[ev.ClientID]; ok {
+			t.counted[ev.ClientID] = true
+		}
 		if fs := t.tracked[ev.ClientID]; fs != nil && ev.Clean {
 			clear(fs)
 			t.ending[ev.ClientID] = true // a clean session ends with its connection
@@ -101,6 +107,9 @@ func (t *Table) connected(ev Event) {
 // broker keeps it: Stats counts those as uncertain, and the broker's
 // counters end them (Reconcile, ReconcileClients).
 func (t *Table) disconnected(id string) {
+	if _, ok := t.counted[id]; ok {
+		t.counted[id] = false
+	}
 	if t.ending[id] {
 		delete(t.ending, id)
 		clear(t.tracked[id])

@@ -85,6 +85,10 @@ type Table struct {
 	tracked    map[string]map[string]struct{}
 	ending     map[string]bool // tracked clean sessions: their disconnect ends them
 	ownClients int             // the agent's own sessions, all connected
+	// counted holds the own sessions that come and go (CountOwnConnection):
+	// true while their connect line was seen and neither their disconnect
+	// line nor OwnConnectionGone since.
+	counted map[string]bool
 
 	degraded bool
 	reason   string
@@ -122,6 +126,7 @@ func NewTable(self []string, onChange func(added, removed []string)) *Table {
 		delta:    make(map[string]int),
 		tracked:  make(map[string]map[string]struct{}),
 		ending:   make(map[string]bool),
+		counted:  make(map[string]bool),
 		degraded: true,
 		reason:   StartupReason,
 	}
@@ -366,6 +371,41 @@ func (t *Table) SetOwnClients(n int) {
 	})
 }
 
+// CountOwnConnection makes the table count the own session id (one of
+// self) among the broker's clients while its connect line was the last
+// seen: for a session the agent opens and closes while it runs. The count
+// may fall short of the broker's, never exceed it (see OwnConnectionGone):
+// a short count makes ReconcileClients forget nothing.
+func (t *Table) CountOwnConnection(id string) {
+	_ = t.update(func() error {
+		if _, ok := t.counted[id]; !ok {
+			t.counted[id] = false
+		}
+		return nil
+	})
+}
+
+// OwnConnectionGone stops counting a counted own session at once, without
+// waiting for its disconnect line: the agent closed it or lost it.
+func (t *Table) OwnConnectionGone(id string) {
+	_ = t.update(func() error {
+		if _, ok := t.counted[id]; ok {
+			t.counted[id] = false
+		}
+		return nil
+	})
+}
+
+func (t *Table) ownOnline() int {
+	n := 0
+	for _, on := range t.counted {
+		if on {
+			n++
+		}
+	}
+	return n
+}
+
 // ReconcileClients uses the broker's $SYS/broker/clients/total (connected
 // clients plus offline persistent sessions, the agent's own included) to
 // forget uncertain sessions: offline MQTT v5 sessions whose expiry the log
@@ -391,7 +431,7 @@ func (t *Table) ReconcileClients(total int) (forgotten int) {
 			}
 		}
 		t.clientsTotal = total
-		if len(uncertain) == 0 || total-t.ownClients-connected != certainOffline {
+		if len(uncertain) == 0 || total-t.ownClients-t.ownOnline()-connected != certainOffline {
 			return nil
 		}
 		for _, id := range uncertain {

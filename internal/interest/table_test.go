@@ -639,6 +639,50 @@ func TestReconcileClientsForgetsExpiredV5Sessions(t *testing.T) {
 	}
 }
 
+// TestReconcileClientsCountsOwnShareSessions: the agent's share sessions
+// come and go; the broker counts them while connected. Counted from their
+// connect lines, and dropped at once when the agent closes one, the count
+// of own sessions never exceeds the broker's: a session still held is not
+// forgotten for a share session the table still counts.
+func TestReconcileClientsCountsOwnShareSessions(t *testing.T) {
+	tab, rec := readyTable(t, "agent-data", "agent-log", "agent-s0")
+	tab.SetOwnClients(2)
+	tab.CountOwnConnection("agent-s0")
+	for _, id := range []string{"v5", "w5"} {
+		apply(t, tab, lineConnect(id, 5, false))
+		apply(t, tab, lineSub(id, id+"/#"))
+		apply(t, tab, lineDisconnect(id))
+	}
+	apply(t, tab, lineConnect("agent-s0", 5, true))
+	apply(t, tab, lineSub("agent-s0", "$share/g/t"))
+	wantAdvertised(t, tab, rec, "v5/#", "w5/#")
+	// Broker: 2 own + share + one offline v5 = 4: it may be either.
+	if n := tab.ReconcileClients(4); n != 0 {
+		t.Fatalf("forgot %d sessions while the broker still holds an unexplained one", n)
+	}
+	// Broker: 2 own + share = 3: both expired; the share session is counted.
+	if n := tab.ReconcileClients(3); n != 2 {
+		t.Fatalf("forgot %d sessions with the share session connected, want 2", n)
+	}
+	wantAdvertised(t, tab, rec)
+
+	apply(t, tab, lineConnect("x5", 5, false))
+	apply(t, tab, lineSub("x5", "x5/#"))
+	apply(t, tab, lineDisconnect("x5"))
+	// The agent lost its share session; the broker's total no longer
+	// counts it (2 own + x5 = 3) before its disconnect line arrives.
+	// Counted still, it would make x5 look gone.
+	tab.OwnConnectionGone("agent-s0")
+	if n := tab.ReconcileClients(3); n != 0 {
+		t.Fatalf("forgot %d sessions: a share session the broker dropped was still counted", n)
+	}
+	apply(t, tab, lineDisconnect("agent-s0"))
+	if n := tab.ReconcileClients(2); n != 1 {
+		t.Fatalf("forgot %d sessions, want 1", n)
+	}
+	wantAdvertised(t, tab, rec)
+}
+
 // TestReconcileForgetsExpiredV5Sessions: the subscription count alone also
 // proves uncertain sessions gone when it equals what the certain sessions
 // explain; a session with a shared subscription (counted apart) is kept.
