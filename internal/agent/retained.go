@@ -105,12 +105,17 @@ func (c *retainedClock) topics() []string {
 func (c *retainedClock) stampFound(m *message.Message, now time.Time) (stamp int64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if _, republishing := c.inFlight[m.Topic]; republishing {
+		// A peer's write is on its way into the broker: what the scan
+		// found may be the value it replaces, not a write of its own.
+		delete(c.suspect, m.Topic)
+		return 0, false
+	}
 	e, held := c.held[m.Topic]
 	if held && len(e.msg.Payload) > 0 {
 		since, suspect := c.suspect[m.Topic]
 		delete(c.suspect, m.Topic)
-		_, republishing := c.inFlight[m.Topic]
-		if !suspect || since != e.stamp || republishing || contentHash(m) == e.hash {
+		if !suspect || since != e.stamp || contentHash(m) == e.hash {
 			return 0, false
 		}
 	}
