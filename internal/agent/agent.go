@@ -183,6 +183,7 @@ func (a *Agent) build() error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	a.mesh.SetBrokerUp(false) // until the broker sessions are up
 	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry, a.historyLimits())
 	data := a.dataClientIDs()
 	a.own = map[string]bool{}

@@ -41,7 +41,7 @@ func (a *Agent) brokerLoop(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for {
 		connected, err := a.runBroker(ctx)
-		a.sessionUp.Store(false)
+		a.setSessionUp(false)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -64,6 +64,14 @@ func (a *Agent) brokerLoop(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// setSessionUp records whether the broker sessions are up, and tells the
+// peers: while they are down, peers buffer for this node at once instead of
+// waiting on it.
+func (a *Agent) setSessionUp(up bool) {
+	a.sessionUp.Store(up)
+	a.mesh.SetBrokerUp(up)
 }
 
 func (a *Agent) setBrokerError(err error) {
@@ -166,7 +174,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	// Only now: a peer's message republished while an old session still
 	// took everything could have come back through it.
 	a.republisher.setSession(live.sess)
-	a.sessionUp.Store(true)
+	a.setSessionUp(true)
 	a.setBrokerError(nil)
 	a.log.Info("broker sessions up", "broker", a.node.Broker.Address, "data_session", live.id, "drained", len(old))
 

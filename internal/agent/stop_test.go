@@ -132,3 +132,42 @@ func TestAgentStartsBeforeItsBroker(t *testing.T) {
 	}
 	waitSettled(t, c, "node2")
 }
+
+// TestPeerReportsBrokerDown (issue 14 §2): node2's broker stops; its agent
+// tells node1 at once (BROKER frame), and node1 buffers for node2 as for a
+// peer that is down — its publisher's messages are acknowledged without
+// waiting for a stall — then sends them when node2's broker is back: the
+// persistent subscriber there gets every one.
+func TestPeerReportsBrokerDown(t *testing.T) {
+	c := startCluster(t, 2, func(cl *config.Cluster) { cl.InterestGrace = config.Duration(time.Minute) })
+	sub := connect(t, addr(c, "node2"), "bd-sub", persistent(3600))
+	sub.subscribe("bd/#", 1)
+	peerKnows(t, c, "node1", "node2", "bd/#", true)
+	sub.drop()
+
+	c.Broker("node2").Stop(5 * time.Second)
+	waitFor(t, 5*time.Second, "node1 to see node2's broker down", func() bool { return peerStatus(t, c, "node1", "node2").BrokerDown })
+	if !peerStatus(t, c, "node1", "node2").Up {
+		t.Fatal("the link to node2 is down: the test needs it up, with node2's broker down")
+	}
+	pub := connect(t, addr(c, "node1"), "bd-pub")
+	const n = 50
+	for i := range n {
+		pub.pub("bd/x", 1, strconv.Itoa(i))
+	}
+	if got := metricSum(t, c.MustNode("node1").HTTP, "moha_peer_stalls_total"); got != 0 {
+		t.Fatalf("node1 counted %v stalls: it waited on node2 instead of buffering", got)
+	}
+	if err := c.StartBroker(context.Background(), "node2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "node1 to see node2's broker up", func() bool { return !peerStatus(t, c, "node1", "node2").BrokerDown })
+	back := connect(t, addr(c, "node2"), "bd-sub", persistent(3600))
+	got := map[string]bool{}
+	for _, m := range back.expect(n, 10*time.Second) {
+		got[string(m.Payload)] = true
+	}
+	if len(got) != n {
+		t.Fatalf("the subscriber got %d distinct of %d", len(got), n)
+	}
+}

@@ -637,3 +637,63 @@ func TestStalledPeerIsBuffered(t *testing.T) {
 		t.Fatalf("stalls counted %v, want 1", got)
 	}
 }
+
+// TestPeerBrokerDownIsBuffered (issue 14 §2): a peer that reports its
+// broker down (BROKER frame) is treated as down for outcomes at once — what
+// it holds and what comes next is Buffered, with no stall to wait out — and
+// still gets the messages, to republish once its broker is back; when it
+// reports up, outcomes follow its acks again.
+func TestPeerBrokerDownIsBuffered(t *testing.T) {
+	var mu sync.Mutex
+	var held []func()
+	recB := newRecorder()
+	recB.onDeliver = func(_ string, _ message.Message, ack func()) {
+		mu.Lock()
+		held = append(held, ack)
+		mu.Unlock()
+	}
+	slow := func(c *Config) { c.StallAfter = time.Hour } // a Buffered outcome cannot be a stall's
+	a, b := pair(t, slow, slow, newRecorder(), recB)
+	out := newOutcomes(t)
+	for i := range 3 {
+		if err := a.Send(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "b holds 3", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 3 })
+	if n := out.count(Buffered) + out.count(Acked); n != 0 {
+		t.Fatalf("%d outcomes before b reported anything, want none (b acks nothing)", n)
+	}
+	b.SetBrokerUp(false)
+	waitFor(t, 5*time.Second, "a to see b's broker down", func() bool { return a.peerStatus("b").BrokerDown })
+	waitFor(t, 5*time.Second, "what b held reported Buffered", func() bool { return out.count(Buffered) == 3 })
+	for i := 3; i < 6; i++ {
+		if err := a.Send(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "new messages Buffered at once", func() bool { return out.count(Buffered) == 6 })
+	waitFor(t, 5*time.Second, "b still receives them", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 6 })
+	if got := metric(t, a.reg, "moha_peer_broker_down", map[string]string{"peer": "b"}); got != 1 {
+		t.Fatalf("moha_peer_broker_down = %v, want 1", got)
+	}
+
+	b.SetBrokerUp(true)
+	waitFor(t, 5*time.Second, "a to see b's broker up", func() bool { return !a.peerStatus("b").BrokerDown })
+	mu.Lock()
+	for _, ack := range held {
+		ack()
+	}
+	mu.Unlock()
+	if err := a.Send(context.Background(), "b", indexed(6), out.done(6)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "b holds the 7th", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 7 })
+	mu.Lock()
+	held[6]()
+	mu.Unlock()
+	waitFor(t, 5*time.Second, "the 7th Acked", func() bool { return out.count(Acked) == 1 })
+	if out.count(Buffered) != 6 || out.count(Dropped) != 0 {
+		t.Fatalf("outcomes: %d buffered, %d dropped; want 6 and 0", out.count(Buffered), out.count(Dropped))
+	}
+}

@@ -302,7 +302,8 @@ func (f *fakePeer) send(fr frame) {
 	}
 }
 
-// next returns the next frame that is not a heartbeat.
+// next returns the next frame that is not a heartbeat or a broker state
+// (every link starts with one).
 func (f *fakePeer) next() frame {
 	f.t.Helper()
 	f.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -315,7 +316,7 @@ func (f *fakePeer) next() frame {
 		if err != nil {
 			f.t.Fatalf("fake peer decode: %v", err)
 		}
-		if fr.typ != frameHeartbeat {
+		if fr.typ != frameHeartbeat && fr.typ != frameBroker {
 			return fr
 		}
 	}

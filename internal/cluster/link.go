@@ -34,6 +34,7 @@ type link struct {
 	acks ackTracker
 
 	sendSnapshot    atomic.Bool // the peer asked for a snapshot
+	sendBroker      atomic.Bool // the local broker state is news to the peer
 	requestSnapshot atomic.Bool // the reader saw a delta gap: ask the peer for a snapshot
 
 	notesMu sync.Mutex
@@ -58,6 +59,7 @@ func newLink(ctx context.Context, p *peer, conn net.Conn, br *bufio.Reader) *lin
 	}
 	l.ctx, l.cancel = context.WithCancelCause(ctx)
 	l.sendSnapshot.Store(true) // every link starts with a full snapshot
+	l.sendBroker.Store(true)   // and the local broker's state
 	return l
 }
 
@@ -133,6 +135,8 @@ func (l *link) handle(f *frame) error {
 		if h := l.mesh.handlers.Digest; h != nil {
 			h(l.peer.name, f.digest)
 		}
+	case frameBroker:
+		l.peer.setBrokerState(l, f.brokerUp)
 	case frameHeartbeat:
 	}
 	return nil
@@ -308,6 +312,12 @@ func (w *writer) writeReady() (wrote bool, err error) {
 	}
 	if l.requestSnapshot.Swap(false) {
 		w.writeFrame(frameSnapshotRequest, nil)
+		wrote = true
+	}
+	if l.sendBroker.Swap(false) {
+		f := frame{typ: frameBroker, brokerUp: !l.mesh.brokerDown.Load()}
+		w.scratch = encodeFrameBody(w.scratch[:0], &f)
+		w.writeFrame(frameBroker, w.scratch)
 		wrote = true
 	}
 	notes, digests := l.takeNotes()

@@ -93,7 +93,10 @@ type Mesh struct {
 	closed     bool
 	// stopping: Run's context ended, links end because the mesh stops.
 	stopping atomic.Bool
-	cancel   context.CancelCauseFunc
+	// brokerDown: the local broker sessions are down (SetBrokerUp): peers
+	// are told, and buffer for this node instead of waiting on it.
+	brokerDown atomic.Bool
+	cancel     context.CancelCauseFunc
 }
 
 // New validates cfg (every problem reported, one line per field), applies
@@ -277,6 +280,24 @@ func (m *Mesh) Advertise(added, removed []string) {
 		l := p.link
 		p.mu.Unlock()
 		if l != nil {
+			l.wakeWriter()
+		}
+	}
+}
+
+// SetBrokerUp records whether the local broker sessions are up and tells
+// every peer on a change (a BROKER frame; every link also starts with one).
+// A mesh starts up; an agent sets it down until its broker sessions are up.
+func (m *Mesh) SetBrokerUp(up bool) {
+	if m.brokerDown.Swap(!up) == !up {
+		return
+	}
+	for _, p := range m.peers {
+		p.mu.Lock()
+		l := p.link
+		p.mu.Unlock()
+		if l != nil {
+			l.sendBroker.Store(true)
 			l.wakeWriter()
 		}
 	}

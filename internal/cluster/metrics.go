@@ -21,6 +21,7 @@ type metrics struct {
 	dropped      *prometheus.CounterVec
 	ackFrames    *prometheus.CounterVec
 	stalls       *prometheus.CounterVec
+	brokerDown   *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -62,13 +63,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		stalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_peer_stalls_total", Help: "Times the peer's link was up but it acknowledged nothing for StallAfter (its broker hung): its messages were then buffered as for a peer that is down.",
 		}, peer),
+		brokerDown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "moha_peer_broker_down", Help: "1 while the peer reports its broker sessions down: its messages are buffered as for a peer that is down.",
+		}, peer),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.linkUp, m.connects, m.rejected, m.fwdMessages, m.fwdBytes,
-		m.recvMessages, m.bytesRead, m.queue, m.inflight, m.dropped, m.ackFrames, m.stalls} {
+		m.recvMessages, m.bytesRead, m.queue, m.inflight, m.dropped, m.ackFrames, m.stalls, m.brokerDown} {
 		errs = append(errs, reg.Register(c))
 	}
 	return m, errors.Join(errs...)
@@ -86,7 +90,7 @@ const (
 // peerMetrics are one peer's resolved children, so the hot path does no
 // label lookups.
 type peerMetrics struct {
-	up, queue, inflight                prometheus.Gauge
+	up, queue, inflight, brokerDown    prometheus.Gauge
 	connects, fwdMessages, fwdBytes    prometheus.Counter
 	recvMessages, bytesRead, ackFrames prometheus.Counter
 	stalls                             prometheus.Counter
@@ -106,6 +110,7 @@ func (m *metrics) forPeer(name string) *peerMetrics {
 		bytesRead:    m.bytesRead.WithLabelValues(name),
 		ackFrames:    m.ackFrames.WithLabelValues(name),
 		stalls:       m.stalls.WithLabelValues(name),
+		brokerDown:   m.brokerDown.WithLabelValues(name),
 		dropped:      m.dropped,
 		name:         name,
 	}

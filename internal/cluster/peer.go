@@ -80,9 +80,12 @@ type peer struct {
 	// StallAfter; its messages are reported Buffered as for a peer that is
 	// down, until an ack shows it moving again.
 	stalled bool
-	gone    bool
-	closed  bool
-	dropLog rateLimit
+	// brokerDown: the peer reported (BROKER frame) that its broker
+	// sessions are down: treated as down for outcomes until it reports up.
+	brokerDown bool
+	gone       bool
+	closed     bool
+	dropLog    rateLimit
 
 	sentMessages, sentBytes, recvMessages, recvBytes, dropped atomic.Uint64
 	batchesSent, ackFramesSent                                atomic.Uint64
@@ -142,7 +145,7 @@ func (p *peer) enqueue(it item, wait bool) (retry <-chan struct{}, err error) {
 			p.mu.Unlock()
 			p.drop(it, dropOverflow)
 			return nil, nil
-		case !wait || p.stalled:
+		case !wait || p.stalled || p.brokerDown:
 			p.mu.Unlock()
 			p.drop(it, dropFull)
 			return nil, nil
@@ -154,7 +157,7 @@ func (p *peer) enqueue(it item, wait bool) (retry <-chan struct{}, err error) {
 	}
 	l := p.link
 	done := it.done
-	buffered := l == nil || p.stalled
+	buffered := l == nil || p.stalled || p.brokerDown
 	if buffered {
 		it.done = nil // reported Buffered now
 	}
@@ -286,7 +289,7 @@ func (p *peer) install(l *link, epoch uint64) {
 	p.link = l
 	p.acked, p.nextSeq = 0, 1
 	p.since = time.Now()
-	p.progress, p.stalled = p.since, false
+	p.progress, p.stalled, p.brokerDown = p.since, false, false
 	p.epoch = epoch
 	p.gone = false
 	p.signalLocked()
@@ -345,6 +348,44 @@ func (p *peer) takeOwedLocked() []func(Outcome) {
 	return dones
 }
 
+// setBrokerState applies the peer's report (a BROKER frame on link l) that
+// its broker sessions are up or down. Down: what it holds is reported
+// Buffered, as for a stall, and new messages are Buffered while they fit;
+// they are still sent as the window allows, and the peer republishes them
+// once its broker is back. Up: outcomes follow its acks again.
+func (p *peer) setBrokerState(l *link, up bool) {
+	p.mu.Lock()
+	if p.link != l || p.brokerDown == !up {
+		p.mu.Unlock()
+		return
+	}
+	p.brokerDown = !up
+	var dones []func(Outcome)
+	if !up {
+		dones = p.takeOwedLocked()
+	} else {
+		p.progress = time.Now() // what it owes now is owed from here
+	}
+	held := p.held()
+	p.pm.brokerDown.Set(boolGauge(!up))
+	p.mu.Unlock()
+	if up {
+		p.mesh.log.Info("peer reports its broker up again", "peer", p.name, "held", held)
+	} else {
+		p.mesh.log.Warn("peer reports its broker down: buffering for it as for a peer that is down", "peer", p.name, "held", held)
+	}
+	for _, done := range dones {
+		done(Buffered)
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // stallIfStuck treats the peer as down, for the outcomes of what it holds,
 // when its link is up but it acknowledged nothing it owes for StallAfter:
 // its broker is hung (a SIGSTOP, a disk stall). Everything held is
@@ -353,7 +394,7 @@ func (p *peer) takeOwedLocked() []func(Outcome) {
 // once while they fit, then dropped and counted.
 func (p *peer) stallIfStuck(now time.Time) {
 	p.mu.Lock()
-	if p.link == nil || p.stalled || p.inflight.len() == 0 || now.Sub(p.progress) < p.mesh.cfg.StallAfter {
+	if p.link == nil || p.stalled || p.brokerDown || p.inflight.len() == 0 || now.Sub(p.progress) < p.mesh.cfg.StallAfter {
 		p.mu.Unlock()
 		return
 	}
@@ -460,13 +501,16 @@ type PeerStatus struct {
 	// Stalled: the link is up but the peer acknowledges nothing (its
 	// broker hung): its messages are buffered as for a peer that is down.
 	Stalled bool `json:"stalled"`
+	// BrokerDown: the peer reports its broker sessions down; its messages
+	// are buffered as for a peer that is down.
+	BrokerDown bool `json:"broker_down"`
 }
 
 func (p *peer) status() PeerStatus {
 	p.mu.Lock()
 	s := PeerStatus{
 		Name: p.name, Addr: p.addr, Up: p.link != nil, Since: p.since, Epoch: p.epoch,
-		Queued: p.queue.len(), InFlight: p.inflight.len(), Gone: p.gone, Stalled: p.stalled,
+		Queued: p.queue.len(), InFlight: p.inflight.len(), Gone: p.gone, Stalled: p.stalled, BrokerDown: p.brokerDown,
 	}
 	p.mu.Unlock()
 	s.SentMessages = p.sentMessages.Load()

@@ -1,6 +1,6 @@
 package cluster
 
-// Wire protocol, version 1.
+// Wire protocol, version 3 (2: DELTA carries its time; 3: BROKER).
 //
 // One TCP stream (optionally TLS) per pair of agents; the node whose name
 // sorts lower dials. Every unit on the stream, handshake included, is a frame:
@@ -37,6 +37,7 @@ package cluster
 //	HEARTBEAT        {}
 //	CLIENT           {client id string, flags byte (bit 0 clean start), at uvarint (unix nanos)}
 //	DIGEST           {n uvarint, n × (topic string, stamp uvarint, hash uvarint)}
+//	BROKER           {up byte (0 or 1)}
 //
 // Interest: a link starts with a SNAPSHOT of the sender's filters; every
 // later change is a DELTA whose version is the previous one + 1. A receiver
@@ -73,6 +74,13 @@ package cluster
 // receiver sends back only the retained messages the sender lacks or holds
 // an older version of (anti-entropy).
 //
+// BROKER says whether the sender's sessions with its broker are up: sent
+// when a link starts and on every change. While a peer's broker is down the
+// receiver treats it as absent for outcomes: what it holds, and what comes
+// next while it fits, is reported Buffered (the origin broker may go on)
+// and sent as the link allows; the peer republishes it once its broker is
+// back.
+//
 // HEARTBEAT is written when the writer was idle for the heartbeat interval;
 // a link silent for three intervals is dead.
 
@@ -99,10 +107,11 @@ const (
 	frameHeartbeat       byte = 8
 	frameClient          byte = 9
 	frameDigest          byte = 10
+	frameBroker          byte = 11
 )
 
 const (
-	protocolVersion = 2 // 2: DELTA carries its time
+	protocolVersion = 3 // 2: DELTA carries its time; 3: BROKER
 	protocolMagic   = "MOHA"
 	maxFrameSize    = 64 << 20 // after authentication
 	maxPreAuthFrame = 1 << 10  // handshake frames
@@ -152,6 +161,7 @@ type frame struct {
 	upTo     uint64            // ACK
 	client   ClientNote        // CLIENT
 	digest   []DigestEntry     // DIGEST
+	brokerUp bool              // BROKER
 }
 
 // DigestEntry describes one retained message a broker holds.
@@ -265,6 +275,13 @@ func decodeFrame(typ byte, body []byte) (frame, error) {
 		for i := 0; i < n && d.err == nil; i++ {
 			f.digest[i] = DigestEntry{Topic: d.string(), Stamp: int64(d.uvarint()), Hash: d.uvarint()}
 		}
+	case frameBroker:
+		switch up := d.byte(); up {
+		case 0, 1:
+			f.brokerUp = up == 1
+		default:
+			d.fail("broker state not 0 or 1")
+		}
 	case frameSnapshotRequest, frameHeartbeat:
 	default:
 		return frame{}, fmt.Errorf("%w: unknown frame type %d", ErrProtocol, typ)
@@ -304,6 +321,12 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 			dst = binary.AppendUvarint(dst, uint64(e.Stamp))
 			dst = binary.AppendUvarint(dst, e.Hash)
 		}
+	case frameBroker:
+		var up byte
+		if f.brokerUp {
+			up = 1
+		}
+		dst = append(dst, up)
 	case frameClient:
 		dst = appendString(dst, f.client.ID)
 		var flags byte

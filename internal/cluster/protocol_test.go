@@ -49,6 +49,8 @@ func sampleFrames() []frame {
 		{typ: frameClient, client: ClientNote{ID: "", At: 0}},
 		{typ: frameDigest, digest: []DigestEntry{{Topic: "a/b", Stamp: 1 << 60, Hash: 1<<64 - 1}, {Topic: "", Stamp: 0, Hash: 0}}},
 		{typ: frameDigest},
+		{typ: frameBroker, brokerUp: true},
+		{typ: frameBroker},
 		{typ: framePublishBatch, firstSeq: 1, msgs: []message.Message{fullMessage(1), fullMessage(2), {Topic: "plain"}}},
 		{typ: framePublishBatch, firstSeq: 300, msgs: []message.Message{
 			{Topic: "t", Payload: []byte("only expiry"), Props: message.Properties{MessageExpiry: ptr(uint32(0))}},
@@ -112,6 +114,8 @@ func TestDecodeRejects(t *testing.T) {
 		"unknown type":     appendFrame(nil, 99, nil),
 		"hello after auth": appendFrame(nil, frameHello, []byte("MOHA")),
 		"trailing bytes":   appendFrame(nil, frameAck, []byte{1, 2}),
+		"broker state 2":   appendFrame(nil, frameBroker, []byte{2}),
+		"broker no state":  appendFrame(nil, frameBroker, nil),
 		"truncated":        valid[:len(valid)-1],
 		"huge count":       appendFrame(nil, frameSnapshot, []byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f}),
 		"string too long":  appendFrame(nil, frameSnapshot, []byte{1, 1, 50, 'a'}),
