@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"crypto/subtle"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -14,7 +18,15 @@ import (
 	"github.com/moha-project/moha/internal/interest"
 )
 
-// handler serves /healthz, /readyz, /metrics and /status.
+// Handler returns the agent's HTTP handler (what its listener serves), for
+// tests that call it with a chosen remote address.
+func (a *Agent) Handler() http.Handler { return a.handler() }
+
+// handler serves /healthz, /readyz, /metrics and /status. /healthz,
+// /readyz and /metrics are open (the load balancers and Prometheus read
+// them; they name no client and no topic); /status and /debug/pprof show
+// client ids, filters and log text, and want loopback or the status token
+// (private).
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -28,19 +40,53 @@ func (a *Agent) handler() http.Handler {
 		_, _ = w.Write([]byte(why + "\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /status", a.private(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(a.Status())
-	})
+	}))
 	if a.pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/", a.private(pprof.Index))
+		mux.HandleFunc("/debug/pprof/profile", a.private(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", a.private(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", a.private(pprof.Trace))
 	}
 	return mux
+}
+
+// private serves h to loopback clients, and to others that present the
+// cluster file's status_token as a bearer token. A refusal is counted as a
+// security event (kind "status_refused").
+func (a *Agent) private(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if fromLoopback(r) || a.validToken(r) {
+			h(w, r)
+			return
+		}
+		a.securityEvent("status_refused", "refused /status or /debug/pprof without the status token", "remote", r.RemoteAddr)
+		if a.cluster.StatusToken == "" {
+			http.Error(w, "forbidden: /status is served on loopback only; set status_token in the cluster file to read it from elsewhere", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="moha"`)
+		http.Error(w, "unauthorized: send Authorization: Bearer <status_token>", http.StatusUnauthorized)
+	}
+}
+
+func fromLoopback(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+func (a *Agent) validToken(r *http.Request) bool {
+	want := a.cluster.StatusToken
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 // Status is the agent's state as /status reports it.

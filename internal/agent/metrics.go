@@ -93,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	})
 	m.securityEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moha_security_events_total",
-		Help: "Things only the agent should do, done by someone else and refused, by kind (unproven_marker: a marker without this run's token).",
+		Help: "Things only the agent should do, done by someone else and refused, by kind (unproven_marker: a marker without this run's token; status_refused: /status or /debug/pprof asked for from another host without the status token).",
 	}, []string{"kind"})
 	reg.MustRegister(m.dataCopies, m.retainedRescans, m.drained, m.brokerQueueDrops, m.brokerDropped, m.securityEvents)
 	reg.MustRegister(m.takeovers, m.endedSessions, m.staleRetained, m.retainedSynced)

@@ -174,3 +174,107 @@ func TestTLSLink(t *testing.T) {
 		return metric(t, b.reg, "moha_link_rejected_total", map[string]string{"reason": reasonTLS}) > before
 	})
 }
+
+// testCA is a certificate authority issuing node certificates for tests.
+type testCA struct {
+	t    *testing.T
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "moha test ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{t: t, cert: cert, key: key, pool: pool}
+}
+
+// node issues a certificate naming only dnsName (no IP address), usable by
+// both ends of a link.
+func (ca *testCA) node(dnsName string) tls.Certificate {
+	ca.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: dnsName},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{dnsName}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// tlsAs configures a mesh with mutual TLS presenting cert.
+func (ca *testCA) tlsAs(cert tls.Certificate) func(*Config) {
+	return func(c *Config) {
+		c.ServerTLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: ca.pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+		c.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.pool, MinVersion: tls.VersionTLS13}
+	}
+}
+
+// TestTLSIdentity (issue 15 §7): with mutual TLS a node's certificate must
+// name that node. Node c's key, valid under the same CA, cannot pose as a
+// (the acceptor refuses it) nor as b (the dialer refuses it); each node
+// with its own certificate links.
+func TestTLSIdentity(t *testing.T) {
+	ca := newTestCA(t)
+	certA, certB, certC := ca.node("a"), ca.node("b"), ca.node("c")
+
+	// Honest pair: names match (no IP in the certificates: the name suffices).
+	a, _ := pair(t, ca.tlsAs(certA), ca.tlsAs(certB), newRecorder(), newRecorder())
+	a.stop(t)
+
+	// c's certificate claiming to be a, dialing an honest b: b refuses it.
+	b := startMesh(t, withPeers(testConfig(t, "b", nil), map[string]string{"a": closedAddr(t)}, ca.tlsAs(certB)), Handlers{})
+	impostorA := startMesh(t, withPeers(testConfig(t, "a", nil), map[string]string{"b": b.addr()}, ca.tlsAs(certC)), Handlers{})
+	waitFor(t, 5*time.Second, "b to refuse c's certificate claiming a", func() bool {
+		return metric(t, b.reg, "moha_link_rejected_total", map[string]string{"reason": reasonTLSIdentity}) > 0
+	})
+	if b.up("a") || impostorA.up("b") {
+		t.Fatal("a link came up with the wrong certificate")
+	}
+	impostorA.stop(t)
+
+	// c's certificate serving as b: the honest dialer a refuses it.
+	impostorB := startMesh(t, withPeers(testConfig(t, "b", nil), map[string]string{"a": closedAddr(t)}, ca.tlsAs(certC)), Handlers{})
+	honestA := startMesh(t, withPeers(testConfig(t, "a", nil), map[string]string{"b": impostorB.addr()}, ca.tlsAs(certA)), Handlers{})
+	waitFor(t, 5*time.Second, "a to refuse c's certificate serving as b", func() bool {
+		return metric(t, honestA.reg, "moha_link_rejected_total", map[string]string{"reason": reasonTLSIdentity}) > 0
+	})
+	if honestA.up("b") {
+		t.Fatal("a linked to a server presenting c's certificate")
+	}
+}
+
+// withPeers sets cfg's peers and applies tweaks.
+func withPeers(cfg Config, peers map[string]string, tweaks ...func(*Config)) Config {
+	cfg.Peers = peers
+	for _, tw := range tweaks {
+		tw(&cfg)
+	}
+	return cfg
+}

@@ -41,6 +41,7 @@ const (
 	reasonGarbage     = "garbage"
 	reasonClosed      = "closed"
 	reasonTLS         = "tls"
+	reasonTLSIdentity = "tls_identity" // a valid certificate that names another node
 	reasonBusy        = "busy"
 )
 

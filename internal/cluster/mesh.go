@@ -5,12 +5,14 @@ import (
 	"context"
 	crand "crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -464,8 +466,9 @@ func (m *Mesh) handshakeAccept(ctx context.Context, raw net.Conn) (net.Conn, *bu
 	if err := conn.SetDeadline(time.Now().Add(m.handshakeTimeout)); err != nil {
 		return nil, nil, hello{}, err
 	}
+	var tc *tls.Conn
 	if m.cfg.ServerTLS != nil {
-		tc := tls.Server(raw, m.cfg.ServerTLS)
+		tc = tls.Server(raw, m.cfg.ServerTLS)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, nil, hello{}, &rejectError{reason: reasonTLS, err: err}
 		}
@@ -475,6 +478,11 @@ func (m *Mesh) handshakeAccept(ctx context.Context, raw net.Conn) (net.Conn, *bu
 	theirs, err := m.hs.accept(conn, br)
 	if err != nil {
 		return nil, nil, hello{}, err
+	}
+	if tc != nil && m.cfg.ServerTLS.ClientAuth == tls.RequireAndVerifyClientCert {
+		if err := m.checkIdentity(tc.ConnectionState(), theirs.node); err != nil {
+			return nil, nil, hello{}, &rejectError{reason: reasonTLSIdentity, err: err}
+		}
 	}
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		return nil, nil, hello{}, err
@@ -560,13 +568,13 @@ func (m *Mesh) handshakeDial(ctx context.Context, raw net.Conn, p *peer) (net.Co
 		return nil, nil, hello{}, err
 	}
 	if m.cfg.ClientTLS != nil {
-		cfg := m.cfg.ClientTLS.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName, _, _ = net.SplitHostPort(p.addr)
-		}
-		tc := tls.Client(raw, cfg)
+		tc := tls.Client(raw, m.dialTLS(p))
 		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, nil, hello{}, &rejectError{reason: reasonTLS, err: err}
+			reason := reasonTLS
+			if errors.As(err, new(*identityError)) {
+				reason = reasonTLSIdentity
+			}
+			return nil, nil, hello{}, &rejectError{reason: reason, err: err}
 		}
 		conn = tc
 	}
@@ -579,6 +587,66 @@ func (m *Mesh) handshakeDial(ctx context.Context, raw net.Conn, p *peer) (net.Co
 		return nil, nil, hello{}, err
 	}
 	return conn, br, theirs, nil
+}
+
+// dialTLS is the client TLS config for dialing p: the peer's certificate
+// must chain to the link CA (and name server_name, when one is set), and
+// name p itself — by its node name or the host of its cluster address — so
+// that one node's key cannot pose as another node.
+func (m *Mesh) dialTLS(p *peer) *tls.Config {
+	cfg := m.cfg.ClientTLS.Clone()
+	if cfg.InsecureSkipVerify {
+		return cfg // testing only: no verification at all
+	}
+	roots, serverName := cfg.RootCAs, cfg.ServerName
+	// Verified in VerifyConnection instead: the name to check is the
+	// peer's identity, which Go's single ServerName cannot express.
+	cfg.InsecureSkipVerify = true
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("peer sent no certificate")
+		}
+		opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool(), DNSName: serverName}
+		for _, c := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			return err
+		}
+		return m.checkIdentity(cs, p.name)
+	}
+	return cfg
+}
+
+// identityError is a valid certificate that does not name the node it
+// came from.
+type identityError struct {
+	node  string
+	names []string
+}
+
+func (e *identityError) Error() string {
+	return fmt.Sprintf("certificate does not name node %s (by name or cluster address: %s)", e.node, strings.Join(e.names, ", "))
+}
+
+// checkIdentity reports whether the peer certificate in cs names node:
+// its node name or the host of its configured cluster address, as a DNS or
+// IP subject alternative name.
+func (m *Mesh) checkIdentity(cs tls.ConnectionState, node string) error {
+	names := []string{node}
+	if p := m.peers[node]; p != nil {
+		if host, _, err := net.SplitHostPort(p.addr); err == nil && host != node {
+			names = append(names, host)
+		}
+	}
+	if len(cs.PeerCertificates) > 0 {
+		for _, n := range names {
+			if cs.PeerCertificates[0].VerifyHostname(n) == nil {
+				return nil
+			}
+		}
+	}
+	return &identityError{node: node, names: names}
 }
 
 // serveLink installs an authenticated connection as p's link and serves it

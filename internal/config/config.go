@@ -73,14 +73,17 @@ const (
 
 // Cluster is the whole cluster file.
 type Cluster struct {
-	Name           string    `yaml:"name"`                  // cluster name, shown in rendered files and logs
-	Secret         string    `yaml:"secret,omitempty"`      // shared secret authenticating agent links (>= 16 bytes) ...
-	SecretFile     string    `yaml:"secret_file,omitempty"` // ... or a file holding it (exactly one of the two)
-	LinkTLS        *TLSFiles `yaml:"link_tls,omitempty"`    // optional TLS for agent links: ca, cert and key
-	Window         int       `yaml:"window"`                // messages in flight per peer link before the sender waits for acks
-	BufferMessages int       `yaml:"buffer_messages"`       // messages held for a peer whose link is down
-	BufferBytes    ByteSize  `yaml:"buffer_bytes"`          // bytes held for a peer whose link is down
-	InterestGrace  Duration  `yaml:"interest_grace"`        // how long a down peer's interest is kept
+	Name       string    `yaml:"name"`                  // cluster name, shown in rendered files and logs
+	Secret     string    `yaml:"secret,omitempty"`      // shared secret authenticating agent links (>= 16 bytes) ...
+	SecretFile string    `yaml:"secret_file,omitempty"` // ... or a file holding it (exactly one of the two)
+	LinkTLS    *TLSFiles `yaml:"link_tls,omitempty"`    // optional TLS for agent links: ca, and each node's own cert and key, naming that node (name or cluster address host)
+	// StatusToken is the bearer token /status and /debug/pprof want from any address but
+	// loopback (they show client ids, filters and broker log text). Unset: loopback only.
+	StatusToken    string   `yaml:"status_token,omitempty"`
+	Window         int      `yaml:"window"`          // messages in flight per peer link before the sender waits for acks
+	BufferMessages int      `yaml:"buffer_messages"` // messages held for a peer whose link is down
+	BufferBytes    ByteSize `yaml:"buffer_bytes"`    // bytes held for a peer whose link is down
+	InterestGrace  Duration `yaml:"interest_grace"`  // how long a down peer's interest is kept
 	// DataSubscription is what the agent's data session subscribes to on its broker:
 	// "all" (every message, with a replay history closing the subscribe window) or
 	// "interest" (only what peers advertise: less broker work when most messages stay

@@ -50,6 +50,12 @@ func (c *Cluster) Validate() error {
 	var p problems
 	checkName(&p, "name", c.Name)
 	c.checkSecret(&p)
+	if c.StatusToken != "" {
+		if len(c.StatusToken) < MinSecretLength {
+			p.add("status_token", "is %d bytes long, need at least %d", len(c.StatusToken), MinSecretLength)
+		}
+		checkText(&p, "status_token", c.StatusToken)
+	}
 	checkTLS(&p, "link_tls", c.LinkTLS, true)
 	checkPositive(&p, "window", int64(c.Window))
 	checkPositive(&p, "buffer_messages", int64(c.BufferMessages))

@@ -73,6 +73,7 @@ func TestValidationMessages(t *testing.T) {
 		{"interest grace", func(c *Cluster) { c.InterestGrace = Duration(-time.Second) }, "interest_grace", "positive"},
 		{"data subscription", func(c *Cluster) { c.DataSubscription = "some" }, "data_subscription", `want "all" or "interest"`},
 		{"shared subscriptions", func(c *Cluster) { c.SharedSubscriptions = "local" }, "shared_subscriptions", `want "spread" or "prefer_local"`},
+		{"short status token", func(c *Cluster) { c.StatusToken = "short" }, "status_token", "need at least 16"},
 		{"replay window", func(c *Cluster) { c.ReplayWindow = Duration(-time.Second) }, "replay_window", "positive"},
 		{"replay bytes", func(c *Cluster) { c.ReplayBytes = -1 }, "replay_bytes", "positive"},
 		{"replay margin", func(c *Cluster) { c.ReplayMargin = Duration(-time.Millisecond) }, "replay_margin", "positive"},
