@@ -86,6 +86,7 @@ func TestLab(t *testing.T) {
 	t.Run("AgentKill", l.drillAgentKill)
 	t.Run("Partition", l.drillPartition)
 	t.Run("RollingRestart", l.drillRollingRestart)
+	t.Run("StuckPeer", l.drillStuckPeer)
 }
 
 // skipUnlessLabCanRun skips with the reason when the lab cannot run here.
@@ -210,6 +211,9 @@ func (l *lab) writeCluster() {
 	_, _ = rand.Read(secret)
 	c.Name = "lab"
 	c.Secret = hex.EncodeToString(secret)
+	token := make([]byte, 16)
+	_, _ = rand.Read(token)
+	c.StatusToken = hex.EncodeToString(token)
 	for _, n := range nodeNames {
 		ip := nodeIPs[n]
 		c.Nodes = append(c.Nodes, config.Node{Name: n, Broker: config.Broker{Address: ip + ":1883"},

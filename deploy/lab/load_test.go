@@ -231,6 +231,31 @@ func (ld *load) lostOutageOf(subs map[string]bool) int {
 	return n
 }
 
+// lostOutageWhere counts the messages lost before their flow was restored in the
+// flows keep selects, and returns when the oldest of them was sent.
+func (ld *load) lostOutageWhere(keep func(sub, pub string) bool) (n int, oldest time.Time) {
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	for _, sub := range ld.subIDs {
+		for _, pub := range ld.pubIDs {
+			if !keep(sub, pub) {
+				continue
+			}
+			for seq := range ld.acked[pub] {
+				sent := ld.sent[pub][seq]
+				if sent.Before(ld.from) || ld.got[sub][pub][seq] != 0 || seq > ld.first[sub][pub].seq {
+					continue
+				}
+				n++
+				if oldest.IsZero() || sent.Before(oldest) {
+					oldest = sent
+				}
+			}
+		}
+	}
+	return n, oldest
+}
+
 // settle waits until every subscriber has every acknowledged message sent after its
 // flow was restored (or timeout).
 func (ld *load) settle(timeout time.Duration) {

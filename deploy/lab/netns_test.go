@@ -121,13 +121,23 @@ type agentStatus struct {
 	} `json:"peers"`
 }
 
+// status reads node's /status from the lab's host: not loopback for the agent, so
+// with the cluster's status token.
 func (l *lab) status(node string) (agentStatus, error) {
 	var s agentStatus
-	resp, err := l.httpClient().Get("http://" + nodeIPs[node] + ":9101/status")
+	req, err := http.NewRequest(http.MethodGet, "http://"+nodeIPs[node]+":9101/status", nil)
+	if err != nil {
+		return s, err
+	}
+	req.Header.Set("Authorization", "Bearer "+l.cluster.StatusToken)
+	resp, err := l.httpClient().Do(req)
 	if err != nil {
 		return s, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("status of %s: %s", node, resp.Status)
+	}
 	return s, json.NewDecoder(resp.Body).Decode(&s)
 }
 
