@@ -79,6 +79,7 @@ type Agent struct {
 	lastCount    atomic.Int64  // unix nanos of the last live subscription count
 	countApplied atomic.Uint64 // the table's Applied() when that count arrived
 	ids          clientIDs
+	dials        ownDials        // local addresses of the agent's own broker connections
 	own          map[string]bool // every id in ids (read-only after build)
 	logState     logResume
 	drops        brokerDrops

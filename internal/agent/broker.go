@@ -94,6 +94,7 @@ func (a *Agent) sessionConfig(clientID string) session.Config {
 		TLS:       a.brokerTLS,
 		KeepAlive: uint16(time.Duration(b.KeepAlive) / time.Second),
 		Logger:    a.log,
+		Dialed:    a.dials.note,
 	}
 }
 
@@ -374,6 +375,9 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 		return ev, nil
 	}
 	ev, err = interest.ParseLine(m.Topic, m.Payload)
+	if err == nil && ev.Kind == interest.Connected && a.isOwnClient(ev.ClientID) {
+		a.checkOwnConnect(ev.ClientID, ev.From)
+	}
 	if err == nil && ev.Kind == interest.QueueDropped && a.isOwnClient(ev.ClientID) {
 		a.onOwnOverflow(ev.ClientID)
 	}

@@ -57,5 +57,8 @@ func (a *Agent) sessionRole(id string) string {
 	case a.scanClientID():
 		return "scan"
 	}
+	if strings.HasPrefix(id, a.ids.base+"-s") {
+		return "share"
+	}
 	return "data"
 }

@@ -37,6 +37,7 @@ func parseConnected(rest string, bridge bool) (Event, error) {
 	}
 	ev.Kind = Connected
 	ev.Bridge = bridge
+	ev.From = rest[:sp]
 	return ev, nil
 }
 

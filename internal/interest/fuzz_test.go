@@ -104,6 +104,7 @@ func FuzzLineRoundTrip(f *testing.F) {
 		protocol := []int{3, 4, 5}[int(p)%3]
 		want := Event{Kind: Connected, Time: 1700000000, ClientID: id, Protocol: protocol, Clean: clean, KeepAlive: int(keepAlive), Username: user}
 		connect := renderConnect(want, user != "" || p >= 128)
+		want.From = "::1:5555" // renderConnect's address
 		if len(connect.payload) >= maxLogPayload {
 			return
 		}

@@ -90,6 +90,7 @@ type Event struct {
 	KeepAlive int    // Connected
 	Username  string // Connected, if present (u'...')
 	Bridge    bool   // Connected: "New bridge connected ..."
+	From      string // Connected: the client's address as logged ("host:port")
 	// EndsWithConnection is set by the caller, never by ParseLine: the
 	// session of this Connected line ends when the connection closes,
 	// whatever its protocol (the agent's own connection with session

@@ -40,6 +40,10 @@ type Config struct {
 	ReceiveMaximum uint16        // advertised to the broker; default 65535 when 0
 	ConnectTimeout time.Duration // default 10s when 0
 	Logger         *slog.Logger  // default slog.Default() when nil
+	// Dialed, if set, is called with the connection's local address once
+	// it is open and before CONNECT is sent: the broker's connect line for
+	// this session comes after it.
+	Dialed func(local net.Addr)
 }
 
 const (
@@ -129,6 +133,9 @@ func Dial(ctx context.Context, cfg Config, h Handler) (*Session, error) {
 	conn, err := dialConn(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("session: dial %s: %w", cfg.Addr, err)
+	}
+	if cfg.Dialed != nil {
+		cfg.Dialed(conn.LocalAddr())
 	}
 	s := newSession(cfg, conn, h)
 	if err := s.handshake(ctx, cfg); err != nil {

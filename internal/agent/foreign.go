@@ -1,0 +1,87 @@
+package agent
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// dialMemory is how long the agent remembers the local address of a
+// connection it opened to its broker: the broker logs the connect line
+// milliseconds later.
+const dialMemory = time.Minute
+
+// ownDials remembers the local addresses of the agent's recent connections
+// to its broker, so that a connect line for one of its client ids from any
+// other address shows a foreign client using it (a leaked cluster secret,
+// or a second agent configured as this node).
+type ownDials struct {
+	mu   sync.Mutex
+	seen map[string]time.Time // normalized host:port -> when dialed
+}
+
+// note is the sessions' Dialed hook.
+func (d *ownDials) note(local net.Addr) {
+	key, ok := addrKey(local.String())
+	if !ok {
+		return
+	}
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.seen == nil {
+		d.seen = map[string]time.Time{}
+	}
+	for k, at := range d.seen {
+		if now.Sub(at) > dialMemory {
+			delete(d.seen, k)
+		}
+	}
+	d.seen[key] = now
+}
+
+// ours reports whether from (an address as the broker logs it) is one of
+// the agent's own recent connections.
+func (d *ownDials) ours(from string) bool {
+	key, ok := addrKey(from)
+	if !ok {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	at, seen := d.seen[key]
+	return seen && time.Since(at) <= dialMemory
+}
+
+// addrKey normalizes "host:port" — Mosquitto logs IPv6 hosts without
+// brackets ("::1:5555") — to one spelling.
+func addrKey(s string) (string, bool) {
+	i := strings.LastIndexByte(s, ':')
+	if i <= 0 {
+		return "", false
+	}
+	port, err := strconv.ParseUint(s[i+1:], 10, 16)
+	if err != nil {
+		return "", false
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]")
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", false
+	}
+	return netip.AddrPortFrom(ip.Unmap().WithZone(""), uint16(port)).String(), true
+}
+
+// checkOwnConnect counts and logs a connect line for one of the agent's
+// client ids that none of its own connections made. The broker has then
+// closed the agent's session of that id; the agent reconnects on its own
+// (and so closes the foreign one).
+func (a *Agent) checkOwnConnect(id, from string) {
+	if a.dials.ours(from) {
+		return
+	}
+	a.securityEvent("foreign_session", "a client connected with one of the agent's client ids: the cluster secret may have leaked, or two agents run as this node", "role", a.sessionRole(id), "from", from)
+}
