@@ -96,9 +96,10 @@ func TestSharedSubscriptionDeviation(t *testing.T) {
 	waitFor(t, 5*time.Second, "node1 to hold a membership", func() bool {
 		return len(c.Agent("node1").Status().Shared.Memberships) == 1
 	})
-	if m := c.Agent("node2").Status().Shared.Memberships; len(m) != 0 {
-		t.Fatalf("node2 holds memberships %v although a plain filter there overlaps the group", m)
-	}
+	// node2 may have joined before its plain subscriber came; it leaves then.
+	waitFor(t, 5*time.Second, "node2 to hold no membership (a plain filter there overlaps the group)", func() bool {
+		return len(c.Agent("node2").Status().Shared.Memberships) == 0
+	})
 	pub := connect(t, addr(c, "node1"), "dev-pub")
 	const n = 100
 	for i := range n {
