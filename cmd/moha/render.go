@@ -27,12 +27,16 @@ type renderFlags struct {
 func newRenderCommand(stdout io.Writer) *cobra.Command {
 	var f renderFlags
 	cmd := &cobra.Command{
-		Use:   "render mosquitto|haproxy|keepalived|systemd --cluster FILE [flags]",
+		Use:   "render mosquitto|acl|haproxy|keepalived|systemd --cluster FILE [flags]",
 		Short: "Print a configuration file rendered from the cluster description",
 		Long: `Print the configuration an operator installs, rendered from the cluster file:
 
   mosquitto   the broker config the agent needs (--node required): listener,
-              log lines published on $SYS topics, persistence, queue limits
+              log lines published on $SYS topics, persistence, queue limits;
+              with a broker username: authentication and an ACL file; with
+              client_tls: a TLS listener for clients
+  acl         the broker ACL for one node (--node required; needs the node's
+              broker.username): only the agent may use $moha/# and read $SYS
   haproxy     the load balancer: MQTT-aware TCP mode, client-id stickiness,
               health checks on each agent's /readyz
   keepalived  the floating IP for one load balancer host (--lb required): VRRPv3,
@@ -43,6 +47,7 @@ func newRenderCommand(stdout io.Writer) *cobra.Command {
 
 Install on each node, for example:
   moha render mosquitto --cluster c.yaml --node n1 > /etc/mosquitto/moha.conf
+  moha render acl --cluster c.yaml --node n1 > <data_dir>/acl   (with a broker username)
   moha render systemd --cluster c.yaml --node n1 --dir /etc/systemd/system
   systemctl daemon-reload && systemctl restart mosquitto && systemctl enable --now moha-agent
 and on each load balancer host:
@@ -50,11 +55,11 @@ and on each load balancer host:
   moha render keepalived --cluster c.yaml --lb lb1 > /etc/keepalived/keepalived.conf`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return fmt.Errorf("render what? name one file: mosquitto, haproxy, keepalived or systemd")
+				return fmt.Errorf("render what? name one file: mosquitto, acl, haproxy, keepalived or systemd")
 			}
 			return nil
 		},
-		ValidArgs: []string{"mosquitto", "haproxy", "keepalived", "systemd"},
+		ValidArgs: []string{"mosquitto", "acl", "haproxy", "keepalived", "systemd"},
 		RunE: func(_ *cobra.Command, args []string) error {
 			c, err := config.Load(f.clusterFile)
 			if err != nil {
@@ -65,7 +70,7 @@ and on each load balancer host:
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.clusterFile, "cluster", "cluster.yaml", "the cluster description (YAML)")
-	fl.StringVar(&f.node, "node", "", "the node to render for (mosquitto, systemd)")
+	fl.StringVar(&f.node, "node", "", "the node to render for (mosquitto, acl, systemd)")
 	fl.StringVar(&f.logFile, "log-file", "", "mosquitto: also log to this file (absolute path, writable by the broker's user)")
 	fl.StringVar(&f.lb, "lb", "", "the load balancer host to render for (keepalived)")
 	fl.BoolVar(&f.unicast, "unicast", false, "keepalived: VRRP adverts to the other hosts' addresses instead of multicast")
@@ -87,6 +92,11 @@ func renderFile(stdout io.Writer, c *config.Cluster, what string, f *renderFlags
 			return errors.New("render mosquitto needs --node (one of the cluster's nodes)")
 		}
 		out, err = render.Mosquitto(c, f.node, render.MosquittoOptions{LogFile: f.logFile})
+	case "acl":
+		if f.node == "" {
+			return errors.New("render acl needs --node (one of the cluster's nodes)")
+		}
+		out, err = render.MosquittoACL(c, f.node)
 	case "haproxy":
 		out, err = render.HAProxy(c, render.HAProxyOptions{})
 	case "keepalived":
@@ -100,7 +110,7 @@ func renderFile(stdout io.Writer, c *config.Cluster, what string, f *renderFlags
 		}
 		return renderSystemd(stdout, c, f)
 	default:
-		return fmt.Errorf("unknown file %q: want mosquitto, haproxy, keepalived or systemd", what)
+		return fmt.Errorf("unknown file %q: want mosquitto, acl, haproxy, keepalived or systemd", what)
 	}
 	if err != nil {
 		return err

@@ -31,6 +31,7 @@ const (
 	DefaultBrokerAddress = "127.0.0.1:1883"     // where the local mosquitto listens
 	DefaultClusterPort   = 7946                 // agent link port, on the broker's host
 	DefaultHTTPPort      = 9101                 // agent health/metrics port, on the broker's host
+	DefaultTLSPort       = 8883                 // MQTT over TLS, on the brokers and the load balancers
 	DefaultDataDir       = "/var/lib/mosquitto" // Debian's mosquitto persistence directory
 	DefaultKeepAlive     = 30 * time.Second     // MQTT keepalive of the agent's sessions
 	DefaultFirstPriority = 150                  // VRRP priority of the first load balancer host
@@ -119,6 +120,18 @@ type Node struct {
 	Cluster string `yaml:"cluster"`  // agent link address host:port (peers dial it); default <broker host>:7946
 	HTTP    string `yaml:"http"`     // agent HTTP address host:port (/healthz, /readyz, /metrics); default <broker host>:9101
 	DataDir string `yaml:"data_dir"` // absolute broker persistence directory for `render mosquitto`
+	// ClientTLS, when set, adds an MQTT-over-TLS listener for clients to the rendered broker
+	// config, and HAProxy passes TLS through to it (set it on every node or on none).
+	ClientTLS *ClientTLS `yaml:"client_tls,omitempty"`
+}
+
+// ClientTLS is a broker listener for MQTT over TLS. The files are read by mosquitto on
+// the node (relative paths are resolved against the cluster file's directory).
+type ClientTLS struct {
+	Port int    `yaml:"port"`         // on the broker's host; default 8883
+	Cert string `yaml:"cert"`         // the broker's certificate chain (PEM) ...
+	Key  string `yaml:"key"`          // ... and its private key
+	CA   string `yaml:"ca,omitempty"` // set: clients must present a certificate from this CA
 }
 
 // Broker is how to reach one node's mosquitto.
@@ -143,6 +156,7 @@ type TLSFiles struct {
 // LoadBalancers describes HAProxy and keepalived in front of the nodes.
 type LoadBalancers struct {
 	Port          int      `yaml:"port"`                  // client port on the load balancer
+	TLSPort       int      `yaml:"tls_port"`              // MQTT over TLS on the load balancer, passed through (nodes with client_tls); default 8883
 	FloatingIP    string   `yaml:"floating_ip,omitempty"` // CIDR, e.g. 10.0.0.100/24 (only keepalived needs it)
 	Interface     string   `yaml:"interface"`             // VRRP interface
 	RouterID      int      `yaml:"virtual_router_id"`     // VRRP virtual router id, 1..255
@@ -163,6 +177,17 @@ type LBHost struct {
 // message (data_subscription all, the default, also when unset).
 func (c *Cluster) SubscribesAll() bool {
 	return c.DataSubscription != DataSubscriptionInterest
+}
+
+// ClientTLSNodes returns how many nodes have a client TLS listener.
+func (c *Cluster) ClientTLSNodes() int {
+	n := 0
+	for i := range c.Nodes {
+		if c.Nodes[i].ClientTLS != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // SpreadsShared reports whether shared subscription groups are spread over
@@ -189,6 +214,7 @@ func Default() Cluster {
 		MessageSizeLimit:    16 << 20,
 		LoadBalancers: LoadBalancers{
 			Port:          1883,
+			TLSPort:       DefaultTLSPort,
 			Interface:     "eth0",
 			RouterID:      51,
 			MaxConn:       10000,
@@ -217,6 +243,7 @@ func (c *Cluster) ApplyDefaults() {
 	setIfZero(&c.MessageSizeLimit, d.MessageSizeLimit)
 	lb, dlb := &c.LoadBalancers, d.LoadBalancers
 	setIfZero(&lb.Port, dlb.Port)
+	setIfZero(&lb.TLSPort, dlb.TLSPort)
 	setIfZero(&lb.Interface, dlb.Interface)
 	setIfZero(&lb.RouterID, dlb.RouterID)
 	setIfZero(&lb.MaxConn, dlb.MaxConn)
@@ -247,6 +274,9 @@ func (n *Node) applyDefaults() {
 	setIfZero(&n.Broker.Address, DefaultBrokerAddress)
 	setIfZero(&n.Broker.KeepAlive, Duration(DefaultKeepAlive))
 	setIfZero(&n.DataDir, DefaultDataDir)
+	if n.ClientTLS != nil {
+		setIfZero(&n.ClientTLS.Port, DefaultTLSPort)
+	}
 	// A broker address that does not parse gets no derived defaults; Validate reports it.
 	if host, _, err := net.SplitHostPort(n.Broker.Address); err == nil && host != "" {
 		setIfZero(&n.Cluster, net.JoinHostPort(host, strconv.Itoa(DefaultClusterPort)))

@@ -68,7 +68,7 @@ func TestLoadFullFile(t *testing.T) {
 			},
 		},
 		LoadBalancers: LoadBalancers{
-			Port: 8883, FloatingIP: "10.0.0.100/24", Interface: "ens3", RouterID: 42,
+			Port: 8883, TLSPort: 8883, FloatingIP: "10.0.0.100/24", Interface: "ens3", RouterID: 42,
 			Hosts: []LBHost{
 				{Name: "lb1", Address: "10.0.0.2", Priority: 150},
 				{Name: "lb2", Address: "lb2.factory.example", Priority: 90},

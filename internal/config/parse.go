@@ -99,6 +99,11 @@ func (c *Cluster) resolvePaths(baseDir string) {
 	resolveTLS(c.LinkTLS, resolve)
 	for i := range c.Nodes {
 		resolveTLS(c.Nodes[i].Broker.TLS, resolve)
+		if t := c.Nodes[i].ClientTLS; t != nil {
+			resolve(&t.Cert)
+			resolve(&t.Key)
+			resolve(&t.CA)
+		}
 	}
 }
 

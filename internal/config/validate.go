@@ -123,6 +123,12 @@ func (c *Cluster) checkNodes(p *problems) {
 		}
 		n.check(p, field)
 	}
+	switch withTLS := c.ClientTLSNodes(); {
+	case withTLS > 0 && withTLS < len(c.Nodes):
+		p.add("nodes[].client_tls", "set on %d of %d nodes: HAProxy passes TLS to every node, so set it on every node or on none", withTLS, len(c.Nodes))
+	case withTLS > 0 && c.LoadBalancers.TLSPort == c.LoadBalancers.Port:
+		p.add("load_balancers.tls_port", "is %d, the same as load_balancers.port", c.LoadBalancers.TLSPort)
+	}
 	c.checkCollisions(p)
 }
 
@@ -142,6 +148,7 @@ func (n *Node) check(p *problems, field string) {
 		p.add(field+".broker.password", "is set without broker.username")
 	}
 	checkTLS(p, field+".broker.tls", b.TLS, false)
+	checkClientTLS(p, field+".client_tls", n.ClientTLS)
 	checkPositive(p, field+".broker.keepalive", int64(b.KeepAlive))
 	if k := b.KeepAlive.Std(); k > 0 && (k%time.Second != 0 || k > 65535*time.Second) {
 		p.add(field+".broker.keepalive", "%s: MQTT keepalive is whole seconds, at most 65535s", k)
@@ -287,6 +294,31 @@ func checkText(p *problems, field, s string) {
 
 // checkTLS checks a TLS block: CA required; cert and key required together (always, for
 // agent links, where both sides authenticate), every named file readable.
+// checkClientTLS checks a broker TLS listener. Its files are mosquitto's to
+// read on the node (not necessarily where this runs): only their names are
+// checked.
+func checkClientTLS(p *problems, field string, t *ClientTLS) {
+	if t == nil {
+		return
+	}
+	if t.Port < 1 || t.Port > 65535 {
+		p.add(field+".port", "is %d, want 1..65535", t.Port)
+	}
+	for _, f := range []struct {
+		name, path string
+		required   bool
+	}{{"cert", t.Cert, true}, {"key", t.Key, true}, {"ca", t.CA, false}} {
+		switch {
+		case f.path == "" && f.required:
+			p.add(field+"."+f.name, "required when %s is set", field)
+		case f.path != "" && !filepath.IsAbs(f.path):
+			p.add(field+"."+f.name, "%q is not an absolute path", f.path)
+		case f.path != "":
+			checkText(p, field+"."+f.name, f.path)
+		}
+	}
+}
+
 func checkTLS(p *problems, field string, t *TLSFiles, needCert bool) {
 	if t == nil {
 		return

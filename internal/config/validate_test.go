@@ -31,6 +31,14 @@ load_balancers:
 	return c
 }
 
+// allTLS gives every node of c a valid client TLS listener.
+func allTLS(c *Cluster) *Cluster {
+	for i := range c.Nodes {
+		c.Nodes[i].ClientTLS = &ClientTLS{Port: 8883, Cert: "/c.pem", Key: "/c.key"}
+	}
+	return c
+}
+
 func TestValidateAcceptsValidCluster(t *testing.T) {
 	if err := validCluster(t).Validate(); err != nil {
 		t.Fatal(err)
@@ -74,6 +82,11 @@ func TestValidationMessages(t *testing.T) {
 		{"data subscription", func(c *Cluster) { c.DataSubscription = "some" }, "data_subscription", `want "all" or "interest"`},
 		{"shared subscriptions", func(c *Cluster) { c.SharedSubscriptions = "local" }, "shared_subscriptions", `want "spread" or "prefer_local"`},
 		{"short status token", func(c *Cluster) { c.StatusToken = "short" }, "status_token", "need at least 16"},
+		{"client tls on some nodes", func(c *Cluster) { c.Nodes[0].ClientTLS = &ClientTLS{Port: 8883, Cert: "/c.pem", Key: "/c.key"} }, "nodes[].client_tls", "every node or on none"},
+		{"client tls relative", func(c *Cluster) { allTLS(c).Nodes[0].ClientTLS.Cert = "c.pem" }, "nodes[0].client_tls.cert", "not an absolute path"},
+		{"client tls no key", func(c *Cluster) { allTLS(c).Nodes[0].ClientTLS.Key = "" }, "nodes[0].client_tls.key", "required"},
+		{"client tls port", func(c *Cluster) { allTLS(c).Nodes[0].ClientTLS.Port = 70000 }, "nodes[0].client_tls.port", "1..65535"},
+		{"client tls on the mqtt port", func(c *Cluster) { allTLS(c).LoadBalancers.TLSPort = c.LoadBalancers.Port }, "load_balancers.tls_port", "the same as load_balancers.port"},
 		{"replay window", func(c *Cluster) { c.ReplayWindow = Duration(-time.Second) }, "replay_window", "positive"},
 		{"replay bytes", func(c *Cluster) { c.ReplayBytes = -1 }, "replay_bytes", "positive"},
 		{"replay margin", func(c *Cluster) { c.ReplayMargin = Duration(-time.Millisecond) }, "replay_margin", "positive"},

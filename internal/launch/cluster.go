@@ -43,6 +43,7 @@ type Cluster struct {
 	Config *config.Cluster
 	Dir    string
 	LB     string // HAProxy address, "" without HAProxy
+	LBTLS  string // HAProxy's MQTT-over-TLS address, when the nodes have client_tls
 	opt    Options
 
 	mu      sync.Mutex
@@ -340,7 +341,16 @@ func (c *Cluster) WaitReady(ctx context.Context, node string) error {
 
 func (c *Cluster) startHAProxy(ctx context.Context, port int) error {
 	c.LB = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	text, err := render.HAProxy(c.Config, render.HAProxyOptions{Bind: c.LB})
+	opt := render.HAProxyOptions{Bind: c.LB}
+	if c.Config.ClientTLSNodes() > 0 {
+		tlsPort, err := FreePort("127.0.0.1")
+		if err != nil {
+			return err
+		}
+		c.LBTLS = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+		opt.TLSBind = c.LBTLS
+	}
+	text, err := render.HAProxy(c.Config, opt)
 	if err != nil {
 		return fmt.Errorf("launch: render haproxy: %w", err)
 	}
@@ -364,6 +374,11 @@ func (c *Cluster) startHAProxy(ctx context.Context, port int) error {
 	defer cancel()
 	if err := WaitTCP(wait, c.LB, p); err != nil {
 		return fmt.Errorf("launch: haproxy: %w", err)
+	}
+	if c.LBTLS != "" {
+		if err := WaitTCP(wait, c.LBTLS, p); err != nil {
+			return fmt.Errorf("launch: haproxy tls: %w", err)
+		}
 	}
 	return nil
 }

@@ -115,20 +115,8 @@ func TestMosquittoRunsRenderedConfig(t *testing.T) {
 // TestMosquittoRequiresPasswordWhenUsernameSet checks the rendered authentication: with a
 // broker username, anonymous clients are refused and the password file is used.
 func TestMosquittoRequiresPasswordWhenUsernameSet(t *testing.T) {
-	mosquittoPasswd := findBinary(t, "mosquitto_passwd")
 	b := newBrokerFixture(t, "moha-agent")
-	passwd := filepath.Join(b.dataDir, "passwd")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, mosquittoPasswd, "-b", "-c", passwd, "moha-agent", "s3cret-pass").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
-	}
-	b.giveToBrokerUser(t, passwd)
-	conf, err := Mosquitto(b.cluster, "n1", MosquittoOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.start(t, conf)
+	b.securePosture(t, map[string]string{"moha-agent": "s3cret-pass", "client1": "client-pass"})
 
 	if err := b.tryConnect(t, "anonymous", "", ""); err == nil {
 		t.Error("anonymous client accepted, want it refused")
@@ -139,6 +127,117 @@ func TestMosquittoRequiresPasswordWhenUsernameSet(t *testing.T) {
 	if err := b.tryConnect(t, "agent", "moha-agent", "s3cret-pass"); err != nil {
 		t.Errorf("agent with the right password refused: %v", err)
 	}
+}
+
+// TestMosquittoACL (issue 15 §3): with the rendered ACL an authenticated
+// client may use every ordinary topic but may neither publish to the
+// agent's $moha/# (its markers) nor read $SYS/broker/log/# (client ids and
+// addresses); the agent's user may do both.
+func TestMosquittoACL(t *testing.T) {
+	b := newBrokerFixture(t, "moha-agent")
+	b.securePosture(t, map[string]string{"moha-agent": "s3cret-pass", "client1": "client-pass"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	clientMsgs := make(chan *paho.Publish, 16)
+	client := b.connect(t, "client1", "client1", "client-pass", clientMsgs)
+	sharedMsgs := make(chan *paho.Publish, 16)
+	shared := b.connect(t, "client2", "client1", "client-pass", sharedMsgs)
+	agentMsgs := make(chan *paho.Publish, 64)
+	agent := b.connect(t, "agent", "moha-agent", "s3cret-pass", agentMsgs)
+	// Mosquitto grants a subscription and checks read access per message: the
+	// client's subscription to the log is accepted, and must deliver nothing.
+	for _, sub := range []struct {
+		c *paho.Client
+		f string
+	}{{client, "$SYS/broker/log/#"}, {client, "app/#"}, {shared, "$share/g/app/#"}, {agent, "$share/g/app/#"}, {agent, "$SYS/broker/log/N"}, {agent, "$moha/n1/mark/#"}} {
+		if ack, err := sub.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: sub.f, QoS: 1}}}); err != nil || ack.Reasons[0] >= 0x80 {
+			t.Fatalf("subscribe %s: %v %v", sub.f, ack, err)
+		}
+	}
+	if res, err := client.Publish(ctx, &paho.Publish{Topic: "$moha/n1/mark/0", QoS: 1, Payload: []byte("forged!!")}); err == nil && res.ReasonCode < 0x80 {
+		t.Errorf("a client's publish to $moha was accepted (reason %#x)", res.ReasonCode)
+	}
+	if err := b.tryConnect(t, "log-line", "client1", "client-pass"); err != nil { // a connect line on the log
+		t.Fatal(err)
+	}
+	if res, err := agent.Publish(ctx, &paho.Publish{Topic: "$moha/n1/mark/1", QoS: 1, Payload: []byte("marker!!")}); err != nil || res.ReasonCode >= 0x80 {
+		t.Fatalf("the agent may not publish its markers: %v %v", res, err)
+	}
+	if res, err := agent.Publish(ctx, &paho.Publish{Topic: "app/x", QoS: 1, Payload: []byte("for the client")}); err != nil || res.ReasonCode >= 0x80 {
+		t.Fatalf("the agent may not publish a peer's message: %v %v", res, err)
+	}
+	got := map[string]bool{}
+	for !got["$moha/n1/mark/1"] || !got["$SYS/broker/log/N"] {
+		select {
+		case m := <-agentMsgs:
+			got[m.Topic] = true
+		case <-ctx.Done():
+			t.Fatalf("the agent got %v, want its marker and a log line", got)
+		}
+	}
+	if got["$moha/n1/mark/0"] {
+		t.Error("the client's forged marker reached the agent")
+	}
+	// In order: a log line the client could read would come before app/x.
+	select {
+	case m := <-clientMsgs:
+		if m.Topic != "app/x" {
+			t.Fatalf("the client got %s before app/x", m.Topic)
+		}
+	case <-ctx.Done():
+		t.Fatal("the client did not get app/x")
+	}
+	// A shared subscription (a client's, and the agent's share membership)
+	// is allowed: the group's one copy reaches one of them.
+	select {
+	case m := <-sharedMsgs:
+		if m.Topic != "app/x" {
+			t.Fatalf("the shared subscriber got %s", m.Topic)
+		}
+	case m := <-agentMsgs:
+		if m.Topic != "app/x" {
+			t.Fatalf("the agent's membership got %s", m.Topic)
+		}
+	case <-ctx.Done():
+		t.Fatal("no member of the shared group got app/x")
+	}
+}
+
+// securePosture renders the node's config with its ACL and a password file
+// holding users, and starts the broker on it.
+func (b *brokerFixture) securePosture(t *testing.T, users map[string]string) {
+	t.Helper()
+	mosquittoPasswd := findBinary(t, "mosquitto_passwd")
+	passwd := filepath.Join(b.dataDir, "passwd")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first := true
+	for user, pass := range users {
+		args := []string{"-b", passwd, user, pass}
+		if first {
+			args = []string{"-b", "-c", passwd, user, pass}
+			first = false
+		}
+		if out, err := exec.CommandContext(ctx, mosquittoPasswd, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+		}
+	}
+	b.giveToBrokerUser(t, passwd)
+	acl, err := MosquittoACL(b.cluster, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aclFile := ACLPath(&b.cluster.Nodes[0])
+	if err := os.WriteFile(aclFile, []byte(acl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.giveToBrokerUser(t, aclFile)
+	conf, err := Mosquitto(b.cluster, "n1", MosquittoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.start(t, conf)
 }
 
 // brokerFixture is one mosquitto process for a one-node cluster in a temp dir.

@@ -10,6 +10,9 @@ import (
 type HAProxyOptions struct {
 	// Bind replaces the client listener "*:<load_balancers.port>", e.g. "127.0.0.1:1883".
 	Bind string
+	// TLSBind replaces the TLS listener "*:<load_balancers.tls_port>" (rendered when the
+	// nodes have client_tls).
+	TLSBind string
 	// StatsBind, when set, adds an HTTP listener there with the stats page on /stats and
 	// Prometheus metrics on /metrics.
 	StatsBind string
@@ -45,9 +48,23 @@ func HAProxy(c *config.Cluster, opt HAProxyOptions) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	servers, err := serverLines(c, inter)
+	servers, err := serverLines(c, inter, nil)
 	if err != nil {
 		return "", err
+	}
+	tlsBind := fmt.Sprintf("*:%d", lb.TLSPort)
+	if opt.TLSBind != "" {
+		tlsBind = opt.TLSBind
+	}
+	var tlsServers []string
+	if c.ClientTLSNodes() > 0 {
+		if err := checkBind("tls bind", tlsBind); err != nil {
+			return "", err
+		}
+		tlsServers, err = serverLines(c, inter, func(n *config.Node) int { return n.ClientTLS.Port })
+		if err != nil {
+			return "", err
+		}
 	}
 
 	var w writer
@@ -55,6 +72,9 @@ func HAProxy(c *config.Cluster, opt HAProxyOptions) (string, error) {
 	writeGlobal(&w, lb.MaxConn, idle)
 	writeFrontend(&w, bind, lb.MaxConn)
 	writeBackend(&w, servers)
+	if tlsServers != nil {
+		writeTLS(&w, tlsBind, lb.MaxConn, tlsServers)
+	}
 	if opt.StatsBind != "" {
 		writeStats(&w, opt.StatsBind)
 	}
@@ -72,14 +92,19 @@ func checkBind(name, bind string) error {
 	return nil
 }
 
-// serverLines gives one backend server line per node: traffic to the broker address,
-// health checks to the agent's HTTP address.
-func serverLines(c *config.Cluster, inter string) ([]string, error) {
+// serverLines gives one backend server line per node: traffic to the broker address
+// (with tlsPort, to that port of its host instead), health checks to the agent's HTTP
+// address.
+func serverLines(c *config.Cluster, inter string, tlsPort func(*config.Node) int) ([]string, error) {
 	lines := make([]string, 0, len(c.Nodes))
-	for _, n := range c.Nodes {
+	for i := range c.Nodes {
+		n := &c.Nodes[i]
 		host, port, err := splitAddr(fmt.Sprintf("node %s broker.address", n.Name), n.Broker.Address)
 		if err != nil {
 			return nil, err
+		}
+		if tlsPort != nil {
+			port = tlsPort(n)
 		}
 		checkHost, checkPort, err := splitAddr(fmt.Sprintf("node %s http", n.Name), n.HTTP)
 		if err != nil {
@@ -126,6 +151,31 @@ func writeBackend(w *writer, servers []string) {
 	)
 	w.line("backend brokers")
 	w.line("    balance hash var(sess.cid)")
+	w.line("    hash-type consistent")
+	w.line("    option httpchk")
+	w.line("    http-check send meth GET uri /readyz")
+	w.line("    http-check expect status 200")
+	for _, s := range servers {
+		w.line("    %s", s)
+	}
+}
+
+// writeTLS renders MQTT over TLS, passed through to the brokers' TLS listeners:
+// HAProxy cannot read the client id inside TLS, so it balances on the client's address
+// (consistent hashing: a client comes back to the same node while that node is up).
+func writeTLS(w *writer, bind string, maxConn int, servers []string) {
+	w.blank()
+	w.comment(
+		"MQTT over TLS, passed through to each broker's TLS listener (nodes[].client_tls).",
+		"The client id is encrypted, so the client's address picks the node.",
+	)
+	w.line("frontend mqtts")
+	w.line("    bind %s", bind)
+	w.line("    maxconn %d", maxConn)
+	w.line("    default_backend brokers_tls")
+	w.blank()
+	w.line("backend brokers_tls")
+	w.line("    balance source")
 	w.line("    hash-type consistent")
 	w.line("    option httpchk")
 	w.line("    http-check send meth GET uri /readyz")

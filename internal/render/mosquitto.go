@@ -87,21 +87,79 @@ func writeListener(w *writer, n *config.Node, host string, port int, dataDir str
 		)
 	}
 	w.blank()
+	if t := n.ClientTLS; t != nil {
+		w.comment("MQTT over TLS for clients (HAProxy passes it through); the users and ACL below apply to it too.")
+		w.line("listener %d %s", t.Port, host)
+		w.line("certfile %s", t.Cert)
+		w.line("keyfile %s", t.Key)
+		if t.CA != "" {
+			w.comment("Clients must present a certificate from this CA.")
+			w.line("cafile %s", t.CA)
+			w.line("require_certificate true")
+		}
+		w.blank()
+	}
 	if n.Broker.Username == "" {
-		w.comment("The agent connects without a username: so may clients.")
+		w.comment(
+			"The agent connects without a username: so may clients. For production give the agent",
+			"a broker username (cluster file: nodes[].broker.username/password): authentication",
+			"and an ACL are then rendered (docs/SECURITY.md).",
+		)
 		w.line("allow_anonymous true")
 		w.blank()
 		return
 	}
-	passwd := path.Join(dataDir, "passwd")
+	passwd, acl := path.Join(dataDir, "passwd"), ACLPath(n)
 	w.comment(
 		"The agent connects with a username, so clients must authenticate. Create the",
-		"password file before starting mosquitto, owned by the user mosquitto runs as:",
+		"password file before starting mosquitto, owned by the user mosquitto runs as,",
+		"with the agent's entry and your clients':",
 		fmt.Sprintf("  mosquitto_passwd -c %s %s", passwd, n.Broker.Username),
+		fmt.Sprintf("  mosquitto_passwd %s <client user>", passwd),
 	)
 	w.line("allow_anonymous false")
 	w.line("password_file %s", passwd)
+	w.comment(
+		"Only the agent may use $moha/# and read $SYS; clients get every other topic.",
+		fmt.Sprintf("  moha render acl --cluster <file> --node %s > %s", n.Name, acl),
+	)
+	w.line("acl_file %s", acl)
 	w.blank()
+}
+
+// ACLPath is where the rendered broker config expects node's ACL file.
+func ACLPath(n *config.Node) string {
+	return path.Join(strings.TrimRight(n.DataDir, "/"), "acl")
+}
+
+// MosquittoACL renders the broker ACL for node (its broker must have a username: the
+// agent's): every authenticated user may read and write every topic but the "$" ones
+// ('#' matches no topic starting with '$' [MQTT-4.7.2-1]); only the agent may use its
+// markers ($moha/#) and read $SYS (the log lines show client ids and addresses).
+func MosquittoACL(c *config.Cluster, node string) (string, error) {
+	if err := validCluster(c); err != nil {
+		return "", err
+	}
+	n, err := c.Node(node)
+	if err != nil {
+		return "", fmt.Errorf("render acl: %w", err)
+	}
+	if n.Broker.Username == "" {
+		return "", fmt.Errorf("%w: node %s: an ACL needs the agent's broker username (nodes[].broker.username)", ErrOption, n.Name)
+	}
+	if strings.ContainsAny(n.Broker.Username, " \t") {
+		return "", fmt.Errorf("%w: node %s: broker.username %q holds white space, which an ACL file cannot name", ErrOption, n.Name, n.Broker.Username)
+	}
+	var w writer
+	w.header(fmt.Sprintf("cluster %q, node %q (moha render acl); install at %s", c.Name, n.Name, ACLPath(n)))
+	w.comment("Every user: every topic but the \"$\" ones.")
+	w.line("pattern readwrite #")
+	w.blank()
+	w.comment("The agent: its markers, the broker's log lines and counters.")
+	w.line("user %s", n.Broker.Username)
+	w.line("topic readwrite $moha/#")
+	w.line("topic read $SYS/#")
+	return w.String(), nil
 }
 
 func writePersistence(w *writer, dataDir string) {

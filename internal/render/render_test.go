@@ -42,6 +42,36 @@ var goldenCases = []struct {
 	{"haproxy_bind_stats", func(c *config.Cluster) (string, error) {
 		return HAProxy(c, HAProxyOptions{Bind: "127.0.0.1:11883", StatsBind: "127.0.0.1:8404"})
 	}},
+	{"acl_node1", func(c *config.Cluster) (string, error) {
+		return MosquittoACL(c, "node1")
+	}},
+	{"mosquitto_node1_client_tls", func(c *config.Cluster) (string, error) {
+		return Mosquitto(withClientTLS(c), "node1", MosquittoOptions{})
+	}},
+	{"haproxy_client_tls", func(c *config.Cluster) (string, error) {
+		return HAProxy(withClientTLS(c), HAProxyOptions{})
+	}},
+}
+
+// withClientTLS gives every node a client TLS listener (node1's with client
+// certificates required).
+func withClientTLS(c *config.Cluster) *config.Cluster {
+	cc := *c
+	cc.Nodes = append([]config.Node(nil), c.Nodes...)
+	for i := range cc.Nodes {
+		cc.Nodes[i].ClientTLS = &config.ClientTLS{Port: 8883, Cert: "/etc/mosquitto/tls/broker.pem", Key: "/etc/mosquitto/tls/broker.key"}
+	}
+	cc.Nodes[0].ClientTLS.CA = "/etc/mosquitto/tls/clients-ca.pem"
+	return &cc
+}
+
+// TestACLNeedsTheAgentsUsername: an ACL for a node whose agent has no
+// broker username would lock the agent out: refused with the reason.
+func TestACLNeedsTheAgentsUsername(t *testing.T) {
+	c := loadCluster(t)
+	if _, err := MosquittoACL(c, "node2"); err == nil || !strings.Contains(err.Error(), "broker.username") {
+		t.Fatalf("MosquittoACL for a node without a broker username: %v", err)
+	}
 }
 
 func TestGolden(t *testing.T) {
