@@ -3,6 +3,8 @@ package agent_test
 import (
 	"testing"
 	"time"
+
+	"github.com/moha-project/moha/internal/agent"
 )
 
 // TestForeignSessionDetected (issue 15 §1): a client that connects with one
@@ -28,4 +30,20 @@ func TestForeignSessionDetected(t *testing.T) {
 	peerKnows(t, c, "node1", "node2", "foreign/#", true)
 	connect(t, addr(c, "node1"), "foreign-pub").pub("foreign/x", 1, "after")
 	sub.expectOnly("foreign/x", 5*time.Second)
+}
+
+// TestForeignLogSessionDetected (issue 15 §1): a client that takes the log
+// session's id with clean start discards the session; its connect line
+// reaches nobody the agent controls. The agent notices on reconnecting that
+// the broker discarded its log session although it kept running, counts it,
+// and settles again.
+func TestForeignLogSessionDetected(t *testing.T) {
+	c := startCluster(t, 2)
+	http1 := c.MustNode("node1").HTTP
+	intruder := connect(t, addr(c, "node1"), c.Agent("node1").ClientIDs()[agent.RoleLog])
+	waitFor(t, 10*time.Second, "the discarded log session to be counted", func() bool {
+		return metricSum(t, http1, "moha_security_events_total") >= 1
+	})
+	intruder.drop()
+	waitSettled(t, c, "node1")
 }

@@ -41,6 +41,11 @@ type logResume struct {
 	uptimeAt  time.Time
 	pending   bool   // resumed: decide at the first live uptime
 	attempt   uint64 // counts connections, so that a late timeout knows its own
+	// vanished: the broker had discarded the log session although the
+	// agent was away for less than its expiry; the first live uptime
+	// tells a broker restart from a client that took the id with clean
+	// start (a foreign session).
+	vanished bool
 }
 
 // dialLog connects the log session. A new run first ends what an earlier
@@ -85,6 +90,7 @@ func (a *Agent) logConnected(s *session.Session) (fresh bool) {
 		a.table.Resume()
 	case !s.SessionPresent():
 		a.table.SessionLost("the log session was not resumed: log lines were missed")
+		a.logState.vanished = gap < logSessionExpiry*time.Second-logResumeWithin
 	case gap > logResumeWithin:
 		a.table.SessionLost(fmt.Sprintf("the log session was away %v: log lines may have expired", gap.Round(time.Second)))
 	default:
@@ -124,10 +130,17 @@ func (a *Agent) onUptime(payload []byte, now time.Time) {
 	uptime := time.Duration(secs) * time.Second
 	a.logState.mu.Lock()
 	defer a.logState.mu.Unlock()
+	expected := a.logState.uptime + now.Sub(a.logState.uptimeAt)
+	restarted := uptime+uptimeSlack < expected
+	if a.logState.vanished {
+		a.logState.vanished = false
+		if !restarted {
+			a.securityEvent("foreign_session", "the log session was discarded while the broker kept running: a client connected with its id and clean start (the cluster secret may have leaked, or two agents run as this node)", "role", "log")
+		}
+	}
 	if a.logState.pending {
 		a.logState.pending = false
-		expected := a.logState.uptime + now.Sub(a.logState.uptimeAt)
-		if uptime+uptimeSlack < expected && !a.table.StoppedCleanly() {
+		if restarted && !a.table.StoppedCleanly() {
 			a.table.SessionLost("the broker restarted without a clean stop: what it restored is older than the log")
 		} else {
 			a.table.Resume()
