@@ -120,6 +120,9 @@ func (b *Broker) Pause(t testing.TB) {
 // Log returns what the broker has logged so far.
 func (b *Broker) Log() string { return b.log.String() }
 
+// Pid returns the broker's process id (for CPU and memory figures).
+func (b *Broker) Pid() int { return b.cmd.Process.Pid }
+
 // FreePort asks the OS for a 127.0.0.1 port nobody uses right now, and
 // fails the test if it cannot.
 func FreePort(t testing.TB) int {
