@@ -37,7 +37,7 @@ func newRenderCommand(stdout io.Writer) *cobra.Command {
               client_tls: a TLS listener for clients
   acl         the broker ACL for one node (--node required; needs the node's
               broker.username): only the agent may use $moha/# and read $SYS
-  haproxy     the load balancer: MQTT-aware TCP mode, client-id stickiness,
+  haproxy     the load balancer: MQTT-aware TCP mode, client-id placement,
               health checks on each agent's /readyz
   keepalived  the floating IP for one load balancer host (--lb required): VRRPv3,
               held by the healthiest host whose HAProxy accepts connections

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/placement"
 )
 
 // HAProxyOptions adjusts the rendered HAProxy config.
@@ -19,8 +20,8 @@ type HAProxyOptions struct {
 }
 
 // HAProxy renders a TCP-mode HAProxy 2.6 config for the cluster's load balancers
-// (see HAPROXY.md): only a valid MQTT CONNECT gets through, its client id picks the
-// node by consistent hashing, and a node counts as up while its agent's /readyz answers
+// (see HAPROXY.md): only a valid MQTT CONNECT gets through, its client id's bucket picks
+// the node (internal/placement), and a node counts as up while its agent's /readyz answers
 // 200. It has no log or daemon settings: run it with `haproxy -D -p <pidfile> -f <file>`
 // (or `-Ws` under systemd).
 func HAProxy(c *config.Cluster, opt HAProxyOptions) (string, error) {
@@ -71,7 +72,7 @@ func HAProxy(c *config.Cluster, opt HAProxyOptions) (string, error) {
 	w.header(fmt.Sprintf("cluster %q (moha render haproxy)", c.Name))
 	writeGlobal(&w, lb.MaxConn, idle)
 	writeFrontend(&w, bind, lb.MaxConn)
-	writeBackend(&w, servers)
+	writeBackend(&w, servers, bucketRules(c))
 	if tlsServers != nil {
 		writeTLS(&w, tlsBind, lb.MaxConn, tlsServers)
 	}
@@ -137,17 +138,20 @@ func writeFrontend(w *writer, bind string, maxConn int) {
 	w.line("    tcp-request inspect-delay 5s")
 	w.line("    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }")
 	w.line("    tcp-request content set-var(sess.cid) req.payload(0,0),mqtt_field_value(connect,client_identifier)")
+	w.line("    tcp-request content set-var(sess.bucket) var(sess.cid),crc32,mod(%d)", placement.Buckets)
 	w.line("    default_backend brokers")
 	w.blank()
 }
 
-func writeBackend(w *writer, servers []string) {
+func writeBackend(w *writer, servers, rules []string) {
 	w.comment(
-		"Consistent hashing on the client id (through a variable: hashing the payload directly",
-		"is not deterministic on 2.6) sends a client back to the node holding its session while",
-		"that node is up. A node is up while its agent's /readyz answers 200: the agent knows",
-		"whether its broker is reachable and whether its side of the cluster has a majority.",
-		"Host names here are resolved once, when HAProxy starts.",
+		"The client id's bucket (crc32 mod buckets) picks the node: each bucket lists the nodes",
+		"in a fixed order and the first one up gets the client, so a client returns to the node",
+		"holding its session while that node is up, and when it is down goes to the next one,",
+		"which the agents compute too (internal/placement, docs/SESSIONS.md). A node is up while",
+		"its agent's /readyz answers 200: the agent knows whether its broker is reachable and",
+		"whether its side of the cluster has a majority. Host names here are resolved once,",
+		"when HAProxy starts.",
 	)
 	w.line("backend brokers")
 	w.line("    balance hash var(sess.cid)")
@@ -155,9 +159,28 @@ func writeBackend(w *writer, servers []string) {
 	w.line("    option httpchk")
 	w.line("    http-check send meth GET uri /readyz")
 	w.line("    http-check expect status 200")
+	for _, r := range rules {
+		w.line("    %s", r)
+	}
 	for _, s := range servers {
 		w.line("    %s", s)
 	}
+}
+
+// bucketRules lists, per bucket, its nodes in placement order: HAProxy
+// skips a rule whose server is down and takes the next.
+func bucketRules(c *config.Cluster) []string {
+	names := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		names[i] = n.Name
+	}
+	rules := make([]string, 0, placement.Buckets*len(names))
+	for b := range placement.Buckets {
+		for _, n := range placement.Order(b, names) {
+			rules = append(rules, fmt.Sprintf("use-server %s if { var(sess.bucket) -m int %d }", n, b))
+		}
+	}
+	return rules
 }
 
 // writeTLS renders MQTT over TLS, passed through to the brokers' TLS listeners:
