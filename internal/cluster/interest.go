@@ -69,9 +69,17 @@ func (li *localInterest) appendFrames(dst []byte, sent *uint64, snapshot bool, s
 	}
 	first := li.version - uint64(len(li.log)) + 1 // version of li.log[0]
 	if snapshot || *sent+1 < first || *sent > li.version {
-		f := frame{typ: frameSnapshot, version: li.version, filters: li.sortedLocked()}
-		scratch = encodeFrameBody(scratch[:0], &f)
-		dst = appendFrame(dst, frameSnapshot, scratch)
+		filters := li.sortedLocked()
+		for {
+			n := partLen(filters, func(f string) int { return len(f) + 2 })
+			f := frame{typ: frameSnapshot, version: li.version, filters: filters[:n], more: n < len(filters)}
+			scratch = encodeFrameBody(scratch[:0], &f)
+			dst = appendFrame(dst, frameSnapshot, scratch)
+			filters = filters[n:]
+			if len(filters) == 0 {
+				break
+			}
+		}
 		*sent = li.version
 		return dst, scratch
 	}
@@ -82,6 +90,22 @@ func (li *localInterest) appendFrames(dst []byte, sent *uint64, snapshot bool, s
 	}
 	*sent = li.version
 	return dst, scratch
+}
+
+// partBytes bounds the body of one SNAPSHOT or DIGEST part.
+const partBytes = 256 << 10
+
+// partLen returns how many of items, at least one, fit one part given the
+// encoded size of each.
+func partLen[T any](items []T, size func(T) int) int {
+	total := 0
+	for i, it := range items {
+		total += size(it)
+		if total > partBytes && i > 0 {
+			return i
+		}
+	}
+	return len(items)
 }
 
 func (li *localInterest) sortedLocked() []string {

@@ -1,8 +1,12 @@
 package cluster
 
 import (
+	"bufio"
+	"bytes"
+	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -103,5 +107,130 @@ func TestInterestGap(t *testing.T) {
 	got := fake.next()
 	if got.typ != frameSnapshot || !slices.Equal(got.filters, []string{"mine/2", "mine/3"}) || got.version != first.version+1 {
 		t.Fatalf("answer to SNAPSHOT_REQUEST: %+v", got)
+	}
+}
+
+// TestLargeSnapshotAndDigestInParts (issue 17 §3): a snapshot of 200000
+// filters and a digest of 300000 retained topics cross in parts no larger
+// than partBytes (no frame near the 64 MiB cap, none read under the
+// deadline for longer than a part takes); the receiver acts on each whole
+// once — one Replace, one Digest call — and messages sent meanwhile are
+// delivered.
+func TestLargeSnapshotAndDigestInParts(t *testing.T) {
+	const nFilters, nDigest = 200000, 300000
+	recA, recB := newRecorder(), newRecorder()
+	var digests [][]DigestEntry
+	var dmu sync.Mutex
+	hb := recB.handlers()
+	hb.Digest = func(_ string, entries []DigestEntry) {
+		dmu.Lock()
+		digests = append(digests, slices.Clone(entries))
+		dmu.Unlock()
+	}
+	b := startMesh(t, testConfig(t, "b", map[string]string{"a": closedAddr(t)}), hb)
+	cfgA := testConfig(t, "a", map[string]string{"b": b.addr()})
+	reg := newTestRegistry()
+	cfgA.Registerer = reg
+	a, err := New(cfgA, recA.handlers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	filters := make([]string, nFilters)
+	for i := range filters {
+		filters[i] = fmt.Sprintf("devices/%07d/cmd", i)
+	}
+	a.Advertise(filters, nil) // the first snapshot carries them all
+	ta := runMesh(t, a, reg)
+	waitFor(t, 20*time.Second, "b to have a's 200000 filters", func() bool { return len(recB.view("a")) == nFilters })
+	if ev := recB.interestEvents("a"); len(ev) != 1 || !ev[0].replace || len(ev[0].added) != nFilters {
+		t.Fatalf("want one snapshot of %d filters, got %d events (first: replace %v, %d filters)", nFilters, len(ev), ev[0].replace, len(ev[0].added))
+	}
+
+	entries := make([]DigestEntry, nDigest)
+	for i := range entries {
+		entries[i] = DigestEntry{Topic: fmt.Sprintf("retained/%07d", i), Stamp: int64(i), Hash: uint64(i)}
+	}
+	if !ta.SendDigest("b", entries) {
+		t.Fatal("digest not queued")
+	}
+	out := newOutcomes(t)
+	for i := range 100 {
+		if err := ta.Send(context.Background(), "b", indexed(i), out.done(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "the digest and the messages", func() bool {
+		dmu.Lock()
+		defer dmu.Unlock()
+		return len(digests) == 1 && out.count(Acked) == 100
+	})
+	dmu.Lock()
+	defer dmu.Unlock()
+	if !slices.Equal(digests[0], entries) {
+		t.Fatalf("digest: %d entries arrived, want the %d sent, in order", len(digests[0]), nDigest)
+	}
+	if n := metricSum(t, reg, "moha_forward_bytes_total"); n < float64(nDigest*20) {
+		t.Fatalf("only %v bytes written", n)
+	}
+}
+
+// TestPartsAreBounded: however many filters or retained topics, no SNAPSHOT
+// or DIGEST frame body exceeds partBytes (plus one item); every part but
+// the last says more follow; together they are the whole, in order.
+func TestPartsAreBounded(t *testing.T) {
+	const n = 200000
+	var li localInterest
+	filters := make([]string, n)
+	for i := range filters {
+		filters[i] = fmt.Sprintf("devices/%07d/cmd", i)
+	}
+	li.apply(filters, nil)
+	var sent uint64
+	wire, _ := li.appendFrames(nil, &sent, true, nil)
+	var got []string
+	parts := 0
+	for r := bufio.NewReader(bytes.NewReader(wire)); ; parts++ {
+		typ, body, err := readFrame(r, maxFrameSize)
+		if err != nil {
+			break
+		}
+		if len(body) > partBytes+64 {
+			t.Fatalf("snapshot part of %d bytes, over %d", len(body), partBytes)
+		}
+		f, err := decodeFrame(typ, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, f.filters...)
+		if f.more != (len(got) < n) {
+			t.Fatalf("part %d: more = %v with %d of %d filters", parts, f.more, len(got), n)
+		}
+	}
+	if slices.Sort(filters); !slices.Equal(got, filters) || parts < 2 {
+		t.Fatalf("%d filters in %d parts, want all %d, sorted, in several parts", len(got), parts, n)
+	}
+
+	l := &link{wake: make(chan struct{}, 1)}
+	entries := make([]DigestEntry, 300000)
+	for i := range entries {
+		entries[i] = DigestEntry{Topic: fmt.Sprintf("retained/%07d", i), Stamp: int64(i), Hash: uint64(i)}
+	}
+	l.sendDigest(entries)
+	var all []DigestEntry
+	for parts = 0; ; parts++ {
+		_, d := l.takeNotes()
+		if d == nil {
+			break
+		}
+		if body := encodeFrameBody(nil, d); len(body) > partBytes+64 {
+			t.Fatalf("digest part of %d bytes, over %d", len(body), partBytes)
+		}
+		all = append(all, d.digest...)
+		if d.more != (len(all) < len(entries)) {
+			t.Fatalf("digest part %d: more = %v with %d of %d entries", parts, d.more, len(all), len(entries))
+		}
+	}
+	if !slices.Equal(all, entries) || parts < 2 {
+		t.Fatalf("%d entries in %d parts, want all %d in several", len(all), parts, len(entries))
 	}
 }

@@ -38,14 +38,21 @@ type link struct {
 	requestSnapshot atomic.Bool // the reader saw a delta gap: ask the peer for a snapshot
 
 	notesMu sync.Mutex
-	notes   []ClientNote    // CLIENT announcements waiting for the writer
-	digests [][]DigestEntry // DIGEST frames waiting for the writer
+	notes   []ClientNote // CLIENT announcements waiting for the writer
+	digests []frame      // DIGEST parts waiting for the writer, in order
 
 	// reader-owned interest receive state
 	recvVersion  uint64
 	haveSnapshot bool
 	awaitingSnap bool
+	// reader-owned: SNAPSHOT and DIGEST parts received so far
+	snapParts   []string
+	digestParts []DigestEntry
 }
+
+// maxAssembled bounds what the parts of one SNAPSHOT or DIGEST may add up
+// to: a peer claiming more is misbehaving.
+const maxAssembled = 1 << 24
 
 func newLink(ctx context.Context, p *peer, conn net.Conn, br *bufio.Reader) *link {
 	l := &link{
@@ -116,7 +123,15 @@ func (l *link) readLoop() error {
 func (l *link) handle(f *frame) error {
 	switch f.typ {
 	case frameSnapshot:
-		l.peer.reportInterest(InterestChange{Replace: true, Added: f.filters})
+		if len(l.snapParts)+len(f.filters) > maxAssembled {
+			return fmt.Errorf("%w: a snapshot of more than %d filters", ErrProtocol, maxAssembled)
+		}
+		l.snapParts = append(l.snapParts, f.filters...)
+		if f.more {
+			return nil
+		}
+		l.peer.reportInterest(InterestChange{Replace: true, Added: l.snapParts})
+		l.snapParts = nil
 		l.recvVersion, l.haveSnapshot, l.awaitingSnap = f.version, true, false
 	case frameDelta:
 		l.handleDelta(f)
@@ -132,9 +147,17 @@ func (l *link) handle(f *frame) error {
 			h(l.peer.name, f.client)
 		}
 	case frameDigest:
-		if h := l.mesh.handlers.Digest; h != nil {
-			h(l.peer.name, f.digest)
+		if len(l.digestParts)+len(f.digest) > maxAssembled {
+			return fmt.Errorf("%w: a digest of more than %d entries", ErrProtocol, maxAssembled)
 		}
+		l.digestParts = append(l.digestParts, f.digest...)
+		if f.more {
+			return nil
+		}
+		if h := l.mesh.handlers.Digest; h != nil {
+			h(l.peer.name, l.digestParts)
+		}
+		l.digestParts = nil
 	case frameBroker:
 		l.peer.setBrokerState(l, f.brokerUp)
 	case frameHeartbeat:
@@ -150,19 +173,35 @@ func (l *link) announce(n ClientNote) {
 	l.wakeWriter()
 }
 
-// takeNotes returns the queued announcements and digests.
-func (l *link) takeNotes() ([]ClientNote, [][]DigestEntry) {
+// takeNotes returns the queued announcements and the next DIGEST part:
+// one part per call, so that messages go out between the parts.
+func (l *link) takeNotes() ([]ClientNote, *frame) {
 	l.notesMu.Lock()
 	defer l.notesMu.Unlock()
-	n, d := l.notes, l.digests
-	l.notes, l.digests = nil, nil
-	return n, d
+	n := l.notes
+	l.notes = nil
+	if len(l.digests) == 0 {
+		return n, nil
+	}
+	d := l.digests[0]
+	l.digests = l.digests[1:]
+	if len(l.digests) > 0 {
+		l.wakeWriter() // the next part, after what else is ready
+	}
+	return n, &d
 }
 
-// sendDigest queues a DIGEST frame for the writer.
+// sendDigest queues a DIGEST for the writer, in parts.
 func (l *link) sendDigest(entries []DigestEntry) {
 	l.notesMu.Lock()
-	l.digests = append(l.digests, entries)
+	for {
+		n := partLen(entries, func(e DigestEntry) int { return len(e.Topic) + 22 })
+		l.digests = append(l.digests, frame{typ: frameDigest, digest: entries[:n], more: n < len(entries)})
+		entries = entries[n:]
+		if len(entries) == 0 {
+			break
+		}
+	}
 	l.notesMu.Unlock()
 	l.wakeWriter()
 }
@@ -320,16 +359,15 @@ func (w *writer) writeReady() (wrote bool, err error) {
 		w.writeFrame(frameBroker, w.scratch)
 		wrote = true
 	}
-	notes, digests := l.takeNotes()
+	notes, digest := l.takeNotes()
 	for _, n := range notes {
 		f := frame{typ: frameClient, client: n}
 		w.scratch = encodeFrameBody(w.scratch[:0], &f)
 		w.writeFrame(frameClient, w.scratch)
 		wrote = true
 	}
-	for _, d := range digests {
-		f := frame{typ: frameDigest, digest: d}
-		w.scratch = encodeFrameBody(w.scratch[:0], &f)
+	if digest != nil {
+		w.scratch = encodeFrameBody(w.scratch[:0], digest)
 		w.writeFrame(frameDigest, w.scratch)
 		wrote = true
 	}

@@ -1,6 +1,7 @@
 package cluster
 
-// Wire protocol, version 3 (2: DELTA carries its time; 3: BROKER).
+// Wire protocol, version 4 (2: DELTA carries its time; 3: BROKER; 4: SNAPSHOT and
+// DIGEST in parts).
 //
 // One TCP stream (optionally TLS) per pair of agents; the node whose name
 // sorts lower dials. Every unit on the stream, handshake included, is a frame:
@@ -29,15 +30,21 @@ package cluster
 //
 // Frames after the handshake:
 //
-//	SNAPSHOT         {version uvarint, n uvarint, n × filter string}
+//	SNAPSHOT         {version uvarint, more byte, n uvarint, n × filter string}
 //	DELTA            {version uvarint, nAdd uvarint, adds, nRemove uvarint, removes, at uvarint (unix nanos)}
 //	SNAPSHOT_REQUEST {}
 //	PUBLISH_BATCH    {firstSeq uvarint, n uvarint, n × msg}
 //	ACK              {upTo uvarint}
 //	HEARTBEAT        {}
 //	CLIENT           {client id string, flags byte (bit 0 clean start), at uvarint (unix nanos)}
-//	DIGEST           {n uvarint, n × (topic string, stamp uvarint, hash uvarint)}
+//	DIGEST           {more byte, n uvarint, n × (topic string, stamp uvarint, hash uvarint)}
 //	BROKER           {up byte (0 or 1)}
+//
+// SNAPSHOT and DIGEST come in parts of bounded size: more = 1 says another
+// part follows, and the receiver acts on the whole once the part with
+// more = 0 arrived. No frame is then larger than a part, whatever the
+// number of filters or retained topics, and other frames (messages) may
+// be written between the parts.
 //
 // Interest: a link starts with a SNAPSHOT of the sender's filters; every
 // later change is a DELTA whose version is the previous one + 1. A receiver
@@ -111,7 +118,7 @@ const (
 )
 
 const (
-	protocolVersion = 3 // 2: DELTA carries its time; 3: BROKER
+	protocolVersion = 4 // 2: DELTA carries its time; 3: BROKER; 4: SNAPSHOT and DIGEST in parts
 	protocolMagic   = "MOHA"
 	maxFrameSize    = 64 << 20 // after authentication
 	maxPreAuthFrame = 1 << 10  // handshake frames
@@ -162,6 +169,7 @@ type frame struct {
 	client   ClientNote        // CLIENT
 	digest   []DigestEntry     // DIGEST
 	brokerUp bool              // BROKER
+	more     bool              // SNAPSHOT, DIGEST: another part follows
 }
 
 // DigestEntry describes one retained message a broker holds.
@@ -248,6 +256,7 @@ func decodeFrame(typ byte, body []byte) (frame, error) {
 	switch typ {
 	case frameSnapshot:
 		f.version = d.uvarint()
+		f.more = d.flag("snapshot more")
 		f.filters = d.strings()
 	case frameDelta:
 		f.version = d.uvarint()
@@ -268,6 +277,7 @@ func decodeFrame(typ byte, body []byte) (frame, error) {
 		f.client.Clean = flags&1 != 0
 		f.client.At = int64(d.uvarint())
 	case frameDigest:
+		f.more = d.flag("digest more")
 		n := d.count(3)
 		if n > 0 {
 			f.digest = make([]DigestEntry, n)
@@ -276,12 +286,7 @@ func decodeFrame(typ byte, body []byte) (frame, error) {
 			f.digest[i] = DigestEntry{Topic: d.string(), Stamp: int64(d.uvarint()), Hash: d.uvarint()}
 		}
 	case frameBroker:
-		switch up := d.byte(); up {
-		case 0, 1:
-			f.brokerUp = up == 1
-		default:
-			d.fail("broker state not 0 or 1")
-		}
+		f.brokerUp = d.flag("broker state")
 	case frameSnapshotRequest, frameHeartbeat:
 	default:
 		return frame{}, fmt.Errorf("%w: unknown frame type %d", ErrProtocol, typ)
@@ -300,6 +305,7 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 	switch f.typ {
 	case frameSnapshot:
 		dst = binary.AppendUvarint(dst, f.version)
+		dst = appendFlag(dst, f.more)
 		dst = appendStrings(dst, f.filters)
 	case frameDelta:
 		dst = binary.AppendUvarint(dst, f.version)
@@ -315,6 +321,7 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 	case frameAck:
 		dst = binary.AppendUvarint(dst, f.upTo)
 	case frameDigest:
+		dst = appendFlag(dst, f.more)
 		dst = binary.AppendUvarint(dst, uint64(len(f.digest)))
 		for _, e := range f.digest {
 			dst = appendString(dst, e.Topic)
@@ -322,11 +329,7 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 			dst = binary.AppendUvarint(dst, e.Hash)
 		}
 	case frameBroker:
-		var up byte
-		if f.brokerUp {
-			up = 1
-		}
-		dst = append(dst, up)
+		dst = appendFlag(dst, f.brokerUp)
 	case frameClient:
 		dst = appendString(dst, f.client.ID)
 		var flags byte
@@ -337,6 +340,13 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 		dst = binary.AppendUvarint(dst, uint64(f.client.At))
 	}
 	return dst
+}
+
+func appendFlag(dst []byte, b bool) []byte {
+	if b {
+		return append(dst, 1)
+	}
+	return append(dst, 0)
 }
 
 func appendString(dst []byte, s string) []byte {
@@ -502,6 +512,19 @@ func (d *decoder) string() string {
 // count reads an element count and checks it against the bytes left, each
 // element taking at least minSize bytes, so a hostile count cannot make us
 // allocate more than the frame holds.
+// flag reads a byte that must be 0 or 1.
+func (d *decoder) flag(what string) bool {
+	switch b := d.byte(); b {
+	case 0:
+		return false
+	case 1:
+		return true
+	default:
+		d.fail(what + " not 0 or 1")
+		return false
+	}
+}
+
 func (d *decoder) count(minSize int) int {
 	n := d.uvarint()
 	if d.err != nil {

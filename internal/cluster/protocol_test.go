@@ -40,6 +40,7 @@ func sampleFrames() []frame {
 	return []frame{
 		{typ: frameSnapshot, version: 7, filters: []string{"a/#", "b/+/c", "$share/g/x"}},
 		{typ: frameSnapshot, version: 0},
+		{typ: frameSnapshot, version: 3, more: true, filters: []string{"part/1"}},
 		{typ: frameDelta, version: 8, filters: []string{"d"}, removed: []string{"a/#"}, at: 1_796_000_000_123_456_789},
 		{typ: frameDelta, version: 9, removed: []string{"x"}},
 		{typ: frameSnapshotRequest},
@@ -49,6 +50,7 @@ func sampleFrames() []frame {
 		{typ: frameClient, client: ClientNote{ID: "", At: 0}},
 		{typ: frameDigest, digest: []DigestEntry{{Topic: "a/b", Stamp: 1 << 60, Hash: 1<<64 - 1}, {Topic: "", Stamp: 0, Hash: 0}}},
 		{typ: frameDigest},
+		{typ: frameDigest, more: true, digest: []DigestEntry{{Topic: "t", Stamp: 1, Hash: 2}}},
 		{typ: frameBroker, brokerUp: true},
 		{typ: frameBroker},
 		{typ: framePublishBatch, firstSeq: 1, msgs: []message.Message{fullMessage(1), fullMessage(2), {Topic: "plain"}}},
@@ -115,6 +117,7 @@ func TestDecodeRejects(t *testing.T) {
 		"hello after auth": appendFrame(nil, frameHello, []byte("MOHA")),
 		"trailing bytes":   appendFrame(nil, frameAck, []byte{1, 2}),
 		"broker state 2":   appendFrame(nil, frameBroker, []byte{2}),
+		"digest more 2":    appendFrame(nil, frameDigest, []byte{2, 0}),
 		"broker no state":  appendFrame(nil, frameBroker, nil),
 		"truncated":        valid[:len(valid)-1],
 		"huge count":       appendFrame(nil, frameSnapshot, []byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f}),
