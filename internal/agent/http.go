@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/moha-project/moha/internal/buildinfo"
 	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/interest"
 )
@@ -91,6 +92,7 @@ func (a *Agent) validToken(r *http.Request) bool {
 
 // Status is the agent's state as /status reports it.
 type Status struct {
+	Version        buildinfo.Info `json:"version"`
 	Node           string         `json:"node"`
 	Ready          bool           `json:"ready"`
 	ReadyReason    string         `json:"ready_reason"`
@@ -167,7 +169,8 @@ func (a *Agent) Status() Status {
 	brokerErr := a.brokerOK
 	a.mu.Unlock()
 	s := Status{
-		Node: a.node.Name, Ready: ready, ReadyReason: why,
+		Version: buildinfo.Get(),
+		Node:    a.node.Name, Ready: ready, ReadyReason: why,
 		Degraded: degraded, DegradedReason: reason,
 		Broker: BrokerStatus{Address: a.node.Broker.Address, Up: a.sessionUp.Load(), Error: brokerErr,
 			QueueOverflows: a.drops.overflows.Load(), DroppedMessages: a.drops.dropped.Load()},

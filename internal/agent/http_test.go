@@ -1,8 +1,10 @@
 package agent_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -62,5 +64,41 @@ func TestStatusNeedsLoopbackOrToken(t *testing.T) {
 		if strings.Contains(body, secret) {
 			t.Errorf("/metrics shows %q", secret)
 		}
+	}
+}
+
+// TestStatusKeysAreSnakeCase (issue 18 §6): every key of /status is
+// snake_case, and the document says which build answers.
+func TestStatusKeysAreSnakeCase(t *testing.T) {
+	c := startCluster(t, 2)
+	resp, err := http.Get("http://" + c.MustNode("node1").HTTP + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc any
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if !snake.MatchString(k) {
+					t.Errorf("/status key %s.%s is not snake_case", path, k)
+				}
+				walk(path+"."+k, x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(path+"[]", x)
+			}
+		}
+	}
+	walk("", doc)
+	if v, _ := doc.(map[string]any)["version"].(map[string]any); v["version"] == "" || v["go"] == "" {
+		t.Errorf("/status version: %v", v)
 	}
 }

@@ -480,25 +480,25 @@ func (t *Table) forgetExpired(brokerCount int) int {
 
 // Stats is a snapshot of the table's size and health.
 type Stats struct {
-	Clients          int    // sessions known: connected plus offline persistent
-	Connected        int    // sessions with a live connection
-	Uncertain        int    // offline MQTT v5 persistent sessions: their expiry is not logged
-	Filters          int    // distinct advertised filters ("$share/g/f" is one)
-	Subscriptions    int    // sum over sessions of their distinct filters
-	OwnSubscriptions int    // as set by SetOwnSubscriptions
-	ParseErrors      uint64 // lines that did not parse
-	UnknownClients   uint64 // subscription lines naming no known client
-	AmbiguousClients uint64 // subscription lines that split several ways
-	Degraded         bool
-	DegradedReason   string
-	Reconciled       bool   // Reconcile was called at least once
-	BrokerCount      int    // last $SYS/broker/subscriptions/count seen
-	Expected         int    // what the table explained at that Reconcile
-	OverStated       bool   // BrokerCount < Expected at the last Reconcile
-	ClientsTotal     int    // last $SYS/broker/clients/total seen
-	Forgotten        uint64 // uncertain sessions dropped once the broker's counts proved them gone
-	Stale            int    // sessions whose filters may have changed while log lines were missed
-	Suspended        bool   // the log session is down and may resume without a missed line
+	Clients          int    `json:"clients"`           // sessions known: connected plus offline persistent
+	Connected        int    `json:"connected"`         // sessions with a live connection
+	Uncertain        int    `json:"uncertain"`         // offline MQTT v5 persistent sessions: their expiry is not logged
+	Filters          int    `json:"filters"`           // distinct advertised filters ("$share/g/f" is one)
+	Subscriptions    int    `json:"subscriptions"`     // sum over sessions of their distinct filters
+	OwnSubscriptions int    `json:"own_subscriptions"` // as set by SetOwnSubscriptions
+	ParseErrors      uint64 `json:"parse_errors"`      // lines that did not parse
+	UnknownClients   uint64 `json:"unknown_clients"`   // subscription lines naming no known client
+	AmbiguousClients uint64 `json:"ambiguous_clients"` // subscription lines that split several ways
+	Degraded         bool   `json:"degraded"`
+	DegradedReason   string `json:"degraded_reason"`
+	Reconciled       bool   `json:"reconciled"`    // Reconcile was called at least once
+	BrokerCount      int    `json:"broker_count"`  // last $SYS/broker/subscriptions/count seen
+	Expected         int    `json:"expected"`      // what the table explained at that Reconcile
+	OverStated       bool   `json:"over_stated"`   // BrokerCount < Expected at the last Reconcile
+	ClientsTotal     int    `json:"clients_total"` // last $SYS/broker/clients/total seen
+	Forgotten        uint64 `json:"forgotten"`     // uncertain sessions dropped once the broker's counts proved them gone
+	Stale            int    `json:"stale"`         // sessions whose filters may have changed while log lines were missed
+	Suspended        bool   `json:"suspended"`     // the log session is down and may resume without a missed line
 }
 
 // Stats returns a snapshot of the table's counters.
