@@ -28,7 +28,7 @@ Load test any MQTT endpoint:             moha bench --url 127.0.0.1:1883`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newAgentCommand(stderr), newUpCommand(stdout, stderr), newInitCommand(stdout, stderr), newRenderCommand(stdout), newVersionCommand(stdout), newBenchCommand(stdout, stderr))
+	root.AddCommand(newAgentCommand(stderr), newUpCommand(stdout, stderr), newInitCommand(stdout, stderr), newRenderCommand(stdout), newStatusCommand(stdout), newVersionCommand(stdout), newBenchCommand(stdout, stderr))
 	return root
 }
 

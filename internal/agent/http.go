@@ -106,6 +106,7 @@ type Status struct {
 	ForwardQueue   int            `json:"forward_queue"`
 	InboundPending int            `json:"inbound_pending"`
 	Shared         SharedStatus   `json:"shared_subscriptions"`
+	RetainedTopics int            `json:"retained_topics"` // topics the broker holds a retained message on, as the agent knows
 	Uptime         string         `json:"uptime"`
 	Runtime        RuntimeStatus  `json:"runtime"`
 }
@@ -157,6 +158,7 @@ type DataStatus struct {
 // PeerStatus is one peer as this agent sees it.
 type PeerStatus struct {
 	cluster.PeerStatus
+	HTTP            string   `json:"http"` // the peer agent's HTTP address, as configured (moha status reads it)
 	InterestFilters int      `json:"interest_filters"`
 	Interest        []string `json:"interest,omitempty"`
 }
@@ -180,12 +182,18 @@ func (a *Agent) Status() Status {
 		ForwardQueue:   a.forwarder.Pending(),
 		InboundPending: a.republisher.Pending(),
 		Shared:         a.shares.status(a.cluster.SharedSubscriptions),
+		RetainedTopics: a.retained.count(),
 		Uptime:         time.Since(a.started).Round(time.Second).String(),
 		Runtime:        RuntimeStatus{GOMAXPROCS: runtime.GOMAXPROCS(0), GODEBUG: os.Getenv("GODEBUG"), SchedPolicy: threadPolicies()},
 	}
 	for _, p := range a.mesh.Status() {
+		var httpAddr string
+		if n, err := a.cluster.Node(p.Name); err == nil {
+			httpAddr = n.HTTP
+		}
 		s.Peers = append(s.Peers, PeerStatus{
 			PeerStatus:      p,
+			HTTP:            httpAddr,
 			InterestFilters: a.router.Filters(p.Name),
 			Interest:        limit(a.router.FilterList(p.Name), 100),
 		})

@@ -97,6 +97,20 @@ func (c *retainedClock) topics() []string {
 	return out
 }
 
+// count returns how many topics the broker holds a retained message on,
+// as far as the agent knows.
+func (c *retainedClock) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.held {
+		if len(e.msg.Payload) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // stampFound records a retained message a rescan found that the agent did
 // not see written: on a topic it knows no retained message on (no data
 // subscription matched the write), or on a suspect topic whose value

@@ -1,0 +1,253 @@
+// Package cockpit owns the operator's view of a whole cluster: it reads
+// every agent's /status, judges the cluster's health, and shows it as one
+// screen (or JSON) for `moha status`.
+package cockpit
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moha-project/moha/internal/agent"
+)
+
+// Node is what one agent answered, or why it did not.
+type Node struct {
+	Name   string        `json:"name"`
+	HTTP   string        `json:"http"`
+	Status *agent.Status `json:"status,omitempty"`
+	Error  string        `json:"error,omitempty"`
+}
+
+// View is the cluster as the agents report it.
+type View struct {
+	Nodes    []Node   `json:"nodes"`
+	Problems []string `json:"problems"` // empty: healthy
+}
+
+// Healthy reports whether nothing is wrong.
+func (v *View) Healthy() bool { return len(v.Problems) == 0 }
+
+// Source names the agents to read: their names and HTTP addresses, and the
+// status token (sent as a bearer token; loopback needs none).
+type Source struct {
+	Agents map[string]string // node name -> HTTP host:port
+	Token  string
+}
+
+// Read fetches every agent's /status (at most timeout each, in parallel)
+// and judges the result.
+func Read(ctx context.Context, src Source, timeout time.Duration) *View {
+	names := make([]string, 0, len(src.Agents))
+	for n := range src.Agents {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	v := &View{Nodes: make([]Node, len(names))}
+	done := make(chan struct{}, len(names))
+	for i, name := range names {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			v.Nodes[i] = fetch(ctx, name, src.Agents[name], src.Token, timeout)
+		}()
+	}
+	for range names {
+		<-done
+	}
+	v.Problems = judge(v.Nodes)
+	return v
+}
+
+// Discover returns the agents a cluster is made of, from one agent's
+// /status: itself and its peers' HTTP addresses.
+func Discover(ctx context.Context, url, token string, timeout time.Duration) (Source, error) {
+	addr := strings.TrimSuffix(strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://"), "/")
+	n := fetch(ctx, "", addr, token, timeout)
+	if n.Status == nil {
+		return Source{}, fmt.Errorf("read %s: %s", url, n.Error)
+	}
+	src := Source{Agents: map[string]string{n.Status.Node: addr}, Token: token}
+	for _, p := range n.Status.Peers {
+		if p.HTTP == "" {
+			return Source{}, fmt.Errorf("%s does not say where its peer %s answers (an agent older than moha status)", url, p.Name)
+		}
+		src.Agents[p.Name] = p.HTTP
+	}
+	return src, nil
+}
+
+func fetch(ctx context.Context, name, addr, token string, timeout time.Duration) Node {
+	n := Node{Name: name, HTTP: addr}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/status", nil)
+	if err != nil {
+		n.Error = err.Error()
+		return n
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.Error = "unreachable: " + err.Error()
+		return n
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		n.Error = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return n
+	}
+	var st agent.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		n.Error = "unreadable /status: " + err.Error()
+		return n
+	}
+	n.Status = &st
+	if n.Name == "" {
+		n.Name = st.Node
+	}
+	return n
+}
+
+// judge lists what is wrong, one line each.
+func judge(nodes []Node) []string {
+	var out []string
+	for _, n := range nodes {
+		st := n.Status
+		switch {
+		case st == nil:
+			out = append(out, fmt.Sprintf("%s: %s", n.Name, n.Error))
+			continue
+		case !st.Ready:
+			out = append(out, fmt.Sprintf("%s: not ready: %s", n.Name, st.ReadyReason))
+		case st.Degraded:
+			out = append(out, fmt.Sprintf("%s: interest degraded (it draws every message): %s", n.Name, st.DegradedReason))
+		}
+		for _, p := range st.Peers {
+			switch {
+			case !p.Up:
+				out = append(out, fmt.Sprintf("%s: link to %s down since %s", n.Name, p.Name, p.Since.Format(time.RFC3339)))
+			case p.Stalled:
+				out = append(out, fmt.Sprintf("%s: %s acknowledges nothing (stalled)", n.Name, p.Name))
+			case p.BrokerDown:
+				out = append(out, fmt.Sprintf("%s: %s reports its broker down", n.Name, p.Name))
+			}
+		}
+	}
+	return out
+}
+
+// WriteText writes the view as one screen.
+func (v *View) WriteText(w io.Writer) error {
+	ready := 0
+	for _, n := range v.Nodes {
+		if n.Status != nil && n.Status.Ready {
+			ready++
+		}
+	}
+	fmt.Fprintf(w, "moha cluster: %d nodes, %d ready\n\n", len(v.Nodes), ready)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tREADY\tINTEREST\tBROKER\tCLIENTS\tFILTERS\tRETAINED\tSENT\tDROPPED\tVERSION")
+	for _, n := range v.Nodes {
+		st := n.Status
+		if st == nil {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", n.Name)
+			continue
+		}
+		var sent, dropped uint64
+		for _, p := range st.Peers {
+			sent += p.SentMessages
+			dropped += p.Dropped
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", n.Name, yesNo(st.Ready), interestState(st), upDown(st.Broker.Up),
+			st.Interest.Clients, st.Interest.Filters, st.RetainedTopics, sent, dropped, st.Version.Version)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	v.writeLinks(w)
+	if v.Healthy() {
+		_, err := fmt.Fprintln(w, "\nhealthy")
+		return err
+	}
+	fmt.Fprintln(w, "\nproblems:")
+	for _, p := range v.Problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+	return nil
+}
+
+// writeLinks writes the link matrix: row = the node that reports, column =
+// its peer.
+func (v *View) writeLinks(w io.Writer) {
+	names := make([]string, len(v.Nodes))
+	for i, n := range v.Nodes {
+		names[i] = n.Name
+	}
+	fmt.Fprintf(w, "\nlinks (row reports column):\n")
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	fmt.Fprintf(tw, "\t%s\n", strings.Join(names, "\t"))
+	for _, n := range v.Nodes {
+		cells := make([]string, len(names))
+		for i, peer := range names {
+			cells[i] = linkCell(n, peer)
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", n.Name, strings.Join(cells, "\t"))
+	}
+	_ = tw.Flush()
+}
+
+func linkCell(n Node, peer string) string {
+	if n.Name == peer {
+		return "-"
+	}
+	if n.Status == nil {
+		return "?"
+	}
+	i := slices.IndexFunc(n.Status.Peers, func(p agent.PeerStatus) bool { return p.Name == peer })
+	if i < 0 {
+		return "?"
+	}
+	p := n.Status.Peers[i]
+	switch {
+	case !p.Up:
+		return "DOWN"
+	case p.Stalled:
+		return "stalled"
+	case p.BrokerDown:
+		return "broker down"
+	case p.Queued > 0:
+		return fmt.Sprintf("up (%d queued)", p.Queued)
+	}
+	return "up"
+}
+
+func interestState(st *agent.Status) string {
+	if st.Degraded {
+		return "degraded"
+	}
+	return "exact"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "NO"
+}
+
+func upDown(b bool) string {
+	if b {
+		return "up"
+	}
+	return "DOWN"
+}

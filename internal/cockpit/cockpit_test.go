@@ -1,0 +1,69 @@
+package cockpit_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moha-project/moha/internal/cockpit"
+	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/testkit"
+)
+
+// TestClusterView (issue 18 §3): the view of a healthy three-node cluster
+// shows every node ready and every link up; once node3's agent is stopped
+// it names node3 as unreachable and the links to it as down, and is not
+// healthy. Found from one agent (Discover), as from the cluster file.
+func TestClusterView(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := launch.Up(ctx, launch.Options{Nodes: 3, LBPort: -1, Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	src, err := cockpit.Discover(ctx, c.MustNode("node1").HTTP, "", 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(src.Agents) != 3 || src.Agents["node3"] != c.MustNode("node3").HTTP {
+		t.Fatalf("discovered %v", src.Agents)
+	}
+	var v *cockpit.View
+	testkit.WaitFor(t, 10*time.Second, "a healthy view", func() bool {
+		v = cockpit.Read(ctx, src, 3*time.Second)
+		return v.Healthy()
+	})
+	var out bytes.Buffer
+	if err := v.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{"3 nodes, 3 ready", "node1", "node2", "node3", "healthy"} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("view lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "DOWN") {
+		t.Fatalf("a healthy view shows something down:\n%s", text)
+	}
+
+	c.StopAgent("node3")
+	testkit.WaitFor(t, 10*time.Second, "node3 reported unreachable and the links to it down", func() bool {
+		v = cockpit.Read(ctx, src, time.Second)
+		joined := strings.Join(v.Problems, "\n")
+		return strings.Contains(joined, "node3: unreachable") && strings.Contains(joined, "node1: link to node3 down") && strings.Contains(joined, "node2: link to node3 down")
+	})
+	out.Reset()
+	if err := v.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	if v.Healthy() || !strings.Contains(out.String(), "problems:") || !strings.Contains(out.String(), "DOWN") {
+		t.Fatalf("the view of a cluster with a stopped agent:\n%s", out.String())
+	}
+	t.Logf("moha status with node3's agent stopped:\n%s", out.String())
+}
