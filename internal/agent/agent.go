@@ -202,6 +202,16 @@ func (a *Agent) build() error {
 	a.shares.planner.Local(a.table.Advertised(), nil)
 	a.metrics.registerInterest(a.registry, a.table, a.router)
 	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_ready",
+		Help: "1 while the node takes clients (/readyz answers 200): broker sessions up and, with quorum majority, a majority reached.",
+	}, func() float64 { return boolGauge(a.readyNow()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_broker_session_up",
+		Help: "1 while the agent's sessions with its broker are up.",
+	}, func() float64 { return boolGauge(a.sessionUp.Load()) }))
+	for _, kind := range []string{"unproven_marker", "status_refused", "foreign_session"} {
+		a.metrics.securityEvents.WithLabelValues(kind) // every kind a series from the start, at 0
+	}
+	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_data_subscriptions",
 		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
 	}, func() float64 { return float64(a.dataFilters.Load()) }))
@@ -402,6 +412,18 @@ func (a *Agent) Ready() (bool, string) {
 		return false, fmt.Sprintf("reaches %d of %d nodes, not a majority", reach, total)
 	}
 	return true, "ok"
+}
+
+func (a *Agent) readyNow() bool {
+	ok, _ := a.Ready()
+	return ok
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Metrics returns the forwarding counters (tests assert them).

@@ -98,7 +98,13 @@ type peerMetrics struct {
 	name                               string
 }
 
+// dropReasons are every reason a peer's message may be dropped for.
+var dropReasons = []string{dropOverflow, dropFull, dropGone, dropTooLarge, dropShutdown}
+
 func (m *metrics) forPeer(name string) *peerMetrics {
+	for _, r := range dropReasons {
+		m.dropped.WithLabelValues(name, r) // every reason a series from the start, at 0
+	}
 	return &peerMetrics{
 		up:           m.linkUp.WithLabelValues(name),
 		queue:        m.queue.WithLabelValues(name),
