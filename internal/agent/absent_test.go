@@ -9,10 +9,10 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/session"
+	"github.com/moha-project/moha/internal/status"
 )
 
 // TestAbsentPeer: while a peer's agent is away, messages for its known
@@ -62,7 +62,7 @@ func TestAbsentPeer(t *testing.T) {
 	}
 }
 
-func peerStatus(t testing.TB, c *launch.Cluster, at, of string) agent.PeerStatus {
+func peerStatus(t testing.TB, c *launch.Cluster, at, of string) status.PeerStatus {
 	t.Helper()
 	for _, p := range c.Agent(at).Status().Peers {
 		if p.Name == of {
@@ -70,7 +70,7 @@ func peerStatus(t testing.TB, c *launch.Cluster, at, of string) agent.PeerStatus
 		}
 	}
 	t.Fatalf("%s has no peer %s", at, of)
-	return agent.PeerStatus{}
+	return status.PeerStatus{}
 }
 
 // TestBrokerRestartRecovers: the broker restarts (persistence on): clean

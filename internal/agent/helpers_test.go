@@ -16,9 +16,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/status"
 	"github.com/moha-project/moha/internal/testkit"
 )
 
@@ -280,7 +280,7 @@ func payloads(ms []*paho.Publish) []string {
 	return s
 }
 
-func statusJSON(s agent.Status) string {
+func statusJSON(s status.Status) string {
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return string(b)
 }

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/session"
+	"github.com/moha-project/moha/internal/status"
 	"github.com/moha-project/moha/internal/testkit"
 )
 
@@ -101,7 +101,7 @@ func TestBrokerDropForAgentIsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st agent.Status
+	var st status.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatal(err)
 	}

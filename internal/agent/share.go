@@ -15,6 +15,7 @@ import (
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/session"
 	"github.com/moha-project/moha/internal/share"
+	"github.com/moha-project/moha/internal/status"
 	"github.com/moha-project/moha/internal/topic"
 )
 
@@ -156,8 +157,8 @@ func (s *shares) showMemberships() {
 	s.memberships.Store(&all)
 }
 
-func (s *shares) status(mode string) SharedStatus {
-	st := SharedStatus{Mode: mode, EchoesPending: s.echoes.Len()}
+func (s *shares) status(mode string) status.SharedStatus {
+	st := status.SharedStatus{Mode: mode, EchoesPending: s.echoes.Len()}
 	if m := s.memberships.Load(); m != nil {
 		st.Memberships = *m
 	}

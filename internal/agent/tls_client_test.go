@@ -19,9 +19,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/status"
 )
 
 // TestClientTLSThroughHAProxy (issue 15 §3): with client_tls on every
@@ -80,7 +80,7 @@ func TestClientTLSThroughHAProxy(t *testing.T) {
 
 // knowsFilter reports whether a node's subscriber or one of its peers'
 // holds filter.
-func knowsFilter(st agent.Status, filter string) bool {
+func knowsFilter(st status.Status, filter string) bool {
 	if slices.Contains(st.Advertised, filter) {
 		return true
 	}

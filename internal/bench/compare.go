@@ -16,9 +16,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/status"
 )
 
 // Setup names accepted in CompareOptions.Setups.
@@ -638,8 +638,8 @@ func (s *setup) unsettled(ctx context.Context, n mohaNode, want map[string]int, 
 }
 
 // fetchStatus reads an agent's /status.
-func fetchStatus(ctx context.Context, httpAddr string) (agent.Status, error) {
-	var st agent.Status
+func fetchStatus(ctx context.Context, httpAddr string) (status.Status, error) {
+	var st status.Status
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/status", nil)

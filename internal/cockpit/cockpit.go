@@ -1,10 +1,12 @@
 // Package cockpit owns the operator's view of a whole cluster: it reads
 // every agent's /status, judges the cluster's health, and shows it as one
-// screen (or JSON) for `moha status`.
+// screen (or JSON) for `moha status`, and as the status page each agent
+// serves at / (HTML and SVG drawn by an embedded script).
 package cockpit
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,15 +17,15 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/moha-project/moha/internal/agent"
+	"github.com/moha-project/moha/internal/status"
 )
 
 // Node is what one agent answered, or why it did not.
 type Node struct {
-	Name   string        `json:"name"`
-	HTTP   string        `json:"http"`
-	Status *agent.Status `json:"status,omitempty"`
-	Error  string        `json:"error,omitempty"`
+	Name   string         `json:"name"`
+	HTTP   string         `json:"http"`
+	Status *status.Status `json:"status,omitempty"`
+	Error  string         `json:"error,omitempty"`
 }
 
 // View is the cluster as the agents report it.
@@ -40,6 +42,9 @@ func (v *View) Healthy() bool { return len(v.Problems) == 0 }
 type Source struct {
 	Agents map[string]string // node name -> HTTP host:port
 	Token  string
+	// Local, when set, answers for its node without HTTP (an agent serving
+	// the status page reads itself directly).
+	Local map[string]func() status.Status
 }
 
 // Read fetches every agent's /status (at most timeout each, in parallel)
@@ -55,6 +60,11 @@ func Read(ctx context.Context, src Source, timeout time.Duration) *View {
 	for i, name := range names {
 		go func() {
 			defer func() { done <- struct{}{} }()
+			if local := src.Local[name]; local != nil {
+				st := local()
+				v.Nodes[i] = Node{Name: name, HTTP: src.Agents[name], Status: &st}
+				return
+			}
 			v.Nodes[i] = fetch(ctx, name, src.Agents[name], src.Token, timeout)
 		}()
 	}
@@ -106,7 +116,7 @@ func fetch(ctx context.Context, name, addr, token string, timeout time.Duration)
 		n.Error = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 		return n
 	}
-	var st agent.Status
+	var st status.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		n.Error = "unreadable /status: " + err.Error()
 		return n
@@ -213,7 +223,7 @@ func linkCell(n Node, peer string) string {
 	if n.Status == nil {
 		return "?"
 	}
-	i := slices.IndexFunc(n.Status.Peers, func(p agent.PeerStatus) bool { return p.Name == peer })
+	i := slices.IndexFunc(n.Status.Peers, func(p status.PeerStatus) bool { return p.Name == peer })
 	if i < 0 {
 		return "?"
 	}
@@ -231,7 +241,7 @@ func linkCell(n Node, peer string) string {
 	return "up"
 }
 
-func interestState(st *agent.Status) string {
+func interestState(st *status.Status) string {
 	if st.Degraded {
 		return "degraded"
 	}
@@ -250,4 +260,26 @@ func upDown(b bool) string {
 		return "up"
 	}
 	return "DOWN"
+}
+
+//go:embed page.html
+var page []byte
+
+// Page serves the status page: plain HTML, SVG and a script that draws the
+// cluster from cluster.json (next to it) every second. No external assets.
+func Page(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+	_, _ = w.Write(page)
+}
+
+// ViewHandler serves the cluster's view (View as JSON), read afresh from
+// src at each request.
+func ViewHandler(src Source) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v := Read(r.Context(), src, 2*time.Second)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(v)
+	}
 }
