@@ -156,6 +156,7 @@ func (a *Agent) build() error {
 	a.republisher = newRepublisher(a.log, a.metrics)
 	a.takeovers = newTakeovers()
 	a.retained = newRetainedClock()
+	a.republisher.superseded = a.retained.superseded
 	a.wantChanged = make(chan struct{}, 1)
 	a.rescan = make(chan struct{}, 1)
 	a.retained.onTopics = a.notifyWant

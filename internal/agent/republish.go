@@ -40,6 +40,11 @@ type republisher struct {
 	first, max time.Duration
 	attempts   int
 
+	// superseded, if set, reports whether a newer retained write to m's
+	// topic was applied since m: a retry then publishes m live but does not
+	// store it (it must not overwrite the newer value).
+	superseded func(m *message.Message) bool
+
 	mu      sync.Mutex
 	sess    brokerPublisher
 	pending list.List // of *inbound, in arrival order
@@ -115,9 +120,13 @@ func (r *republisher) retryLater(in *inbound, err error) bool {
 	time.AfterFunc(delay, func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if in.elem != nil && r.sess != nil {
-			r.publish(r.sess, in)
+		if in.elem == nil || r.sess == nil {
+			return
 		}
+		if in.msg.Retain && r.superseded != nil && r.superseded(&in.msg) {
+			in.msg.Retain = false // later writes were stored meanwhile: last writer wins
+		}
+		r.publish(r.sess, in)
 	})
 	return true
 }

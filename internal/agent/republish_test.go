@@ -100,3 +100,54 @@ func sumCounters(t *testing.T, v *prometheus.CounterVec) float64 {
 	}
 	return sum
 }
+
+// recordingBroker refuses the first publish transiently and records what
+// it stores: the retained flag of each publish it takes.
+type recordingBroker struct {
+	mu       sync.Mutex
+	calls    int
+	retained []bool
+}
+
+func (b *recordingBroker) Publish(m message.Message, done func(error)) {
+	b.mu.Lock()
+	b.calls++
+	first := b.calls == 1
+	if !first {
+		b.retained = append(b.retained, m.Retain)
+	}
+	b.mu.Unlock()
+	if first {
+		go done(session.NewRefusal(0x97))
+		return
+	}
+	go done(nil)
+}
+
+// TestRetryDoesNotStoreASupersededRetainedWrite: a peer's retained write is
+// refused for a moment (quota); by the time it is retried a newer write to
+// the topic was applied. Stored then, it would overwrite the newer value on
+// this node only (retained state diverging across nodes): the retry
+// publishes it live, not retained.
+func TestRetryDoesNotStoreASupersededRetainedWrite(t *testing.T) {
+	for _, superseded := range []bool{false, true} {
+		r := newRepublisher(slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics(prometheus.NewRegistry()))
+		r.first, r.max, r.attempts = time.Millisecond, time.Millisecond, 3
+		r.superseded = func(*message.Message) bool { return superseded }
+		b := &recordingBroker{}
+		r.setSession(b)
+		acked := make(chan struct{}, 1)
+		r.deliver("peer", message.Message{Topic: "t", QoS: 1, Retain: true, Written: 5}, func() { acked <- struct{}{} })
+		select {
+		case <-acked:
+		case <-time.After(5 * time.Second):
+			t.Fatal("never acknowledged")
+		}
+		b.mu.Lock()
+		got := b.retained
+		b.mu.Unlock()
+		if len(got) != 1 || got[0] != !superseded {
+			t.Fatalf("superseded %v: the retry stored retained=%v, want %v", superseded, got, !superseded)
+		}
+	}
+}

@@ -97,6 +97,14 @@ func (c *retainedClock) topics() []string {
 	return out
 }
 
+// superseded reports whether the agent applied a newer retained write to
+// m's topic than m (by stamp): republished late, m must not be stored.
+func (c *retainedClock) superseded(m *message.Message) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return m.Written != 0 && c.held[m.Topic].stamp > m.Written
+}
+
 // count returns how many topics the broker holds a retained message on,
 // as far as the agent knows.
 func (c *retainedClock) count() int {
