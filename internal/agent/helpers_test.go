@@ -89,7 +89,7 @@ func agentsIdle(t *testing.T, c *launch.Cluster) {
 // the agent).
 func peerKnows(t testing.TB, c *launch.Cluster, at, of, filter string, want bool) {
 	t.Helper()
-	waitFor(t, 5*time.Second, fmt.Sprintf("%s to see %s advertise %q=%v", at, of, filter, want), func() bool {
+	waitFor(t, 10*time.Second, fmt.Sprintf("%s to see %s advertise %q=%v", at, of, filter, want), func() bool {
 		st := c.Agent(at).Status()
 		for _, p := range st.Peers {
 			if p.Name == of {
