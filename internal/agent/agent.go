@@ -390,7 +390,7 @@ func (a *Agent) Run(parent context.Context) error {
 // Ready reports whether clients should be sent to this node, and why not.
 // A node is ready when its broker sessions are up and, with quorum
 // majority, it can reach enough peers to form a strict majority of the
-// configured nodes with them [DESIGN.md §6]: a node cut off alone must not
+// configured nodes with them (docs/ARCHITECTURE.md, Readiness): a node cut off alone must not
 // take clients. With quorum none (the default for two nodes) the broker
 // sessions are enough.
 func (a *Agent) Ready() (bool, string) {

@@ -17,7 +17,7 @@ import (
 
 const (
 	// The data session outlives agent restarts: the broker queues what
-	// clients publish while the agent is away (DESIGN.md §1). A day bounds
+	// clients publish while the agent is away (docs/ARCHITECTURE.md, The data path). A day bounds
 	// what a decommissioned agent leaves behind.
 	dataSessionExpiry = 24 * 60 * 60
 	subscriptionCount = "$SYS/broker/subscriptions/count"

@@ -3,6 +3,8 @@ package bench
 import (
 	"strconv"
 	"strings"
+
+	"github.com/moha-project/moha/internal/topic"
 )
 
 // endpoint is one client's place in the run: where it connects and the
@@ -111,7 +113,7 @@ func (p *plan) expects(s, pub int) bool {
 	if p.Isolated && sub.Address != pb.Address {
 		return false
 	}
-	return topicMatches(sub.Topic, pb.Topic)
+	return topic.Match(sub.Topic, pb.Topic)
 }
 
 // expectedStreams counts the (subscriber, publisher) pairs that match.
@@ -133,40 +135,10 @@ func (p *plan) expectedStreams() int64 {
 			if p.Isolated && s.address != pb.address {
 				continue
 			}
-			if topicMatches(s.topic, pb.topic) {
+			if topic.Match(s.topic, pb.topic) {
 				n += ns * np
 			}
 		}
 	}
 	return n
-}
-
-// topicMatches reports whether an MQTT filter matches a topic name: '+'
-// matches one level (an empty one too), '#' the rest including the parent
-// level [MQTT-4.7.1-2], and wildcards at the start never match a topic
-// beginning with '$' [MQTT-4.7.2-1].
-func topicMatches(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	for {
-		fLevel, fRest, fMore := strings.Cut(filter, "/")
-		if fLevel == "#" && !fMore {
-			return true
-		}
-		tLevel, tRest, tMore := strings.Cut(topic, "/")
-		if fLevel != "+" && fLevel != tLevel {
-			return false
-		}
-		switch {
-		case fMore && tMore:
-			filter, topic = fRest, tRest
-		case !fMore && !tMore:
-			return true
-		case fMore && !tMore:
-			return fRest == "#" // "a/#" matches "a"
-		default:
-			return false
-		}
-	}
 }

@@ -1,7 +1,13 @@
 package bench
 
-import "testing"
+import (
+	"testing"
 
+	"github.com/moha-project/moha/internal/topic"
+)
+
+// TestTopicMatches: the filters the scenarios use match what they must
+// (topic.Match, the one matcher).
 func TestTopicMatches(t *testing.T) {
 	cases := []struct {
 		filter, topic string
@@ -28,8 +34,8 @@ func TestTopicMatches(t *testing.T) {
 		{"test_1/49", "test_1/499", false},
 	}
 	for _, tc := range cases {
-		if got := topicMatches(tc.filter, tc.topic); got != tc.want {
-			t.Errorf("topicMatches(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
+		if got := topic.Match(tc.filter, tc.topic); got != tc.want {
+			t.Errorf("topic.Match(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
 		}
 	}
 }

@@ -215,7 +215,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 }
 
 // forward sends d to every target peer and acknowledges it to the broker
-// once each of them has reported an outcome [DESIGN.md §5] — never when one
+// once each of them has reported an outcome (docs/ARCHITECTURE.md, The data path) — never when one
 // was Abandoned (the mesh stopped): the broker redelivers it to the next run.
 func (f *Forwarder) forward(ctx context.Context, d Delivery, targets []string) error {
 	m := d.Msg()

@@ -35,7 +35,7 @@ type Router struct {
 
 // NewRouter returns a router for the given peers. Until a peer's first
 // snapshot arrives its interest is unknown, so it starts as "#": the agent
-// over-states rather than lose a message [DESIGN.md §2].
+// over-states rather than lose a message (docs/ARCHITECTURE.md, Interest).
 func NewRouter(peers []string) *Router {
 	r := &Router{
 		tries:       make(map[string]*topic.Trie, len(peers)),
