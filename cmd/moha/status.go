@@ -44,8 +44,11 @@ monitoring. --watch refreshes until interrupted; --json prints the raw view.`,
 			if err != nil {
 				return err
 			}
+			var prev *cockpit.View
 			for {
 				v := cockpit.Read(cmd.Context(), src, 3*time.Second)
+				v.SetRates(prev) // with --watch: messages a second since the last refresh
+				prev = v
 				if watch > 0 {
 					fmt.Fprint(stdout, "\033[H\033[2J") // clear the terminal between refreshes
 				}

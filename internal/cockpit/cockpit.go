@@ -30,8 +30,38 @@ type Node struct {
 
 // View is the cluster as the agents report it.
 type View struct {
-	Nodes    []Node   `json:"nodes"`
-	Problems []string `json:"problems"` // empty: healthy
+	At       time.Time `json:"at"`
+	Nodes    []Node    `json:"nodes"`
+	Problems []string  `json:"problems"` // empty: healthy
+	// Rates is, per node, the messages a second it sent its peers since an
+	// earlier view (SetRates); nil with no earlier view.
+	Rates map[string]float64 `json:"rates,omitempty"`
+}
+
+// SetRates fills Rates from the messages each node sent since prev.
+func (v *View) SetRates(prev *View) {
+	if prev == nil || !v.At.After(prev.At) {
+		return
+	}
+	dt := v.At.Sub(prev.At).Seconds()
+	v.Rates = map[string]float64{}
+	for _, n := range v.Nodes {
+		i := slices.IndexFunc(prev.Nodes, func(p Node) bool { return p.Name == n.Name })
+		if n.Status == nil || i < 0 || prev.Nodes[i].Status == nil {
+			continue
+		}
+		if d := sentTotal(n.Status) - sentTotal(prev.Nodes[i].Status); d >= 0 {
+			v.Rates[n.Name] = float64(d) / dt
+		}
+	}
+}
+
+func sentTotal(st *status.Status) int64 {
+	var n uint64
+	for _, p := range st.Peers {
+		n += p.SentMessages
+	}
+	return int64(n)
 }
 
 // Healthy reports whether nothing is wrong.
@@ -55,7 +85,7 @@ func Read(ctx context.Context, src Source, timeout time.Duration) *View {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	v := &View{Nodes: make([]Node, len(names))}
+	v := &View{At: time.Now(), Nodes: make([]Node, len(names))}
 	done := make(chan struct{}, len(names))
 	for i, name := range names {
 		go func() {
@@ -166,20 +196,24 @@ func (v *View) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "moha cluster: %d nodes, %d ready\n\n", len(v.Nodes), ready)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tREADY\tINTEREST\tBROKER\tCLIENTS\tFILTERS\tRETAINED\tSENT\tDROPPED\tVERSION")
+	fmt.Fprintln(tw, "NODE\tREADY\tINTEREST\tBROKER\tCLIENTS\tFILTERS\tRETAINED\tSENT\tSENT/s\tDROPPED\tVERSION")
 	for _, n := range v.Nodes {
 		st := n.Status
 		if st == nil {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", n.Name)
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n", n.Name)
 			continue
+		}
+		rate := "-"
+		if r, ok := v.Rates[n.Name]; ok {
+			rate = fmt.Sprintf("%.0f", r)
 		}
 		var sent, dropped uint64
 		for _, p := range st.Peers {
 			sent += p.SentMessages
 			dropped += p.Dropped
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", n.Name, yesNo(st.Ready), interestState(st), upDown(st.Broker.Up),
-			st.Interest.Clients, st.Interest.Filters, st.RetainedTopics, sent, dropped, st.Version.Version)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", n.Name, yesNo(st.Ready), interestState(st), upDown(st.Broker.Up),
+			st.Interest.Clients, st.Interest.Filters, st.RetainedTopics, sent, rate, dropped, st.Version.Version)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

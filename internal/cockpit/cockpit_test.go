@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/cockpit"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/status"
 	"github.com/moha-project/moha/internal/testkit"
 )
 
@@ -66,4 +68,23 @@ func TestClusterView(t *testing.T) {
 		t.Fatalf("the view of a cluster with a stopped agent:\n%s", out.String())
 	}
 	t.Logf("moha status with node3's agent stopped:\n%s", out.String())
+}
+
+func TestSetRates(t *testing.T) {
+	at := time.Unix(1000, 0)
+	node := func(name string, sent uint64) cockpit.Node {
+		st := &status.Status{Node: name, Peers: []status.PeerStatus{{PeerStatus: cluster.PeerStatus{Name: "x", SentMessages: sent}}}}
+		return cockpit.Node{Name: name, Status: st}
+	}
+	prev := &cockpit.View{At: at, Nodes: []cockpit.Node{node("a", 100), node("b", 0)}}
+	v := &cockpit.View{At: at.Add(2 * time.Second), Nodes: []cockpit.Node{node("a", 300), {Name: "b"}, node("c", 5)}}
+	v.SetRates(prev)
+	if len(v.Rates) != 1 || v.Rates["a"] != 100 {
+		t.Fatalf("rates %v, want a: 100/s only (b unreachable now, c new)", v.Rates)
+	}
+	first := &cockpit.View{At: at}
+	first.SetRates(nil)
+	if first.Rates != nil {
+		t.Fatal("rates without an earlier view")
+	}
 }
