@@ -29,6 +29,7 @@ import (
 	"github.com/moha-project/moha/internal/forward"
 	"github.com/moha-project/moha/internal/interest"
 	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/retained"
 )
 
 // Options configure one agent. Cluster and Node are required.
@@ -56,7 +57,7 @@ type Agent struct {
 	republisher *republisher
 	shares      *shares
 	takeovers   *takeovers
-	retained    *retainedClock
+	retained    *retained.Store
 	scanned     chan struct{} // closed after the first retained scan
 	wantChanged chan struct{} // the data session's wanted filters may have changed (capacity 1)
 	// wantGen counts changes of what the data session must hold; heldGen is
@@ -155,11 +156,11 @@ func (a *Agent) build() error {
 	a.shares = newShares(a, peerNames, slots)
 	a.republisher = newRepublisher(a.log, a.metrics)
 	a.takeovers = newTakeovers()
-	a.retained = newRetainedClock()
-	a.republisher.superseded = a.retained.superseded
+	a.retained = retained.NewStore()
+	a.republisher.superseded = a.retained.Superseded
 	a.wantChanged = make(chan struct{}, 1)
 	a.rescan = make(chan struct{}, 1)
-	a.retained.onTopics = a.notifyWant
+	a.retained.OnTopics = a.notifyWant
 	a.scanned = make(chan struct{})
 	a.runCtx = context.Background()
 	a.mesh, err = cluster.New(cluster.Config{
@@ -234,7 +235,7 @@ func (a *Agent) localInterest(added, removed []string) {
 // not stored: racing retained writes converge (last writer wins).
 func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
 	if m.Retain && m.Written != 0 {
-		apply, dup := a.retained.applyRemote(&m, time.Now())
+		apply, dup := a.retained.ApplyRemote(&m, time.Now())
 		switch {
 		case dup:
 			a.metrics.staleRetained.Inc()
@@ -246,7 +247,7 @@ func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
 		default:
 			topic, stamp, peerAck := m.Topic, m.Written, ack
 			ack = func() {
-				a.retained.settled(topic, stamp)
+				a.retained.Settled(topic, stamp)
 				peerAck()
 			}
 		}
@@ -264,15 +265,15 @@ func (a *Agent) sendDigest(peer string) {
 	case <-a.runCtx.Done():
 		return
 	}
-	a.mesh.SendDigest(peer, a.retained.digest())
+	a.mesh.SendDigest(peer, a.retained.Digest())
 }
 
 // peerDigest answers a peer's digest with the retained messages it lacks.
-func (a *Agent) peerDigest(peer string, entries []cluster.DigestEntry) {
+func (a *Agent) peerDigest(peer string, entries []retained.DigestEntry) {
 	a.kickWG.Go(func() {
 		ctx, cancel := context.WithTimeout(a.runCtx, 30*time.Second)
 		defer cancel()
-		missing := a.retained.missingAt(entries)
+		missing := a.retained.MissingAt(entries)
 		for _, m := range missing {
 			if err := a.mesh.SendWait(ctx, peer, m, nil); err != nil {
 				a.log.Warn("retained sync to peer stopped", "peer", peer, "err", err)

@@ -207,7 +207,7 @@ func errOrClosed(err error) error {
 func (a *Agent) scanRetained(ctx context.Context) error {
 	found := 0
 	err := a.scanBroker(ctx, func(m *message.Message) {
-		a.retained.learnScanned(m)
+		a.retained.LearnScanned(m)
 		found++
 	})
 	if err != nil {
@@ -231,7 +231,7 @@ func (a *Agent) rescanLoop(ctx context.Context) {
 		}
 		found := 0
 		err := a.scanBroker(ctx, func(m *message.Message) {
-			stamp, unseen := a.retained.stampFound(m, time.Now())
+			stamp, unseen := a.retained.StampFound(m, time.Now())
 			if !unseen {
 				return
 			}

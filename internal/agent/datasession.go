@@ -145,8 +145,8 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 		if replay && m.Retain {
 			// The broker's replay of a retained message on subscribe: news
 			// only if it differs, and then only a rescan can tell.
-			if !a.retained.holds(m) {
-				a.retained.suspectReplay(m)
+			if !a.retained.Holds(m) {
+				a.retained.SuspectReplay(m)
 				a.requestRescan()
 			}
 			d.Ack()
@@ -166,7 +166,7 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 		done = c.untake
 	}
 	if m.Retain {
-		m.Written = a.retained.stampLocal(m, time.Now())
+		m.Written = a.retained.StampLocal(m, time.Now())
 	}
 	a.forwarder.Enqueue(delivery{d: d, done: done})
 }
@@ -340,7 +340,7 @@ func (a *Agent) wantedFilters() map[string]bool {
 // addRetainedTopics adds every topic holding a retained message, with a
 // replay of it.
 func (a *Agent) addRetainedTopics(want map[string]bool) {
-	for _, t := range a.retained.topics() {
+	for _, t := range a.retained.Topics() {
 		if topic.ValidateFilter(t) == nil {
 			want[t] = true
 		}

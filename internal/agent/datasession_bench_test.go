@@ -6,6 +6,7 @@ import (
 
 	"github.com/moha-project/moha/internal/datasub"
 	"github.com/moha-project/moha/internal/forward"
+	"github.com/moha-project/moha/internal/retained"
 )
 
 // BenchmarkWantedFilters100k: deciding what the data session must hold, at
@@ -17,7 +18,7 @@ func BenchmarkWantedFilters100k(b *testing.B) {
 		fs[i] = fmt.Sprintf("bench/%d/x", i)
 	}
 	r.Apply("p", true, fs, nil)
-	a := &Agent{router: r, retained: newRetainedClock()}
+	a := &Agent{router: r, retained: retained.NewStore()}
 	set := datasub.NewSet()
 	step, _ := set.Next(a.wantedFilters())
 	set.Done(step.Seq)

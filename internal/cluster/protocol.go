@@ -100,6 +100,7 @@ import (
 	"math"
 
 	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/retained"
 )
 
 // Frame types. The numbers are part of the wire protocol.
@@ -172,12 +173,8 @@ type frame struct {
 	more     bool              // SNAPSHOT, DIGEST: another part follows
 }
 
-// DigestEntry describes one retained message a broker holds.
-type DigestEntry struct {
-	Topic string
-	Stamp int64  // the retained write's timestamp (unix nanos)
-	Hash  uint64 // of payload and properties
-}
+// DigestEntry is one entry of a DIGEST frame: the retained store's type.
+type DigestEntry = retained.DigestEntry
 
 // ClientNote is one CLIENT announcement.
 type ClientNote struct {

@@ -1,15 +1,26 @@
-package agent
+// Package retained owns the agent's view of the retained messages its
+// broker holds: the timestamp of each write (last writer wins across
+// nodes), and the digest two nodes exchange to send each other only the
+// retained messages one lacks (anti-entropy).
+package retained
 
 import (
 	"hash/fnv"
 	"sync"
 	"time"
 
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/message"
 )
 
-// retainedClock is the agent's view of the retained messages its broker
+// DigestEntry describes one retained message a broker holds, as a DIGEST
+// frame carries it.
+type DigestEntry struct {
+	Topic string
+	Stamp int64  // the retained write's timestamp (unix nanos)
+	Hash  uint64 // of payload and properties
+}
+
+// Store is the agent's view of the retained messages its broker
 // holds, with the time each was written. It does two jobs:
 //
 // Convergence: every retained write (a deletion too) is stamped with the
@@ -27,7 +38,7 @@ import (
 // holds and gets back only the retained messages it lacks or holds an older
 // version of. The content is kept in memory for that: the agent's memory
 // grows with the broker's retained store.
-type retainedClock struct {
+type Store struct {
 	mu       sync.Mutex
 	held     map[string]retainedEntry // topic -> what the broker holds (empty payload: a deletion)
 	inFlight map[string]int64         // topic -> stamp of a peer's write republished, not yet acknowledged
@@ -37,10 +48,10 @@ type retainedClock struct {
 	// replay (see suspectReplay).
 	suspect map[string]int64
 	pruned  time.Time
-	// onTopics is called when the set of topics holding a retained message
+	// OnTopics is called when the set of topics holding a retained message
 	// may have changed, possibly with the lock held: it must not block or
 	// call back.
-	onTopics func()
+	OnTopics func()
 }
 
 type retainedEntry struct {
@@ -49,43 +60,44 @@ type retainedEntry struct {
 	msg   message.Message
 }
 
-// scannedStamp marks retained messages found in the broker when the agent
+// ScannedStamp marks retained messages found in the broker when the agent
 // connected (restored from persistence or written while it was away): older
 // than any write the agent saw happen.
-const scannedStamp = 1
+const ScannedStamp = 1
 
 // stampTTL is how long a deletion's stamp is kept to beat an older, delayed
 // write. No delayed write is that old: a peer's buffer is dropped after
 // interest_grace.
 const stampTTL = time.Hour
 
-func newRetainedClock() *retainedClock {
-	return &retainedClock{held: map[string]retainedEntry{}, inFlight: map[string]int64{}, suspect: map[string]int64{}, pruned: time.Now(), onTopics: func() {}}
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{held: map[string]retainedEntry{}, inFlight: map[string]int64{}, suspect: map[string]int64{}, pruned: time.Now(), OnTopics: func() {}}
 }
 
 // noteLocked records that m's topic now holds m (entry e), and calls
-// onTopics when the set of retained topics changed (a new one, or one
+// OnTopics when the set of retained topics changed (a new one, or one
 // deleted).
-func (c *retainedClock) noteLocked(m *message.Message, e retainedEntry) {
+func (c *Store) noteLocked(m *message.Message, e retainedEntry) {
 	old, had := c.held[m.Topic]
 	c.held[m.Topic] = e
 	if (!had || len(old.msg.Payload) == 0) != (len(m.Payload) == 0) {
-		c.onTopics()
+		c.OnTopics()
 	}
 }
 
-// holds reports whether the broker holds exactly m as its retained message
+// Holds reports whether the broker holds exactly m as its retained message
 // on m's topic, as far as the agent knows.
-func (c *retainedClock) holds(m *message.Message) bool {
+func (c *Store) Holds(m *message.Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.held[m.Topic]
 	return ok && len(e.msg.Payload) > 0 && e.hash == contentHash(m)
 }
 
-// topics returns the topics the broker holds a retained message on, as far
+// Topics returns the topics the broker holds a retained message on, as far
 // as the agent knows.
-func (c *retainedClock) topics() []string {
+func (c *Store) Topics() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]string, 0, len(c.held))
@@ -97,17 +109,17 @@ func (c *retainedClock) topics() []string {
 	return out
 }
 
-// superseded reports whether the agent applied a newer retained write to
+// Superseded reports whether the agent applied a newer retained write to
 // m's topic than m (by stamp): republished late, m must not be stored.
-func (c *retainedClock) superseded(m *message.Message) bool {
+func (c *Store) Superseded(m *message.Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return m.Written != 0 && c.held[m.Topic].stamp > m.Written
 }
 
-// count returns how many topics the broker holds a retained message on,
+// Count returns how many topics the broker holds a retained message on,
 // as far as the agent knows.
-func (c *retainedClock) count() int {
+func (c *Store) Count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
@@ -119,12 +131,12 @@ func (c *retainedClock) count() int {
 	return n
 }
 
-// stampFound records a retained message a rescan found that the agent did
+// StampFound records a retained message a rescan found that the agent did
 // not see written: on a topic it knows no retained message on (no data
 // subscription matched the write), or on a suspect topic whose value
 // differs from what the agent knows while nothing it knows of happened
 // since. It returns the write's stamp, or ok false.
-func (c *retainedClock) stampFound(m *message.Message, now time.Time) (stamp int64, ok bool) {
+func (c *Store) StampFound(m *message.Message, now time.Time) (stamp int64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, republishing := c.inFlight[m.Topic]; republishing {
@@ -146,20 +158,20 @@ func (c *retainedClock) stampFound(m *message.Message, now time.Time) (stamp int
 	return stamp, true
 }
 
-// suspectReplay records that the broker's replay of m's topic differs from
+// SuspectReplay records that the broker's replay of m's topic differs from
 // what the agent knows. The replay alone cannot be trusted: Mosquitto sends
 // retained messages on subscribe after acknowledging publishes it received
 // later, so it may show a value older than a peer's write the agent
 // republished. The next rescan decides (stampFound).
-func (c *retainedClock) suspectReplay(m *message.Message) {
+func (c *Store) SuspectReplay(m *message.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.suspect[m.Topic] = c.held[m.Topic].stamp
 }
 
-// stampLocal records a retained write published on the local broker and
+// StampLocal records a retained write published on the local broker and
 // returns its stamp: strictly newer than anything applied for the topic.
-func (c *retainedClock) stampLocal(m *message.Message, now time.Time) int64 {
+func (c *Store) StampLocal(m *message.Message, now time.Time) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if remote, ok := c.inFlight[m.Topic]; ok {
@@ -170,9 +182,9 @@ func (c *retainedClock) stampLocal(m *message.Message, now time.Time) int64 {
 	return stamp
 }
 
-// settled records that the broker acknowledged the republished peer write
+// Settled records that the broker acknowledged the republished peer write
 // stamped `stamp` (for QoS 0: that it was written to the broker).
-func (c *retainedClock) settled(topic string, stamp int64) {
+func (c *Store) Settled(topic string, stamp int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.inFlight[topic] == stamp {
@@ -180,11 +192,11 @@ func (c *retainedClock) settled(topic string, stamp int64) {
 	}
 }
 
-// applyRemote reports whether a peer's retained write is newer than what
+// ApplyRemote reports whether a peer's retained write is newer than what
 // the local broker holds, and records it if so. Unstamped writes are
 // applied: nothing to compare. dup reports the very write the broker holds
 // already (several peers answered a digest): it must not be delivered again.
-func (c *retainedClock) applyRemote(m *message.Message, now time.Time) (apply, dup bool) {
+func (c *Store) ApplyRemote(m *message.Message, now time.Time) (apply, dup bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pruneLocked(now)
@@ -207,32 +219,32 @@ func (c *retainedClock) applyRemote(m *message.Message, now time.Time) (apply, d
 	return true, false
 }
 
-// learnScanned records a retained message found in the broker by the scan
+// LearnScanned records a retained message found in the broker by the scan
 // at connect, unless the agent already knows a version of that topic.
-func (c *retainedClock) learnScanned(m *message.Message) {
+func (c *Store) LearnScanned(m *message.Message) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.held[m.Topic]; !ok {
-		c.noteLocked(m, newEntry(m, scannedStamp))
+		c.noteLocked(m, newEntry(m, ScannedStamp))
 	}
 }
 
-// digest lists what the broker holds, deletions included (they must beat
+// Digest lists what the broker holds, deletions included (they must beat
 // older values elsewhere).
-func (c *retainedClock) digest() []cluster.DigestEntry {
+func (c *Store) Digest() []DigestEntry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]cluster.DigestEntry, 0, len(c.held))
+	out := make([]DigestEntry, 0, len(c.held))
 	for t, e := range c.held {
-		out = append(out, cluster.DigestEntry{Topic: t, Stamp: e.stamp, Hash: e.hash})
+		out = append(out, DigestEntry{Topic: t, Stamp: e.stamp, Hash: e.hash})
 	}
 	return out
 }
 
-// missingAt returns the retained messages a peer with this digest lacks or
-// holds an older version of — and nothing it already has.
-func (c *retainedClock) missingAt(peer []cluster.DigestEntry) []message.Message {
-	has := make(map[string]cluster.DigestEntry, len(peer))
+// MissingAt returns the retained messages a peer with this digest lacks or
+// Holds an older version of — and nothing it already has.
+func (c *Store) MissingAt(peer []DigestEntry) []message.Message {
+	has := make(map[string]DigestEntry, len(peer))
 	for _, e := range peer {
 		has[e.Topic] = e
 	}
@@ -257,7 +269,7 @@ func (c *retainedClock) missingAt(peer []cluster.DigestEntry) []message.Message 
 }
 
 // pruneLocked forgets deletions older than stampTTL, once a minute.
-func (c *retainedClock) pruneLocked(now time.Time) {
+func (c *Store) pruneLocked(now time.Time) {
 	if now.Sub(c.pruned) < time.Minute {
 		return
 	}
