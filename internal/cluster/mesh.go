@@ -277,12 +277,18 @@ func (m *Mesh) Advertise(added, removed []string) {
 	if !m.interest.apply(added, removed) {
 		return
 	}
+	m.eachLink(func(l *link) { l.wakeWriter() })
+}
+
+// eachLink calls f with every peer's current link (peers whose link is
+// down are skipped).
+func (m *Mesh) eachLink(f func(*link)) {
 	for _, p := range m.peers {
 		p.mu.Lock()
 		l := p.link
 		p.mu.Unlock()
 		if l != nil {
-			l.wakeWriter()
+			f(l)
 		}
 	}
 }
@@ -294,28 +300,16 @@ func (m *Mesh) SetBrokerUp(up bool) {
 	if m.brokerDown.Swap(!up) == !up {
 		return
 	}
-	for _, p := range m.peers {
-		p.mu.Lock()
-		l := p.link
-		p.mu.Unlock()
-		if l != nil {
-			l.sendBroker.Store(true)
-			l.wakeWriter()
-		}
-	}
+	m.eachLink(func(l *link) {
+		l.sendBroker.Store(true)
+		l.wakeWriter()
+	})
 }
 
 // AnnounceClient tells every connected peer that a client connected here.
 // Peers whose link is down do not get it (it would be stale on return).
 func (m *Mesh) AnnounceClient(n ClientNote) {
-	for _, p := range m.peers {
-		p.mu.Lock()
-		l := p.link
-		p.mu.Unlock()
-		if l != nil {
-			l.announce(n)
-		}
-	}
+	m.eachLink(func(l *link) { l.announce(n) })
 }
 
 // SendDigest sends peer a DIGEST of this node's retained messages if its
