@@ -81,8 +81,13 @@ func (ld *load) received(sub string, m *paho.Publish) {
 }
 
 // addPublisher connects a publisher to addr and starts its loop: one message every
-// ld.every, a failed one retried (same number) until it is acknowledged.
+// ld.every, a failed one retried (same number) until it is acknowledged. It first waits
+// (up to 5 s) until every subscriber added so far holds its subscription: a message
+// published before that reaches no one on one broker either, and is not a loss.
 func (ld *load) addPublisher(addr, id string) {
+	for _, s := range ld.subs {
+		_, _ = s.current(5 * time.Second)
+	}
 	ld.mu.Lock()
 	ld.sent[id], ld.acked[id] = map[int]time.Time{}, map[int]bool{}
 	ld.pubIDs = append(ld.pubIDs, id)
