@@ -55,7 +55,6 @@ type shares struct {
 	inflight    inflight
 	taken       *prometheus.CounterVec
 	lastDropLog atomic.Int64 // unix nanos of the last drop logged
-	members     atomic.Int64
 	// memberships is what /status shows: every membership held, sorted.
 	memberships atomic.Pointer[[]string]
 }
@@ -90,7 +89,7 @@ func newShares(a *Agent, peers []string, slots int) *shares {
 	a.registry.MustRegister(s.taken, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_shared_memberships",
 		Help: "Shared subscription memberships the agent holds on its broker (one per group and member node elsewhere).",
-	}, func() float64 { return float64(s.members.Load()) }))
+	}, func() float64 { return float64(len(s.membershipList())) }))
 	return s
 }
 
@@ -153,16 +152,18 @@ func (s *shares) showMemberships() {
 		}
 	}
 	slices.Sort(all)
-	s.members.Store(int64(len(all)))
 	s.memberships.Store(&all)
 }
 
 func (s *shares) status(mode string) status.SharedStatus {
-	st := status.SharedStatus{Mode: mode, EchoesPending: s.echoes.Len()}
+	return status.SharedStatus{Mode: mode, EchoesPending: s.echoes.Len(), Memberships: s.membershipList()}
+}
+
+func (s *shares) membershipList() []string {
 	if m := s.memberships.Load(); m != nil {
-		st.Memberships = *m
+		return *m
 	}
-	return st
+	return nil
 }
 
 func (s *shares) reconcileSlot(ctx context.Context, slot *shareSlot, want []share.Group) error {

@@ -79,10 +79,12 @@ func TestHAProxyPlacement(t *testing.T) {
 			return true
 		}
 	}
-	if _, ok := pollFor(5*time.Second, lands(names)); !ok {
-		got, err := tryLand(addr, ids[0])
-		t.Fatalf("clients not on the first node of their bucket's order: %s got %q %v\nhaproxy: %s", ids[0], got, err, out)
-	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("haproxy: %s", out)
+		}
+	})
+	testkit.WaitFor(t, 5*time.Second, "every client on the first node of its bucket's order", lands(names))
 	ready["n2"].Close() // n2's agent stops answering /readyz
 	testkit.WaitFor(t, 5*time.Second, "n2's clients on the next node of their orders", lands([]string{"n1", "n3"}))
 }
@@ -102,18 +104,6 @@ func tryLand(addr, id string) (string, error) {
 	}
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return strings.TrimSpace(line), err
-}
-
-// pollFor polls cond until it holds or timeout passes.
-func pollFor(timeout time.Duration, cond func() bool) (time.Duration, bool) {
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			return time.Since(start), false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start), true
 }
 
 // nameServer is a TCP server that answers every connection with its name.
