@@ -56,6 +56,7 @@ type Agent struct {
 	mesh        *cluster.Mesh
 	republisher *republisher
 	shares      *shares
+	replicas    *replicas
 	takeovers   *takeovers
 	retained    *retained.Store
 	scanned     chan struct{} // closed after the first retained scan
@@ -154,6 +155,7 @@ func (a *Agent) build() error {
 		slots = len(peerNames)
 	}
 	a.shares = newShares(a, peerNames, slots)
+	a.replicas = newReplicas(a, a.cluster.NodeNames())
 	a.republisher = newRepublisher(a.log, a.metrics)
 	a.takeovers = newTakeovers()
 	a.retained = retained.NewStore()
@@ -182,6 +184,7 @@ func (a *Agent) build() error {
 		LinkState: a.linkState,
 		Client:    a.peerClient,
 		Digest:    a.peerDigest,
+		Sessions:  a.replicas.peerSessions,
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -194,6 +197,7 @@ func (a *Agent) build() error {
 		a.own[id] = true
 	}
 	a.table = interest.NewTable(a.ownIDs(), a.localInterest)
+	a.table.SetSessionHook(a.replicas.sessionsChanged)
 	for _, id := range []string{data[0], data[1], a.scanClientID(), a.logClientID()} {
 		a.table.TrackOwn(id)
 	}
@@ -321,6 +325,7 @@ func (a *Agent) peerInterest(peer string, ch cluster.InterestChange) {
 func (a *Agent) linkState(peer string, up bool) {
 	a.router.SetLink(peer, up)
 	a.shares.planner.SetLink(peer, up)
+	a.replicas.linkState(peer, up)
 	if up {
 		a.kickWG.Go(func() { a.sendDigest(peer) })
 		a.log.Info("peer link up", "peer", peer)
@@ -368,6 +373,7 @@ func (a *Agent) Run(parent context.Context) error {
 			cancel(err)
 		}
 	})
+	wg.Go(func() { a.replicas.run(ctx) })
 	stopShares, sharesDone := make(chan struct{}), make(chan struct{})
 	wg.Go(func() {
 		defer close(sharesDone)

@@ -382,15 +382,27 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 		a.onOwnOverflow(ev.ClientID)
 	}
 	if err == nil && !a.isOwnClient(ev.ClientID) {
-		if note, ok := a.takeovers.onEvent(&ev, time.Now()); ok {
-			a.mesh.AnnounceClient(note)
-		}
+		a.followClient(&ev)
 	}
 	if applyErr := a.table.ApplyParsed(m.Topic, ev, err); applyErr != nil {
 		a.metrics.logErrors.Inc()
 		a.log.Warn("broker log line not understood", "topic", m.Topic, "line", truncate(string(m.Payload)), "err", applyErr)
 	}
 	return ev, err
+}
+
+// followClient announces a client's connect line (takeovers) and tells
+// replication whose session it is. A session replica's own connection is
+// not a client's: not announced, so no takeover round elsewhere.
+func (a *Agent) followClient(ev *interest.Event) {
+	if ev.Kind == interest.Connected && a.replicas.isReplica(ev.ClientID) && a.dials.ours(ev.From) {
+		a.replicas.replicaConnected(ev.ClientID)
+		return
+	}
+	if note, ok := a.takeovers.onEvent(ev, time.Now()); ok {
+		a.mesh.AnnounceClient(note)
+		a.replicas.clientConnected(ev.ClientID)
+	}
 }
 
 func (a *Agent) isOwnClient(id string) bool {

@@ -132,9 +132,18 @@ func will(topic string, payload []byte) clientOpt {
 // connect opens a v5 client session to addr.
 func connect(t testing.TB, addr, id string, opts ...clientOpt) *client {
 	t.Helper()
+	cl, err := tryConnect(t, addr, id, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// tryConnect opens a v5 client session to addr, or says why it could not.
+func tryConnect(t testing.TB, addr, id string, opts ...clientOpt) (*client, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	cl := &client{t: t, id: id, msgs: make(chan *paho.Publish, 100000)}
 	cl.pc = paho.NewClient(paho.ClientConfig{
@@ -155,14 +164,16 @@ func connect(t testing.TB, addr, id string, opts ...clientOpt) *client {
 	defer cancel()
 	ack, err := cl.pc.Connect(ctx, cp)
 	if err != nil {
-		t.Fatalf("connect %s to %s: %v", id, addr, err)
+		_ = conn.Close()
+		return nil, fmt.Errorf("connect %s to %s: %w", id, addr, err)
 	}
 	if ack.ReasonCode != 0 {
-		t.Fatalf("connect %s: reason %d", id, ack.ReasonCode)
+		_ = conn.Close()
+		return nil, fmt.Errorf("connect %s: reason %d", id, ack.ReasonCode)
 	}
 	cl.sessionPresent = ack.SessionPresent
 	t.Cleanup(func() { cl.drop() })
-	return cl
+	return cl, nil
 }
 
 func (c *client) subscribe(filter string, qos byte) {

@@ -123,6 +123,7 @@ func (a *Agent) Status() status.Status {
 		ForwardQueue:   a.forwarder.Pending(),
 		InboundPending: a.republisher.Pending(),
 		Shared:         a.shares.status(a.cluster.SharedSubscriptions),
+		Replication:    a.replicas.status(),
 		RetainedTopics: a.retained.Count(),
 		Uptime:         time.Since(a.started).Round(time.Second).String(),
 		Runtime:        status.RuntimeStatus{GOMAXPROCS: runtime.GOMAXPROCS(0), GODEBUG: os.Getenv("GODEBUG"), SchedPolicy: threadPolicies()},

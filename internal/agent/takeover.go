@@ -107,6 +107,7 @@ func (t *takeovers) kickFailed(id string) {
 // block: the takeover runs on its own goroutine, owned by the agent's
 // WaitGroup through kickWG.
 func (a *Agent) peerClient(peer string, n cluster.ClientNote) {
+	a.replicas.peerClient(peer, n)
 	switch {
 	case a.takeovers.shouldKick(n, a.node.Name, peer):
 		a.metrics.takeovers.Inc()

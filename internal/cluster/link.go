@@ -39,15 +39,17 @@ type link struct {
 
 	notesMu sync.Mutex
 	notes   []ClientNote // CLIENT announcements waiting for the writer
-	digests []frame      // DIGEST parts waiting for the writer, in order
+	parts   []frame      // DIGEST and SESSIONS parts waiting for the writer, in order
 
 	// reader-owned interest receive state
 	recvVersion  uint64
 	haveSnapshot bool
 	awaitingSnap bool
 	// reader-owned: SNAPSHOT and DIGEST parts received so far
-	snapParts   []string
-	digestParts []DigestEntry
+	snapParts     []string
+	digestParts   []DigestEntry
+	sessionParts  []SessionNote
+	sessionsWhole bool // the SESSIONS being assembled replaces (its first part said so)
 }
 
 // maxAssembled bounds what the parts of one SNAPSHOT or DIGEST may add up
@@ -160,6 +162,8 @@ func (l *link) handle(f *frame) error {
 		l.digestParts = nil
 	case frameBroker:
 		l.peer.setBrokerState(l, f.brokerUp)
+	case frameSessions:
+		return l.handleSessions(f)
 	case frameHeartbeat:
 	}
 	return nil
@@ -173,19 +177,39 @@ func (l *link) announce(n ClientNote) {
 	l.wakeWriter()
 }
 
-// takeNotes returns the queued announcements and the next DIGEST part:
-// one part per call, so that messages go out between the parts.
+// handleSessions assembles a SESSIONS message's parts and reports it.
+func (l *link) handleSessions(f *frame) error {
+	if len(l.sessionParts)+len(f.sessions.Notes) > maxAssembled {
+		return fmt.Errorf("%w: sessions of more than %d entries", ErrProtocol, maxAssembled)
+	}
+	if len(l.sessionParts) == 0 {
+		l.sessionsWhole = f.sessions.Replace
+	}
+	l.sessionParts = append(l.sessionParts, f.sessions.Notes...)
+	if f.more {
+		return nil
+	}
+	if h := l.mesh.handlers.Sessions; h != nil {
+		h(l.peer.name, SessionChange{Replace: l.sessionsWhole, Notes: l.sessionParts})
+	}
+	l.sessionParts, l.sessionsWhole = nil, false
+	return nil
+}
+
+// takeNotes returns the queued announcements and the next DIGEST or
+// SESSIONS part: one part per call, so that messages go out between the
+// parts.
 func (l *link) takeNotes() ([]ClientNote, *frame) {
 	l.notesMu.Lock()
 	defer l.notesMu.Unlock()
 	n := l.notes
 	l.notes = nil
-	if len(l.digests) == 0 {
+	if len(l.parts) == 0 {
 		return n, nil
 	}
-	d := l.digests[0]
-	l.digests = l.digests[1:]
-	if len(l.digests) > 0 {
+	d := l.parts[0]
+	l.parts = l.parts[1:]
+	if len(l.parts) > 0 {
 		l.wakeWriter() // the next part, after what else is ready
 	}
 	return n, &d
@@ -196,9 +220,26 @@ func (l *link) sendDigest(entries []DigestEntry) {
 	l.notesMu.Lock()
 	for {
 		n := partLen(entries, func(e DigestEntry) int { return len(e.Topic) + 22 })
-		l.digests = append(l.digests, frame{typ: frameDigest, digest: entries[:n], more: n < len(entries)})
+		l.parts = append(l.parts, frame{typ: frameDigest, digest: entries[:n], more: n < len(entries)})
 		entries = entries[n:]
 		if len(entries) == 0 {
+			break
+		}
+	}
+	l.notesMu.Unlock()
+	l.wakeWriter()
+}
+
+// sendSessions queues a SESSIONS message for the writer, in parts.
+func (l *link) sendSessions(ch SessionChange) {
+	notes := ch.Notes
+	l.notesMu.Lock()
+	for {
+		n := partLen(notes, noteSize)
+		part := SessionChange{Replace: ch.Replace, Notes: notes[:n]}
+		l.parts = append(l.parts, frame{typ: frameSessions, sessions: part, more: n < len(notes)})
+		notes = notes[n:]
+		if len(notes) == 0 {
 			break
 		}
 	}
@@ -359,16 +400,16 @@ func (w *writer) writeReady() (wrote bool, err error) {
 		w.writeFrame(frameBroker, w.scratch)
 		wrote = true
 	}
-	notes, digest := l.takeNotes()
+	notes, part := l.takeNotes()
 	for _, n := range notes {
 		f := frame{typ: frameClient, client: n}
 		w.scratch = encodeFrameBody(w.scratch[:0], &f)
 		w.writeFrame(frameClient, w.scratch)
 		wrote = true
 	}
-	if digest != nil {
-		w.scratch = encodeFrameBody(w.scratch[:0], digest)
-		w.writeFrame(frameDigest, w.scratch)
+	if part != nil {
+		w.scratch = encodeFrameBody(w.scratch[:0], part)
+		w.writeFrame(part.typ, w.scratch)
 		wrote = true
 	}
 	for {

@@ -41,6 +41,10 @@ type Handlers struct {
 	// Digest reports a peer's DIGEST of its retained messages. Called from
 	// that link's reader goroutine; must not block. Optional.
 	Digest func(peer string, entries []DigestEntry)
+	// Sessions reports a peer's SESSIONS: the persistent sessions it wants
+	// replicated here. Called from that link's reader goroutine; must not
+	// block. Optional.
+	Sessions func(peer string, ch SessionChange)
 }
 
 // InterestChange is one change of a peer's advertised filters.
@@ -283,11 +287,8 @@ func (m *Mesh) Advertise(added, removed []string) {
 // eachLink calls f with every peer's current link (peers whose link is
 // down are skipped).
 func (m *Mesh) eachLink(f func(*link)) {
-	for _, p := range m.peers {
-		p.mu.Lock()
-		l := p.link
-		p.mu.Unlock()
-		if l != nil {
+	for name := range m.peers {
+		if l := m.linkOf(name); l != nil {
 			f(l)
 		}
 	}
@@ -315,17 +316,34 @@ func (m *Mesh) AnnounceClient(n ClientNote) {
 // SendDigest sends peer a DIGEST of this node's retained messages if its
 // link is up (call it from LinkState). It reports whether it was queued.
 func (m *Mesh) SendDigest(peer string, entries []DigestEntry) bool {
-	p := m.peers[peer]
-	if p == nil {
-		return false
-	}
-	p.mu.Lock()
-	l := p.link
-	p.mu.Unlock()
+	l := m.linkOf(peer)
 	if l == nil {
 		return false
 	}
 	l.sendDigest(entries)
+	return true
+}
+
+// linkOf returns peer's current link; nil when it is down or unknown.
+func (m *Mesh) linkOf(peer string) *link {
+	p := m.peers[peer]
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.link
+}
+
+// SendSessions sends peer a SESSIONS message if its link is up (call it
+// from LinkState for a Replace). It reports whether it was queued: one
+// that was not is for a later link's Replace to carry.
+func (m *Mesh) SendSessions(peer string, ch SessionChange) bool {
+	l := m.linkOf(peer)
+	if l == nil {
+		return false
+	}
+	l.sendSessions(ch)
 	return true
 }
 

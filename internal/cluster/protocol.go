@@ -116,10 +116,11 @@ const (
 	frameClient          byte = 9
 	frameDigest          byte = 10
 	frameBroker          byte = 11
+	frameSessions        byte = 12
 )
 
 const (
-	protocolVersion = 4 // 2: DELTA carries its time; 3: BROKER; 4: SNAPSHOT and DIGEST in parts
+	protocolVersion = 5 // 2: DELTA carries its time; 3: BROKER; 4: SNAPSHOT and DIGEST in parts; 5: SESSIONS
 	protocolMagic   = "MOHA"
 	maxFrameSize    = 64 << 20 // after authentication
 	maxPreAuthFrame = 1 << 10  // handshake frames
@@ -170,7 +171,8 @@ type frame struct {
 	client   ClientNote        // CLIENT
 	digest   []DigestEntry     // DIGEST
 	brokerUp bool              // BROKER
-	more     bool              // SNAPSHOT, DIGEST: another part follows
+	sessions SessionChange     // SESSIONS (one part)
+	more     bool              // SNAPSHOT, DIGEST, SESSIONS: another part follows
 }
 
 // DigestEntry is one entry of a DIGEST frame: the retained store's type.
@@ -284,6 +286,8 @@ func decodeFrame(typ byte, body []byte) (frame, error) {
 		}
 	case frameBroker:
 		f.brokerUp = d.flag("broker state")
+	case frameSessions:
+		d.sessions(&f)
 	case frameSnapshotRequest, frameHeartbeat:
 	default:
 		return frame{}, fmt.Errorf("%w: unknown frame type %d", ErrProtocol, typ)
@@ -327,6 +331,8 @@ func encodeFrameBody(dst []byte, f *frame) []byte {
 		}
 	case frameBroker:
 		dst = appendFlag(dst, f.brokerUp)
+	case frameSessions:
+		dst = appendSessions(dst, f)
 	case frameClient:
 		dst = appendString(dst, f.client.ID)
 		var flags byte

@@ -53,6 +53,13 @@ func sampleFrames() []frame {
 		{typ: frameDigest, more: true, digest: []DigestEntry{{Topic: "t", Stamp: 1, Hash: 2}}},
 		{typ: frameBroker, brokerUp: true},
 		{typ: frameBroker},
+		{typ: frameSessions, sessions: SessionChange{Replace: true, Notes: []SessionNote{
+			{ID: "dev 1", Online: true, Protocol: 4, Filters: []SessionFilter{{Filter: "devices/1/cmd", QoS: 2}, {Filter: "all/#"}}},
+			{ID: "dev2", Drop: true},
+			{ID: "dev3", Protocol: 5},
+		}}},
+		{typ: frameSessions, more: true, sessions: SessionChange{Notes: []SessionNote{{ID: "x", Protocol: 5}}}},
+		{typ: frameSessions},
 		{typ: framePublishBatch, firstSeq: 1, msgs: []message.Message{fullMessage(1), fullMessage(2), {Topic: "plain"}}},
 		{typ: framePublishBatch, firstSeq: 300, msgs: []message.Message{
 			{Topic: "t", Payload: []byte("only expiry"), Props: message.Properties{MessageExpiry: ptr(uint32(0))}},
@@ -119,6 +126,9 @@ func TestDecodeRejects(t *testing.T) {
 		"broker state 2":   appendFrame(nil, frameBroker, []byte{2}),
 		"digest more 2":    appendFrame(nil, frameDigest, []byte{2, 0}),
 		"broker no state":  appendFrame(nil, frameBroker, nil),
+		"sessions flags":   appendFrame(nil, frameSessions, []byte{4, 0}),
+		"note flags":       appendFrame(nil, frameSessions, []byte{0, 1, 1, 'a', 4, 5, 0}),
+		"session qos 3":    appendFrame(nil, frameSessions, []byte{0, 1, 1, 'a', 0, 5, 1, 1, 'f', 3}),
 		"truncated":        valid[:len(valid)-1],
 		"huge count":       appendFrame(nil, frameSnapshot, []byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f}),
 		"string too long":  appendFrame(nil, frameSnapshot, []byte{1, 1, 50, 'a'}),

@@ -108,9 +108,38 @@ type Cluster struct {
 	// broker sessions are up, whatever it reaches. Default: "majority" from three nodes,
 	// "none" for two, where a majority of two is both and one dead node would leave
 	// HAProxy no server at all.
-	Quorum        string        `yaml:"quorum"`
-	Nodes         []Node        `yaml:"nodes"`          // the brokers, each with its agent
-	LoadBalancers LoadBalancers `yaml:"load_balancers"` // HAProxy + keepalived in front of the nodes
+	Quorum string `yaml:"quorum"`
+	// SessionReplicas is how many other nodes keep a replica of each persistent session
+	// (MQTT 3.1.1 clean session 0, MQTT v5 clean start 0): 0, 1 or 2. A client whose node
+	// dies resumes its session, queued messages included, on the node the load balancer
+	// sends it to next (docs/SESSIONS.md). Default 1; clean sessions cost nothing.
+	SessionReplicas *int `yaml:"session_replicas,omitempty"`
+	// SessionReplicaWindow is how long a replica keeps a message its client, online on
+	// its home node, was sent there: what the client may not have received when the home
+	// dies is delivered again from the replica (duplicates up to this long at a failover).
+	SessionReplicaWindow Duration      `yaml:"session_replica_window"`
+	Nodes                []Node        `yaml:"nodes"`          // the brokers, each with its agent
+	LoadBalancers        LoadBalancers `yaml:"load_balancers"` // HAProxy + keepalived in front of the nodes
+}
+
+// NodeNames returns the nodes' names, in the file's order.
+func (c *Cluster) NodeNames() []string {
+	names := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		names[i] = n.Name
+	}
+	return names
+}
+
+// DefaultSessionReplicas is session_replicas when the file does not say.
+const DefaultSessionReplicas = 1
+
+// Replicas returns session_replicas, its default filled in.
+func (c *Cluster) Replicas() int {
+	if c.SessionReplicas == nil {
+		return DefaultSessionReplicas
+	}
+	return *c.SessionReplicas
 }
 
 // Node is one broker and the agent beside it.
@@ -201,17 +230,18 @@ func (c *Cluster) SpreadsShared() bool {
 // A zero (or absent) field in a cluster file means "use the default".
 func Default() Cluster {
 	return Cluster{
-		Name:                "moha",
-		Window:              4096,
-		BufferMessages:      100000,
-		BufferBytes:         64 << 20,
-		InterestGrace:       Duration(2 * time.Minute),
-		DataSubscription:    DataSubscriptionAll,
-		ReplayWindow:        Duration(2 * time.Second),
-		ReplayBytes:         64 << 20,
-		ReplayMargin:        Duration(50 * time.Millisecond),
-		SharedSubscriptions: SharedSpread,
-		MessageSizeLimit:    16 << 20,
+		Name:                 "moha",
+		Window:               4096,
+		BufferMessages:       100000,
+		BufferBytes:          64 << 20,
+		InterestGrace:        Duration(2 * time.Minute),
+		DataSubscription:     DataSubscriptionAll,
+		ReplayWindow:         Duration(2 * time.Second),
+		ReplayBytes:          64 << 20,
+		ReplayMargin:         Duration(50 * time.Millisecond),
+		SharedSubscriptions:  SharedSpread,
+		MessageSizeLimit:     16 << 20,
+		SessionReplicaWindow: Duration(3 * time.Second),
 		LoadBalancers: LoadBalancers{
 			Port:          1883,
 			TLSPort:       DefaultTLSPort,
@@ -241,6 +271,7 @@ func (c *Cluster) ApplyDefaults() {
 	setIfZero(&c.ReplayMargin, d.ReplayMargin)
 	setIfZero(&c.SharedSubscriptions, d.SharedSubscriptions)
 	setIfZero(&c.MessageSizeLimit, d.MessageSizeLimit)
+	setIfZero(&c.SessionReplicaWindow, d.SessionReplicaWindow)
 	lb, dlb := &c.LoadBalancers, d.LoadBalancers
 	setIfZero(&lb.Port, dlb.Port)
 	setIfZero(&lb.TLSPort, dlb.TLSPort)

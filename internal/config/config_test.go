@@ -33,19 +33,21 @@ func TestLoadFullFile(t *testing.T) {
 	}
 	tls := func(name string) string { return filepath.Join(dir, "tls", name) }
 	want := &Cluster{
-		Name:                "factory",
-		SecretFile:          filepath.Join(dir, "secret"),
-		LinkTLS:             &TLSFiles{CA: tls("ca.pem"), Cert: tls("node.pem"), Key: tls("node.key")},
-		Window:              2048,
-		BufferMessages:      50000,
-		BufferBytes:         32 << 20,
-		InterestGrace:       Duration(90 * time.Second),
-		DataSubscription:    DataSubscriptionInterest,
-		SharedSubscriptions: SharedPreferLocal,
-		ReplayWindow:        Duration(3 * time.Second),
-		ReplayBytes:         16 << 20,
-		ReplayMargin:        Duration(20 * time.Millisecond),
-		MessageSizeLimit:    8 << 20,
+		Name:                 "factory",
+		SecretFile:           filepath.Join(dir, "secret"),
+		LinkTLS:              &TLSFiles{CA: tls("ca.pem"), Cert: tls("node.pem"), Key: tls("node.key")},
+		Window:               2048,
+		BufferMessages:       50000,
+		BufferBytes:          32 << 20,
+		InterestGrace:        Duration(90 * time.Second),
+		DataSubscription:     DataSubscriptionInterest,
+		SharedSubscriptions:  SharedPreferLocal,
+		ReplayWindow:         Duration(3 * time.Second),
+		ReplayBytes:          16 << 20,
+		ReplayMargin:         Duration(20 * time.Millisecond),
+		MessageSizeLimit:     8 << 20,
+		SessionReplicas:      ptr(0),
+		SessionReplicaWindow: Duration(5 * time.Second),
 		Nodes: []Node{
 			{
 				Name: "node1",
@@ -366,3 +368,5 @@ func TestEffectiveQuorum(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

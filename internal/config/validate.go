@@ -68,6 +68,10 @@ func (c *Cluster) Validate() error {
 		p.add("shared_subscriptions", "is %q, want %q or %q", c.SharedSubscriptions, SharedSpread, SharedPreferLocal)
 	}
 	checkPositive(&p, "replay_window", int64(c.ReplayWindow))
+	if n := c.Replicas(); n < 0 || n > 2 {
+		p.add("session_replicas", "is %d, want 0, 1 or 2", n)
+	}
+	checkPositive(&p, "session_replica_window", int64(c.SessionReplicaWindow))
 	checkPositive(&p, "replay_bytes", int64(c.ReplayBytes))
 	checkPositive(&p, "replay_margin", int64(c.ReplayMargin))
 	checkPositive(&p, "message_size_limit", int64(c.MessageSizeLimit))

@@ -88,6 +88,8 @@ func TestValidationMessages(t *testing.T) {
 		{"client tls port", func(c *Cluster) { allTLS(c).Nodes[0].ClientTLS.Port = 70000 }, "nodes[0].client_tls.port", "1..65535"},
 		{"client tls on the mqtt port", func(c *Cluster) { allTLS(c).LoadBalancers.TLSPort = c.LoadBalancers.Port }, "load_balancers.tls_port", "the same as load_balancers.port"},
 		{"replay window", func(c *Cluster) { c.ReplayWindow = Duration(-time.Second) }, "replay_window", "positive"},
+		{"session replicas", func(c *Cluster) { c.SessionReplicas = ptr(3) }, "session_replicas", "want 0, 1 or 2"},
+		{"session replica window", func(c *Cluster) { c.SessionReplicaWindow = Duration(-time.Second) }, "session_replica_window", "positive"},
 		{"replay bytes", func(c *Cluster) { c.ReplayBytes = -1 }, "replay_bytes", "positive"},
 		{"replay margin", func(c *Cluster) { c.ReplayMargin = Duration(-time.Millisecond) }, "replay_margin", "positive"},
 		{"message size limit", func(c *Cluster) { c.MessageSizeLimit = 64 << 20 }, "message_size_limit", "at most"},

@@ -291,7 +291,7 @@ func parseError(text string) (Event, error) {
 func parseSubscribe(text string) (Event, error) {
 	for i := 1; i < len(text); i++ {
 		if text[i] == ' ' {
-			if _, ok := cutQoS(text[i+1:]); ok {
+			if _, _, ok := cutQoS(text[i+1:]); ok {
 				return Event{Kind: Subscribed, Rest: text}, nil
 			}
 		}
@@ -308,13 +308,18 @@ func parseUnsubscribe(text string) (Event, error) {
 	return Event{}, malformed("unsubscribe", text)
 }
 
-// cutQoS splits "<digits> <filter>" and returns a non-empty filter.
-func cutQoS(s string) (string, bool) {
+// cutQoS splits "<digits> <filter>" and returns a non-empty filter and the
+// QoS (a value over 2 is read as 2: the broker grants at most 2).
+func cutQoS(s string) (string, byte, bool) {
 	i := digits(s)
 	if i == 0 || i+1 >= len(s) || s[i] != ' ' {
-		return "", false
+		return "", 0, false
 	}
-	return s[i+1:], true
+	qos := byte(2)
+	if i == 1 && s[0] < '2' {
+		qos = s[0] - '0'
+	}
+	return s[i+1:], qos, true
 }
 
 func malformed(what, text string) error {

@@ -90,7 +90,7 @@ func (t *Table) connected(ev Event) {
 	}
 	s := t.sessions[ev.ClientID]
 	if s == nil {
-		s = &session{filters: make(map[string]struct{})}
+		s = &session{id: ev.ClientID, filters: make(map[string]byte)}
 		t.sessions[ev.ClientID] = s
 	}
 	if ev.Clean {
@@ -99,6 +99,7 @@ func (t *Table) connected(ev Event) {
 	}
 	s.protocol, s.clean, s.connected, s.suspect = ev.Protocol, ev.Clean, true, false
 	s.ephemeral = ev.EndsWithConnection
+	t.touch(ev.ClientID)
 }
 
 // disconnected: an MQTT 3.1.1 clean session ends with its connection; any
@@ -123,6 +124,7 @@ func (t *Table) disconnected(id string) {
 		return
 	}
 	s.connected = false
+	t.touch(id)
 }
 
 // subscription resolves a subscribe ("<id> <qos> <filter>") or unsubscribe
@@ -132,7 +134,7 @@ func (t *Table) subscription(rest string, subscribe bool) error {
 	if subscribe {
 		what = "subscribe"
 	}
-	id, filter, n := t.resolve(rest, subscribe)
+	id, filter, qos, n := t.resolve(rest, subscribe)
 	switch {
 	case n == 0:
 		t.unknownClients++
@@ -154,30 +156,31 @@ func (t *Table) subscription(rest string, subscribe bool) error {
 	}
 	s := t.sessions[id]
 	if subscribe {
-		t.addFilter(s, filter)
+		t.addFilter(s, filter, qos)
 	} else {
 		t.removeFilter(s, filter)
 	}
 	return nil
 }
 
-// resolve returns the id and filter of the only way to split rest at a
-// known id (self ids included), and the number of ways. With qos the id is
-// followed by " <digits> ", otherwise by " "; the filter is never empty.
-func (t *Table) resolve(rest string, qos bool) (id, filter string, n int) {
+// resolve returns the id, filter and QoS of the only way to split rest at
+// a known id (self ids included), and the number of ways. With withQoS the
+// id is followed by " <digits> ", otherwise by " "; the filter is never
+// empty.
+func (t *Table) resolve(rest string, withQoS bool) (id, filter string, qos byte, n int) {
 	for i := 1; i < len(rest)-1; i++ {
 		if rest[i] != ' ' || !t.known(rest[:i]) {
 			continue
 		}
-		f, ok := rest[i+1:], true
-		if qos {
-			f, ok = cutQoS(f)
+		f, q, ok := rest[i+1:], byte(0), true
+		if withQoS {
+			f, q, ok = cutQoS(f)
 		}
 		if ok {
-			id, filter, n = rest[:i], f, n+1
+			id, filter, qos, n = rest[:i], f, q, n+1
 		}
 	}
-	return id, filter, n
+	return id, filter, qos, n
 }
 
 func (t *Table) known(id string) bool {
@@ -196,6 +199,14 @@ func (t *Table) dropSession(id string) {
 	if s := t.sessions[id]; s != nil {
 		t.clearFilters(s)
 		delete(t.sessions, id)
+		t.touch(id)
+	}
+}
+
+// touch notes a session whose state changed, for the session hook.
+func (t *Table) touch(id string) {
+	if t.onSession != nil {
+		t.touched[id] = struct{}{}
 	}
 }
 
@@ -206,12 +217,14 @@ func (t *Table) clearFilters(s *session) {
 }
 
 // addFilter adds filter to the session's set; subscribing twice to the same
-// filter is one subscription, as in the broker.
-func (t *Table) addFilter(s *session, filter string) {
+// filter is one subscription, as in the broker (with the later QoS).
+func (t *Table) addFilter(s *session, filter string, qos byte) {
+	t.touch(s.id)
 	if _, ok := s.filters[filter]; ok {
+		s.filters[filter] = qos
 		return
 	}
-	s.filters[filter] = struct{}{}
+	s.filters[filter] = qos
 	t.subscriptions++
 	if !isShared(filter) {
 		t.nonShared++
@@ -226,6 +239,7 @@ func (t *Table) removeFilter(s *session, filter string) {
 		return
 	}
 	delete(s.filters, filter)
+	t.touch(s.id)
 	t.subscriptions--
 	if !isShared(filter) {
 		t.nonShared--

@@ -25,9 +25,10 @@ const everything = "#"
 
 // session is what the table knows of one broker session.
 type session struct {
-	filters  map[string]struct{} // as subscribed; shared ones as "$share/g/f"
-	protocol int                 // MQTT protocol level of the last connect
-	clean    bool                // clean start on the last connect
+	id       string
+	filters  map[string]byte // as subscribed (shared ones as "$share/g/f") -> QoS
+	protocol int             // MQTT protocol level of the last connect
+	clean    bool            // clean start on the last connect
 	// ephemeral: the caller knows the session ends with its connection
 	// (Event.EndsWithConnection).
 	ephemeral bool
@@ -72,6 +73,10 @@ type Table struct {
 	mu           sync.RWMutex
 	self         map[string]struct{}
 	onChange     func(added, removed []string)
+	// onSession, if set, is called after a write with the ids of the
+	// sessions it changed (SetSessionHook); touched collects them.
+	onSession func(ids []string)
+	touched   map[string]struct{}
 
 	sessions map[string]*session
 	// refs counts, per advertised filter, the session filters that map to
@@ -127,6 +132,7 @@ func NewTable(self []string, onChange func(added, removed []string)) *Table {
 		tracked:  make(map[string]map[string]struct{}),
 		ending:   make(map[string]bool),
 		counted:  make(map[string]bool),
+		touched:  make(map[string]struct{}),
 		degraded: true,
 		reason:   StartupReason,
 	}
@@ -572,13 +578,106 @@ func (t *Table) update(write func() error) error {
 	t.mu.Lock()
 	err := write()
 	added, removed := t.takeDelta()
+	touched := t.takeTouched()
 	t.mu.Unlock()
 	if t.onChange != nil && (len(added) > 0 || len(removed) > 0) {
 		t.onChange(added, removed)
 	}
+	if len(touched) > 0 {
+		t.onSession(touched)
+	}
 	return err
+}
+
+func (t *Table) takeTouched() []string {
+	if len(t.touched) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(t.touched))
+	for id := range t.touched {
+		ids = append(ids, id)
+	}
+	clear(t.touched)
+	slices.Sort(ids)
+	return ids
 }
 
 func topicWhat(topic string) string {
 	return strings.TrimPrefix(topic, "$SYS/broker/log/M/")
+}
+
+// SessionInfo is what the table knows of one client's session.
+type SessionInfo struct {
+	ID        string
+	Protocol  int  // MQTT protocol level of the last connect (4: 3.1.1, 5: v5)
+	Clean     bool // clean start on the last connect
+	Connected bool
+	Filters   []Filter // sorted by filter
+}
+
+// Filter is one subscription of a session.
+type Filter struct {
+	Filter string
+	QoS    byte
+}
+
+// Persistent reports a session that outlives its connection for certain:
+// connected with clean start off (MQTT 3.1.1 clean session 0, or MQTT v5
+// clean start 0 — whose expiry the log does not show).
+func (s SessionInfo) Persistent() bool { return !s.Clean }
+
+// SetSessionHook makes the table call f after each write with the sorted
+// ids of the sessions it changed (connected, disconnected, subscribed,
+// unsubscribed, ended); Session then tells their state. f runs outside the
+// state lock, after onChange, under the same rules as onChange. Set it
+// before the first write.
+func (t *Table) SetSessionHook(f func(ids []string)) {
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	t.onSession = f
+}
+
+// Session returns what the table knows of id's session; false when it
+// knows none (or id is one of the agent's own).
+func (t *Table) Session(id string) (SessionInfo, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s, ok := t.sessions[id]
+	if !ok {
+		return SessionInfo{}, false
+	}
+	return s.info(), true
+}
+
+// Persistent reports whether the table knows a session of id that
+// SessionInfo.Persistent reports (without copying its filters).
+func (t *Table) Persistent(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	s, ok := t.sessions[id]
+	return ok && !s.clean
+}
+
+// PersistentSessions returns every session Persistent reports, sorted by id.
+func (t *Table) PersistentSessions() []SessionInfo {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var out []SessionInfo
+	for _, s := range t.sessions {
+		if !s.clean {
+			out = append(out, s.info())
+		}
+	}
+	slices.SortFunc(out, func(a, b SessionInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+func (s *session) info() SessionInfo {
+	in := SessionInfo{ID: s.id, Protocol: s.protocol, Clean: s.clean, Connected: s.connected,
+		Filters: make([]Filter, 0, len(s.filters))}
+	for f, q := range s.filters {
+		in.Filters = append(in.Filters, Filter{Filter: f, QoS: q})
+	}
+	slices.SortFunc(in.Filters, func(a, b Filter) int { return strings.Compare(a.Filter, b.Filter) })
+	return in
 }

@@ -170,10 +170,7 @@ func writeBackend(w *writer, servers, rules []string) {
 // bucketRules lists, per bucket, its nodes in placement order: HAProxy
 // skips a rule whose server is down and takes the next.
 func bucketRules(c *config.Cluster) []string {
-	names := make([]string, len(c.Nodes))
-	for i, n := range c.Nodes {
-		names[i] = n.Name
-	}
+	names := c.NodeNames()
 	rules := make([]string, 0, placement.Buckets*len(names))
 	for b := range placement.Buckets {
 		for _, n := range placement.Order(b, names) {

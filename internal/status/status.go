@@ -25,12 +25,21 @@ type Status struct {
 	ForwardQueue   int            `json:"forward_queue"`
 	InboundPending int            `json:"inbound_pending"`
 	Shared         SharedStatus   `json:"shared_subscriptions"`
+	Replication    Replication    `json:"session_replication"`
 	RetainedTopics int            `json:"retained_topics"` // topics the broker holds a retained message on, as the agent knows
 	Uptime         string         `json:"uptime"`
 	Runtime        RuntimeStatus  `json:"runtime"`
 }
 
 // SharedStatus shows how shared subscription groups are spread.
+// Replication is what the agent does for persistent sessions surviving
+// the loss of their node (docs/SESSIONS.md).
+type Replication struct {
+	Replicas   int `json:"replicas"`   // session_replicas: how many other nodes keep each session
+	Replicated int `json:"replicated"` // persistent sessions held here whose replicas peers keep
+	Kept       int `json:"kept"`       // replicas kept here for sessions held on other nodes
+}
+
 type SharedStatus struct {
 	Mode string `json:"mode"` // spread or prefer_local
 	// Memberships are the groups the agent's own share sessions are members
