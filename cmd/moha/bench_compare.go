@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moha-project/moha/internal/bench"
+	"github.com/moha-project/moha/internal/config"
 )
 
 func newBenchCompareCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -18,7 +19,7 @@ func newBenchCompareCommand(stdout, stderr io.Writer) *cobra.Command {
 		dir               string
 		setups, agentArgs []string
 		asJSON, quiet     bool
-		rounds            int
+		rounds, replicas  int
 	)
 	cmd := &cobra.Command{
 		Use:   "compare [--scenario seed|fanout|fanin|wildcard|local] [--setups single,bridge,moha]",
@@ -68,10 +69,14 @@ listed under it. Progress goes to stderr, the table (or --json) to stdout.`,
 			if err != nil {
 				return fmt.Errorf("find own binary for the agents: %w", err)
 			}
-			res, err := bench.Compare(cmd.Context(), bench.CompareOptions{
+			copt := bench.CompareOptions{
 				Bench: o, Setups: splitList(setups), AgentBinary: self, AgentArgs: agentArgs,
 				Dir: dir, Progress: stderr, Rounds: rounds,
-			})
+			}
+			if cmd.Flags().Changed("session-replicas") {
+				copt.SessionReplicas = &replicas
+			}
+			res, err := bench.Compare(cmd.Context(), copt)
 			if res != nil && len(res.Rows) > 0 {
 				if werr := writeCompare(stdout, res, asJSON); werr != nil && err == nil {
 					err = werr
@@ -83,6 +88,7 @@ listed under it. Progress goes to stderr, the table (or --json) to stdout.`,
 	f := cmd.Flags()
 	wf.register(f)
 	f.StringSliceVar(&setups, "setups", nil, "setups to run, in order (default single,bridge,moha)")
+	f.IntVar(&replicas, "session-replicas", config.DefaultSessionReplicas, "moha setup: session_replicas (0 or 1 with two nodes): replicas of each persistent session (see --persistent)")
 	f.IntVar(&rounds, "rounds", 1, "run the setups this many times, interleaved, and show the round with the median moha/bridge delivered rate, listing every round's ratios (a noisy machine moves single runs by ±10 %)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no per-second progress line (setup phases are still shown)")

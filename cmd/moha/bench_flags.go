@@ -17,6 +17,7 @@ type workloadFlags struct {
 	size, pipeline, qos               int
 	topic                             string
 	timeout                           time.Duration
+	persistent                        bool
 }
 
 func (w *workloadFlags) register(f *pflag.FlagSet) {
@@ -29,6 +30,7 @@ func (w *workloadFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&w.pipeline, "pipeline", 0, "messages each publisher keeps in flight (1: wait for each)")
 	f.StringVar(&w.topic, "topic", "", "seed: the topic publishers use (a smaller seed needs test_1/<subscribers-1>)")
 	f.DurationVar(&w.timeout, "timeout", 0, "how long to wait for deliveries after the last publish")
+	f.BoolVar(&w.persistent, "persistent", false, "subscribers keep persistent sessions (clean start 0, session expiry 1 h): with moha, each is replicated to the other node (session_replicas)")
 }
 
 // options returns the scenario's defaults with the flags given on top.
@@ -51,6 +53,7 @@ func (w *workloadFlags) options(cmd *cobra.Command) (bench.Options, error) {
 	if w.timeout > 0 {
 		o.Timeout = w.timeout
 	}
+	o.Persistent = w.persistent
 	return o, nil
 }
 

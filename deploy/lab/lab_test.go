@@ -84,6 +84,8 @@ func TestLab(t *testing.T) {
 	t.Run("LBFailover", l.drillLBFailover)
 	t.Run("BrokerKill", l.drillBrokerKill)
 	t.Run("AgentKill", l.drillAgentKill)
+	t.Run("SessionKill", l.drillSessionKill)
+	t.Run("SessionLinkCut", l.drillSessionLinkCut)
 	t.Run("Partition", l.drillPartition)
 	t.Run("RollingRestart", l.drillRollingRestart)
 	t.Run("StuckPeer", l.drillStuckPeer)

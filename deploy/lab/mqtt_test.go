@@ -222,7 +222,9 @@ func (l *lab) watch(p *placement, node string) {
 	}
 	p.watchers[node] = l.startClient(nodeIPs[node]+":1883", "lab-watch-"+node, 0, []string{"$SYS/broker/log/N"}, func(m *paho.Publish) {
 		sm := connectRE.FindStringSubmatch(string(m.Payload))
-		if sm == nil || strings.HasPrefix(sm[2], "lab-watch-") {
+		// The node's own address: its agent's connections (a session replica
+		// or a takeover uses the client's id), not the client's placement.
+		if sm == nil || strings.HasPrefix(sm[2], "lab-watch-") || sm[1] == nodeIPs[node] {
 			return
 		}
 		p.mu.Lock()

@@ -115,10 +115,15 @@ type agentStatus struct {
 	// Interest is the table's figures, shown when a drill fails.
 	Interest json.RawMessage `json:"interest"`
 	Peers    []struct {
-		Name     string   `json:"name"`
-		Up       bool     `json:"up"`
-		Interest []string `json:"interest"`
+		Name            string   `json:"name"`
+		Up              bool     `json:"up"`
+		Interest        []string `json:"interest"`
+		InterestFilters int      `json:"interest_filters"`
 	} `json:"peers"`
+	Replication struct {
+		Kept       int `json:"kept"`
+		Replicated int `json:"replicated"`
+	} `json:"session_replication"`
 }
 
 // status reads node's /status from the lab's host: not loopback for the agent, so

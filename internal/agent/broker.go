@@ -392,10 +392,13 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 }
 
 // followClient announces a client's connect line (takeovers) and tells
-// replication whose session it is. A session replica's own connection is
-// not a client's: not announced, so no takeover round elsewhere.
+// replication whose session it is. A session replica's own connection
+// (any connection from the agent's own address but a takeover's) is not a
+// client's: not announced, so no takeover round elsewhere.
 func (a *Agent) followClient(ev *interest.Event) {
-	if ev.Kind == interest.Connected && a.replicas.isReplica(ev.ClientID) && a.dials.ours(ev.From) {
+	if ev.Kind == interest.Connected && a.dials.ours(ev.From) && !a.takeovers.kickPending(ev.ClientID) {
+		// A replica's connection, or the one ending it: its line may come
+		// after the replica is gone, so the address decides, not the id.
 		a.replicas.replicaConnected(ev.ClientID)
 		return
 	}

@@ -384,3 +384,34 @@ func (s *durableSub) waitAll(t *testing.T, want []string, timeout time.Duration)
 		}
 	}
 }
+
+// TestReplicaEndKicksNoClient: a client's clean start ends its session's
+// replica on another node; the connection that ends it there is the
+// agent's own and must not be announced as the client's (it would take
+// the client's new connection over).
+func TestReplicaEndKicksNoClient(t *testing.T) {
+	c := startCluster(t, 3)
+	for i := range 5 {
+		id := "ending-" + strconv.Itoa(i)
+		cl := connect(t, addr(c, "node1"), id, persistent(3600))
+		cl.subscribe("ending/"+id, 1)
+		waitFor(t, 10*time.Second, id+"'s replica", func() bool { return keptReplicas(c) == 1 })
+		cl.disconnect()
+		again := connect(t, addr(c, "node1"), id) // clean start: the session and its replica end
+		waitFor(t, 10*time.Second, id+"'s replica to end", func() bool { return keptReplicas(c) == 0 })
+		select {
+		case <-again.pc.Done():
+			t.Fatalf("%s: the client's clean-start connection was closed: ending its replica took it over", id)
+		case <-time.After(time.Second): // the replica's end has been logged and applied by then
+		}
+		again.disconnect()
+	}
+}
+
+func keptReplicas(c *launch.Cluster) int {
+	n := 0
+	for _, node := range c.Config.Nodes {
+		n += c.Agent(node.Name).Status().Replication.Kept
+	}
+	return n
+}

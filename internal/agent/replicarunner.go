@@ -22,7 +22,7 @@ const (
 )
 
 // replicaRunner keeps one replica on the local broker: a connection with
-// the client's id (clean start off), its filters subscribed, and every
+// the client's id, its filters subscribed, and every
 // QoS 1/2 message it is sent held unacknowledged — the broker keeps those
 // in the session and sends them again to the client that takes it over —
 // until replica.Release lets it go. Its goroutine owns the connection.
@@ -141,7 +141,11 @@ func (rn *replicaRunner) pause(ctx context.Context, d time.Duration) bool {
 
 func (rn *replicaRunner) connect(ctx context.Context) (*session.Session, error) {
 	cfg := rn.r.a.sessionConfig(rn.id)
-	cfg.CleanStart = false
+	// Clean start: Mosquitto 2.0.11 does not save a session created with
+	// clean start across a restart, so a replica never outlives its broker's
+	// run as an orphan no agent knows; a client taking it over (clean start
+	// 0) makes it a saved session.
+	cfg.CleanStart = true
 	cfg.SessionExpiry = keptSessionExpiry
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -133,13 +133,17 @@ func (r *replicas) peerSessions(peer string, ch cluster.SessionChange) {
 	r.inbox.put(func() { r.apply(r.filterHeld(peer, r.keeper.Apply(peer, ch))) })
 }
 
-// peerClient: the client connected at peer. A session held here is not
-// any more (its new node announces it; with clean start the takeover ends
-// it here).
-func (r *replicas) peerClient(peer string, n cluster.ClientNote) {
-	r.byClient.Store(n.ID, false)
+// peerClient: the client connected at peer. With moved, a session held
+// here is not any more (its new node announces it; with clean start the
+// takeover ends it here).
+func (r *replicas) peerClient(peer string, n cluster.ClientNote, moved bool) {
+	if moved {
+		r.byClient.Store(n.ID, false)
+	}
 	r.inbox.put(func() {
-		r.send(r.announcer.Update(cluster.SessionNote{ID: n.ID}, false))
+		if moved {
+			r.send(r.announcer.Update(cluster.SessionNote{ID: n.ID}, false))
+		}
 		r.apply(r.keeper.ClientAt(peer, n.ID, n.Clean, time.Now()))
 	})
 }
@@ -292,16 +296,18 @@ func (r *replicas) apply(actions []replica.Action) {
 			r.ids.Store(act.ID, rn)
 			r.runners[act.ID] = rn
 			r.started.Inc()
+			r.a.log.Debug("keeping a session replica", "client", act.ID, "holder", act.Holder)
 		case replica.Update:
 			if rn := r.runners[act.ID]; rn != nil {
 				rn.update(act.Note, act.Holder, r.holderUp[act.Holder])
 			}
 		case replica.End:
 			if rn := r.runners[act.ID]; rn != nil {
-				rn.end() // its connect lines stay the agent's until it ended the session
+				rn.end()
 				delete(r.runners, act.ID)
 			}
 			r.ended.Inc()
+			r.a.log.Debug("session replica ended", "client", act.ID)
 		}
 	}
 	r.kept.Store(int64(r.keeper.Len()))

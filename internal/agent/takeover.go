@@ -94,6 +94,22 @@ func (t *takeovers) shouldEnd(n cluster.ClientNote, offline bool) bool {
 	return true
 }
 
+// kickPending reports whether the agent is taking id over: its next connect
+// line is the takeover's.
+func (t *takeovers) kickPending(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.kicking[id]) > 0
+}
+
+// connectedHere reports whether a client is connected here with id.
+func (t *takeovers) connectedHere(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.local[id]
+	return ok
+}
+
 // kickFailed undoes shouldKick's bookkeeping when no connection was made.
 func (t *takeovers) kickFailed(id string) {
 	t.mu.Lock()
@@ -107,16 +123,21 @@ func (t *takeovers) kickFailed(id string) {
 // block: the takeover runs on its own goroutine, owned by the agent's
 // WaitGroup through kickWG.
 func (a *Agent) peerClient(peer string, n cluster.ClientNote) {
-	a.replicas.peerClient(peer, n)
+	var kick bool
 	switch {
 	case a.takeovers.shouldKick(n, a.node.Name, peer):
 		a.metrics.takeovers.Inc()
+		kick = true
 	case a.takeovers.shouldEnd(n, a.table.Offline(n.ID)):
 		a.metrics.endedSessions.Inc()
-	default:
-		return
+		kick = true
 	}
-	a.kickWG.Go(func() { a.kick(peer, n) })
+	// Unless the client's connection here is the newer one (the peer's goes),
+	// its session now lives at peer.
+	a.replicas.peerClient(peer, n, !a.takeovers.connectedHere(n.ID))
+	if kick {
+		a.kickWG.Go(func() { a.kick(peer, n) })
+	}
 }
 
 // kick closes the local connection of n.ID by connecting with the same id

@@ -142,7 +142,7 @@ func waitBridge(ctx context.Context, a, b string, timeout time.Duration) error {
 func probe(ctx context.Context, id, from, to string) error {
 	topic := "moha-bench/probe/" + id
 	arrived := make(chan struct{}, 1)
-	sub, err := connectSubscriber(ctx, endpoint{ClientID: id + "-s", Address: to, Topic: topic}, 1,
+	sub, err := connectSubscriber(ctx, endpoint{ClientID: id + "-s", Address: to, Topic: topic}, 1, false,
 		func([]byte) {
 			select {
 			case arrived <- struct{}{}:

@@ -66,24 +66,31 @@ func connectClient(ctx context.Context, ep endpoint, cfg paho.ClientConfig, rece
 // with it the load generator used more than half of the machine's CPU in
 // 'moha bench compare', leaving less for the brokers it measures
 // (docs/BENCHMARKS.md, round 5).
-func dialSession(ctx context.Context, ep endpoint, receiveMax uint16, h session.Handler) (*session.Session, error) {
-	s, err := session.Dial(ctx, session.Config{
+func dialSession(ctx context.Context, ep endpoint, receiveMax uint16, persistent bool, h session.Handler) (*session.Session, error) {
+	cfg := session.Config{
 		Addr: ep.Address, ClientID: ep.ClientID, CleanStart: true, KeepAlive: keepAlive,
 		ReceiveMaximum: receiveMax, ConnectTimeout: dialTimeout, Logger: quietLogger,
-	}, h)
+	}
+	if persistent {
+		cfg.CleanStart, cfg.SessionExpiry = false, persistentExpiry
+	}
+	s, err := session.Dial(ctx, cfg, h)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s to %s: %w", ep.ClientID, ep.Address, err)
 	}
 	return s, nil
 }
 
+// persistentExpiry is the session expiry of --persistent subscribers.
+const persistentExpiry = 3600
+
 // quietLogger drops the sessions' own logs: the run reports what matters.
 var quietLogger = slog.New(slog.DiscardHandler)
 
 // connectSubscriber connects ep and subscribes its filter, waiting for the
 // SUBACK; every payload received goes to onPayload, on the session's reader.
-func connectSubscriber(ctx context.Context, ep endpoint, qos byte, onPayload func([]byte)) (*session.Session, error) {
-	s, err := dialSession(ctx, ep, subscriberReceiveMaximum, func(d *session.Delivery) {
+func connectSubscriber(ctx context.Context, ep endpoint, qos byte, persistent bool, onPayload func([]byte)) (*session.Session, error) {
+	s, err := dialSession(ctx, ep, subscriberReceiveMaximum, persistent, func(d *session.Delivery) {
 		onPayload(d.Message.Payload)
 		d.Ack()
 	})
@@ -137,7 +144,7 @@ type publisher struct {
 }
 
 func connectPublisher(ctx context.Context, index int, ep endpoint, window int) (*publisher, error) {
-	s, err := dialSession(ctx, ep, publisherReceiveMaximum, func(d *session.Delivery) { d.Ack() })
+	s, err := dialSession(ctx, ep, publisherReceiveMaximum, false, func(d *session.Delivery) { d.Ack() })
 	if err != nil {
 		return nil, err
 	}

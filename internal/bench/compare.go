@@ -55,6 +55,8 @@ type CompareOptions struct {
 	AgentBinary string
 	// AgentArgs are extra arguments for every agent (e.g. "--pprof").
 	AgentArgs []string
+	// SessionReplicas, when set, is the moha setup's session_replicas.
+	SessionReplicas *int
 	// Dir holds configs and logs; empty means a temporary directory that
 	// is removed afterwards unless a setup failed.
 	Dir string
@@ -543,6 +545,9 @@ func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, e
 		AgentBinary: o.AgentBinary, AgentArgs: agentArgs,
 		Logger: slog.New(slog.DiscardHandler),
 		Configure: func(c *config.Cluster) {
+			if o.SessionReplicas != nil {
+				c.SessionReplicas = o.SessionReplicas
+			}
 			dialer, listener := &c.Nodes[0], &c.Nodes[1]
 			real := listener.Cluster // distinct from every other planned port
 			s.relay, relayErr = NewRelay("127.0.0.1:0", real)
@@ -781,8 +786,12 @@ func (c *CompareResult) WriteTable(w io.Writer) error {
 	first := c.Rows[0].Result
 	moha, bridge := c.row(SetupMoha), c.row(SetupBridge)
 	var b strings.Builder
-	fmt.Fprintf(&b, "scenario %s: %d publishers x %d messages x %d B, %d subscribers, QoS %d, pipeline %d\n\n",
-		c.Scenario, first.Publishers, first.Messages, first.Size, first.Subscribers, first.QoS, first.Pipeline)
+	sessions := "clean"
+	if first.Persistent {
+		sessions = "persistent"
+	}
+	fmt.Fprintf(&b, "scenario %s: %d publishers x %d messages x %d B, %d subscribers (%s sessions), QoS %d, pipeline %d\n\n",
+		c.Scenario, first.Publishers, first.Messages, first.Size, first.Subscribers, sessions, first.QoS, first.Pipeline)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	header := []string{""}
 	for _, r := range c.Rows {

@@ -265,7 +265,7 @@ func TestCompareTable(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"scenario seed: 20 publishers x 3000 messages x 100 B, 500 subscribers, QoS 1, pipeline 1",
+		"scenario seed: 20 publishers x 3000 messages x 100 B, 500 subscribers (clean sessions), QoS 1, pipeline 1",
 		"single", "bridge", "moha/bridge", "60000 / 60000", "1.25x", "10,000,000", "4,000,000", "0.40x", "10.0",
 		"agent CPU per fwd msg, publishing (µs) ⁵", "8.5",
 	} {

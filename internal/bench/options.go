@@ -66,6 +66,9 @@ type Options struct {
 	// Topic is the publish topic (seed) or the topic base of the scenario;
 	// the package doc says how each scenario uses it.
 	Topic string
+	// Persistent makes every subscriber keep a persistent session (clean
+	// start 0, session expiry one hour) instead of a clean one.
+	Persistent bool
 	// Pipeline is the number of messages in flight per publisher; 1 waits
 	// for each acknowledgement before the next publish.
 	Pipeline int

@@ -17,6 +17,7 @@ type Result struct {
 	Size        int    `json:"size"`
 	QoS         byte   `json:"qos"`
 	Pipeline    int    `json:"pipeline"`
+	Persistent  bool   `json:"persistent"` // subscribers kept persistent sessions
 
 	Published     int64 `json:"published"` // acknowledged by the broker (QoS 0: written)
 	PublishErrors int64 `json:"publish_errors"`
@@ -56,7 +57,7 @@ func (r *runner) result() *Result {
 	sum := r.tally.summary()
 	res := &Result{
 		Scenario: o.Scenario, Publishers: o.Publishers, Subscribers: o.Subscribers,
-		Messages: o.Messages, Size: o.Size, QoS: o.QoS, Pipeline: o.Pipeline,
+		Messages: o.Messages, Size: o.Size, QoS: o.QoS, Pipeline: o.Pipeline, Persistent: o.Persistent,
 		Expected:       r.plan.Expected,
 		Delivered:      sum.Delivered,
 		CrossDelivered: sum.CrossNode,

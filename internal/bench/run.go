@@ -77,7 +77,7 @@ func (r *runner) connectSubscribers(ctx context.Context) error {
 	r.subscribers = make([]*session.Session, len(r.plan.Subscribers))
 	return forEachParallel(ctx, len(r.plan.Subscribers), func(ctx context.Context, i int) error {
 		onPayload := func(b []byte) { r.tally.record(i, b, time.Now()) }
-		c, err := connectSubscriber(ctx, r.plan.Subscribers[i], r.opts.QoS, onPayload)
+		c, err := connectSubscriber(ctx, r.plan.Subscribers[i], r.opts.QoS, r.opts.Persistent, onPayload)
 		if err != nil {
 			return err
 		}
