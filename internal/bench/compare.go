@@ -291,6 +291,11 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 		if want, err = filtersPerAddress(w); err != nil {
 			return row, err
 		}
+		if w.Persistent && o.replicas() > 0 {
+			if s.sessions, err = subscribersPerAddress(w); err != nil {
+				return row, err
+			}
+		}
 	}
 	window := &publishWindow{setup: s}
 	w.BeforePublish = func(ctx context.Context) error {
@@ -382,6 +387,26 @@ func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsec
 
 // filtersPerAddress counts the distinct filters the workload's
 // subscribers hold on each address: what each agent must advertise.
+func subscribersPerAddress(o Options) (map[string]int, error) {
+	p, err := buildPlan(o, "")
+	if err != nil {
+		return nil, err
+	}
+	counts := map[string]int{}
+	for _, s := range p.Subscribers {
+		counts[s.Address]++
+	}
+	return counts, nil
+}
+
+// replicas is the moha setup's session_replicas.
+func (o *CompareOptions) replicas() int {
+	if o.SessionReplicas != nil {
+		return *o.SessionReplicas
+	}
+	return config.DefaultSessionReplicas
+}
+
 func filtersPerAddress(o Options) (map[string]int, error) {
 	p, err := buildPlan(o, "")
 	if err != nil {
@@ -411,7 +436,12 @@ type setup struct {
 	// waitInterest, for moha, waits until each agent advertises want[its
 	// broker address] filters to its peer.
 	waitInterest func(ctx context.Context, want map[string]int, timeout time.Duration) error
-	closers      []func() // run in reverse order
+	// sessions, for moha with persistent subscribers and session replicas,
+	// is the number of subscribers per broker address: each node must have
+	// announced that many sessions (their replicas add their filters to
+	// the other node's interest).
+	sessions map[string]int
+	closers  []func() // run in reverse order
 }
 
 // mohaNode is what the moha setup needs of a node.
@@ -635,8 +665,21 @@ func (s *setup) unsettled(ctx context.Context, n mohaNode, want map[string]int, 
 		if !p.Up {
 			return fmt.Sprintf("%s: link to %s down", n.name, p.Name)
 		}
-		if w := want[brokerOf[p.Name]]; want != nil && p.InterestFilters != w {
+		w := want[brokerOf[p.Name]]
+		if want != nil && (p.InterestFilters < w || p.InterestFilters != w && s.sessions == nil) {
 			return fmt.Sprintf("%s sees %d filters of %s, want %d", n.name, p.InterestFilters, p.Name, w)
+		}
+	}
+	if want != nil && s.sessions != nil {
+		others := 0
+		for addr, k := range s.sessions {
+			if addr != n.broker {
+				others += k
+			}
+		}
+		if st.Replication.Replicated != s.sessions[n.broker] || st.Replication.Kept != others {
+			return fmt.Sprintf("%s replicates %d sessions and keeps %d replicas, want %d and %d",
+				n.name, st.Replication.Replicated, st.Replication.Kept, s.sessions[n.broker], others)
 		}
 	}
 	return ""
