@@ -85,7 +85,11 @@ func (l *lab) sessionNodeLoss(t *testing.T, kill bool) {
 	sl.stopPublishers()
 	if !kill {
 		l.mustIP(victim, "link", "set", "eth0", "up")
-		l.waitReady(t, victim, true, 20*time.Second)
+		// Every link back before the sessions end: a clean start made
+		// while a node is away does not reach it (docs/SESSIONS.md).
+		for _, n := range nodeNames {
+			l.waitLinked(t, n, 20*time.Second)
+		}
 	}
 	sl.settle(30 * time.Second)
 	tl := sl.tally(victim, lost, kill)
@@ -105,6 +109,30 @@ func (l *lab) sessionNodeLoss(t *testing.T, kill bool) {
 		l.watch(l.place, victim)
 	}
 	l.waitSettled(t, victim, 30*time.Second)
+	// A clean start ends a session everywhere, as on one broker: no node
+	// keeps one (or a replica) of the drill's subscribers.
+	if _, ok := pollUntil(15*time.Second, func() bool { return len(l.sessionsLeft("lab/sessions/")) == 0 }); !ok {
+		t.Errorf("sessions of the drill's subscribers left after their clean start (advertised by): %v", l.sessionsLeft("lab/sessions/"))
+	}
+}
+
+// sessionsLeft lists node:filter for every filter with prefix a node advertises.
+func (l *lab) sessionsLeft(prefix string) []string {
+	var out []string
+	for _, n := range nodeNames {
+		s, err := l.status(n)
+		if err != nil {
+			return []string{n + ": " + err.Error()}
+		}
+		for _, p := range s.Peers {
+			for _, f := range p.Interest {
+				if strings.HasPrefix(f, prefix) {
+					out = append(out, p.Name+":"+f)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // busiestNode returns the node most of ids are connected to.

@@ -381,13 +381,16 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 	if err == nil && ev.Kind == interest.QueueDropped && a.isOwnClient(ev.ClientID) {
 		a.onOwnOverflow(ev.ClientID)
 	}
+	maker := madeByNobody
 	if err == nil && !a.isOwnClient(ev.ClientID) {
-		a.followClient(&ev)
+		maker = a.followClient(&ev)
 	}
 	if applyErr := a.table.ApplyParsed(m.Topic, ev, err); applyErr != nil {
 		a.metrics.logErrors.Inc()
 		a.log.Warn("broker log line not understood", "topic", m.Topic, "line", truncate(string(m.Payload)), "err", applyErr)
 	}
+	// After the table has the session: replication reads it.
+	a.replicas.connected(ev.ClientID, maker)
 	return ev, err
 }
 
@@ -395,17 +398,21 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 // replication whose session it is. A session replica's own connection
 // (any connection from the agent's own address but a takeover's) is not a
 // client's: not announced, so no takeover round elsewhere.
-func (a *Agent) followClient(ev *interest.Event) {
-	if ev.Kind == interest.Connected && a.dials.ours(ev.From) && !a.takeovers.kickPending(ev.ClientID) {
+func (a *Agent) followClient(ev *interest.Event) sessionMaker {
+	if ev.Kind != interest.Connected {
+		a.takeovers.onEvent(ev, time.Now())
+		return madeByNobody
+	}
+	if a.dials.ours(ev.From) && !a.takeovers.kickPending(ev.ClientID) {
 		// A replica's connection, or the one ending it: its line may come
 		// after the replica is gone, so the address decides, not the id.
-		a.replicas.replicaConnected(ev.ClientID)
-		return
+		return madeByReplica
 	}
 	if note, ok := a.takeovers.onEvent(ev, time.Now()); ok {
 		a.mesh.AnnounceClient(note)
-		a.replicas.clientConnected(ev.ClientID)
+		return madeByClient
 	}
+	return madeByNobody
 }
 
 func (a *Agent) isOwnClient(id string) bool {

@@ -148,16 +148,30 @@ func (r *replicas) peerClient(peer string, n cluster.ClientNote, moved bool) {
 	})
 }
 
-// clientConnected: a client (not the agent) connected here with id.
-func (r *replicas) clientConnected(id string) {
-	r.byClient.Store(id, true)
-	if r.isReplica(id) {
-		r.inbox.put(func() { r.promote(id) })
+// sessionMaker says whose connection a connect line shows.
+type sessionMaker int
+
+const (
+	madeByNobody  sessionMaker = iota // not a connect line, or the agent's takeover
+	madeByClient                      // the client's own
+	madeByReplica                     // the agent's replica connection (or the one ending it)
+)
+
+// connected records whose connection made id's session here, once the
+// table has applied the line. A client's connection promotes a replica
+// kept for id.
+func (r *replicas) connected(id string, maker sessionMaker) {
+	switch maker {
+	case madeByClient:
+		r.byClient.Store(id, true)
+		r.sessionsChanged([]string{id}) // looked at again now that it is known as the client's
+		if r.isReplica(id) {
+			r.inbox.put(func() { r.promote(id) })
+		}
+	case madeByReplica:
+		r.byClient.Store(id, false)
 	}
 }
-
-// replicaConnected: the agent's replica connection for id connected.
-func (r *replicas) replicaConnected(id string) { r.byClient.Store(id, false) }
 
 // madeHere reports whether id's session here was made by its client.
 func (r *replicas) madeHere(id string) bool {
@@ -166,7 +180,8 @@ func (r *replicas) madeHere(id string) bool {
 }
 
 // run owns the bookkeeping until ctx ends; the runners stop with it
-// (their sessions stay on the broker: the next run takes them up again).
+// (their sessions stay on the broker until the holders' next Replace
+// starts them afresh).
 func (r *replicas) run(ctx context.Context) {
 	flush := time.NewTicker(replicaFlush)
 	defer flush.Stop()
@@ -233,6 +248,11 @@ func (r *replicas) held(id string, info interest.SessionInfo) bool {
 
 // onSessions announces the changes of sessions held here.
 func (r *replicas) onSessions(ids []string) {
+	for _, id := range ids {
+		if !r.a.table.Known(id) {
+			r.byClient.Delete(id) // the session ended: nothing to remember
+		}
+	}
 	if r.silent {
 		return // resync will tell
 	}

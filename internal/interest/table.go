@@ -649,6 +649,14 @@ func (t *Table) Session(id string) (SessionInfo, bool) {
 	return s.info(), true
 }
 
+// Known reports whether the table knows a session of id.
+func (t *Table) Known(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	_, ok := t.sessions[id]
+	return ok
+}
+
 // Persistent reports whether the table knows a session of id that
 // SessionInfo.Persistent reports (without copying its filters).
 func (t *Table) Persistent(id string) bool {
