@@ -30,6 +30,7 @@ import (
 	"github.com/moha-project/moha/internal/interest"
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/retained"
+	"github.com/moha-project/moha/internal/takeover"
 )
 
 // Options configure one agent. Cluster and Node are required.
@@ -57,7 +58,7 @@ type Agent struct {
 	republisher *republisher
 	shares      *shares
 	replicas    *replicas
-	takeovers   *takeovers
+	takeovers   *takeover.Tracker
 	retained    *retained.Store
 	scanned     chan struct{} // closed after the first retained scan
 	wantChanged chan struct{} // the data session's wanted filters may have changed (capacity 1)
@@ -157,7 +158,7 @@ func (a *Agent) build() error {
 	a.shares = newShares(a, peerNames, slots)
 	a.replicas = newReplicas(a, a.cluster.NodeNames())
 	a.republisher = newRepublisher(a.log, a.metrics)
-	a.takeovers = newTakeovers()
+	a.takeovers = takeover.New()
 	a.retained = retained.NewStore()
 	a.republisher.superseded = a.retained.Superseded
 	a.wantChanged = make(chan struct{}, 1)
@@ -327,6 +328,10 @@ func (a *Agent) linkState(peer string, up bool) {
 	a.shares.planner.SetLink(peer, up)
 	a.replicas.linkState(peer, up)
 	if up {
+		// What the peer missed while away: a clean start there ends a
+		// stale session, a move stops its replication (older ones are
+		// ignored by time).
+		a.mesh.AnnounceClientTo(peer, a.takeovers.RecentNotes())
 		a.kickWG.Go(func() { a.sendDigest(peer) })
 		a.log.Info("peer link up", "peer", peer)
 	} else {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,7 +95,7 @@ func (a *Agent) sessionConfig(clientID string) session.Config {
 		TLS:       a.brokerTLS,
 		KeepAlive: uint16(time.Duration(b.KeepAlive) / time.Second),
 		Logger:    a.log,
-		Dialed:    a.dials.note,
+		Dialed:    func(local net.Addr) { a.dials.note(local, clientID) },
 	}
 }
 
@@ -400,15 +401,15 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 // client's: not announced, so no takeover round elsewhere.
 func (a *Agent) followClient(ev *interest.Event) sessionMaker {
 	if ev.Kind != interest.Connected {
-		a.takeovers.onEvent(ev, time.Now())
+		a.takeovers.OnEvent(ev, time.Now())
 		return madeByNobody
 	}
-	if a.dials.ours(ev.From) && !a.takeovers.kickPending(ev.ClientID) {
+	if a.dials.ours(ev.From, ev.ClientID) && !a.takeovers.KickPending(ev.ClientID) {
 		// A replica's connection, or the one ending it: its line may come
 		// after the replica is gone, so the address decides, not the id.
 		return madeByReplica
 	}
-	if note, ok := a.takeovers.onEvent(ev, time.Now()); ok {
+	if note, ok := a.takeovers.OnEvent(ev, time.Now()); ok {
 		a.mesh.AnnounceClient(note)
 		return madeByClient
 	}

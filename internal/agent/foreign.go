@@ -20,11 +20,17 @@ const dialMemory = time.Minute
 // or a second agent configured as this node).
 type ownDials struct {
 	mu   sync.Mutex
-	seen map[string]time.Time // normalized host:port -> when dialed
+	seen map[string]dial // normalized host:port -> the connection dialed from it
 }
 
-// note is the sessions' Dialed hook.
-func (d *ownDials) note(local net.Addr) {
+type dial struct {
+	id string // the client id it connected with
+	at time.Time
+}
+
+// note records a connection the agent opened with client id id from local
+// (its sessions' Dialed hook, through sessionConfig).
+func (d *ownDials) note(local net.Addr, id string) {
 	key, ok := addrKey(local.String())
 	if !ok {
 		return
@@ -33,27 +39,29 @@ func (d *ownDials) note(local net.Addr) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.seen == nil {
-		d.seen = map[string]time.Time{}
+		d.seen = map[string]dial{}
 	}
-	for k, at := range d.seen {
-		if now.Sub(at) > dialMemory {
+	for k, old := range d.seen {
+		if now.Sub(old.at) > dialMemory {
 			delete(d.seen, k)
 		}
 	}
-	d.seen[key] = now
+	d.seen[key] = dial{id: id, at: now}
 }
 
-// ours reports whether from (an address as the broker logs it) is one of
-// the agent's own recent connections.
-func (d *ownDials) ours(from string) bool {
+// ours reports whether a connect line for client id from address from (as
+// the broker logs it) is one of the agent's own recent connections. Both
+// must match: a client's connection may reuse a local port an agent
+// connection left moments ago.
+func (d *ownDials) ours(from, id string) bool {
 	key, ok := addrKey(from)
 	if !ok {
 		return false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	at, seen := d.seen[key]
-	return seen && time.Since(at) <= dialMemory
+	got, seen := d.seen[key]
+	return seen && got.id == id && time.Since(got.at) <= dialMemory
 }
 
 // addrKey normalizes "host:port" — Mosquitto logs IPv6 hosts without
@@ -80,7 +88,7 @@ func addrKey(s string) (string, bool) {
 // closed the agent's session of that id; the agent reconnects on its own
 // (and so closes the foreign one).
 func (a *Agent) checkOwnConnect(id, from string) {
-	if a.dials.ours(from) {
+	if a.dials.ours(from, id) {
 		return
 	}
 	a.securityEvent("foreign_session", "a client connected with one of the agent's client ids: the cluster secret may have leaked, or two agents run as this node", "role", a.sessionRole(id), "from", from)

@@ -107,6 +107,9 @@ func (rn *replicaRunner) run(ctx context.Context) {
 		if info, ok := a.table.Session(rn.id); attempt > 0 && ok && info.Connected {
 			continue // a client holds the session now: promote will stop us
 		}
+		if !a.sessionUp.Load() {
+			continue // the log session must see the replica's lines, or interest is unexplained
+		}
 		sess, err := rn.connect(ctx)
 		if err != nil {
 			if ctx.Err() == nil {

@@ -130,7 +130,7 @@ func (r *replicas) linkState(peer string, up bool) {
 	r.inbox.put(func() { r.onLink(peer, up) })
 }
 func (r *replicas) peerSessions(peer string, ch cluster.SessionChange) {
-	r.inbox.put(func() { r.apply(r.filterHeld(peer, r.keeper.Apply(peer, ch))) })
+	r.inbox.put(func() { r.apply(r.filterHeld(peer, r.keeper.Apply(peer, ch, time.Now()))) })
 }
 
 // peerClient: the client connected at peer. With moved, a session held
@@ -144,7 +144,7 @@ func (r *replicas) peerClient(peer string, n cluster.ClientNote, moved bool) {
 		if moved {
 			r.send(r.announcer.Update(cluster.SessionNote{ID: n.ID}, false))
 		}
-		r.apply(r.keeper.ClientAt(peer, n.ID, n.Clean, time.Now()))
+		r.apply(r.keeper.ClientAt(peer, n.ID, n.Clean, time.Unix(0, n.At), time.Now()))
 	})
 }
 

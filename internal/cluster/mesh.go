@@ -313,6 +313,18 @@ func (m *Mesh) AnnounceClient(n ClientNote) {
 	m.eachLink(func(l *link) { l.announce(n) })
 }
 
+// AnnounceClientTo sends peer CLIENT announcements again (call it from
+// LinkState): what it missed while its link was down.
+func (m *Mesh) AnnounceClientTo(peer string, notes []ClientNote) {
+	l := m.linkOf(peer)
+	if l == nil {
+		return
+	}
+	for _, n := range notes {
+		l.announce(n)
+	}
+}
+
 // SendDigest sends peer a DIGEST of this node's retained messages if its
 // link is up (call it from LinkState). It reports whether it was queued.
 func (m *Mesh) SendDigest(peer string, entries []DigestEntry) bool {

@@ -39,6 +39,7 @@ type Keeper struct {
 type kept struct {
 	holder string
 	note   cluster.SessionNote
+	since  time.Time // when the holder last told of it
 	// movedAt: the client connected at another node than the holder; the
 	// replica ends unless that node claims it within the grace period.
 	movedAt time.Time
@@ -52,9 +53,10 @@ func NewKeeper(grace time.Duration) *Keeper {
 	return &Keeper{grace: grace, replicas: map[string]*kept{}}
 }
 
-// Apply applies peer's SESSIONS. A session the peer holds replaces what
-// another holder said of it (the client moved: the latest holder wins).
-func (k *Keeper) Apply(peer string, ch cluster.SessionChange) []Action {
+// Apply applies peer's SESSIONS, received at now. A session the peer holds
+// replaces what another holder said of it (the client moved: the latest
+// holder wins).
+func (k *Keeper) Apply(peer string, ch cluster.SessionChange, now time.Time) []Action {
 	var out []Action
 	named := map[string]bool{}
 	for _, n := range ch.Notes {
@@ -66,10 +68,10 @@ func (k *Keeper) Apply(peer string, ch cluster.SessionChange) []Action {
 				out = append(out, k.end(n.ID))
 			}
 		case r == nil:
-			k.replicas[n.ID] = &kept{holder: peer, note: n}
+			k.replicas[n.ID] = &kept{holder: peer, note: n, since: now}
 			out = append(out, Action{ID: n.ID, Holder: peer, Note: n, Kind: Start})
 		default:
-			r.holder, r.note, r.movedAt, r.movedTo = peer, n, time.Time{}, ""
+			r.holder, r.note, r.since, r.movedAt, r.movedTo = peer, n, now, time.Time{}, ""
 			out = append(out, Action{ID: n.ID, Holder: peer, Note: n, Kind: Update})
 		}
 	}
@@ -83,14 +85,16 @@ func (k *Keeper) Apply(peer string, ch cluster.SessionChange) []Action {
 	return out
 }
 
-// ClientAt records a client that connected at node peer (its CLIENT
-// announcement). A clean start ends the replica, as one broker discards the
-// session; a connection at another node than the holder starts the grace
-// period (Expire).
-func (k *Keeper) ClientAt(peer string, id string, clean bool, now time.Time) []Action {
+// ClientAt records a client that connected at node peer at time at (its
+// CLIENT announcement). A clean start ends the replica, as one broker
+// discards the session; a connection at another node than the holder starts
+// the grace period (Expire). An announcement older than what the holder
+// last said of the session (one sent again when a link came back) changes
+// nothing.
+func (k *Keeper) ClientAt(peer string, id string, clean bool, at, now time.Time) []Action {
 	r := k.replicas[id]
 	switch {
-	case r == nil:
+	case r == nil, at.Before(r.since):
 		return nil
 	case clean:
 		return []Action{k.end(id)}

@@ -113,44 +113,53 @@ func TestKeeper(t *testing.T) {
 	k := NewKeeper(10 * time.Second)
 	now := time.Unix(1000, 0)
 	a1, b1, c1 := note("a", true, "a/#"), note("b", false, "b/#"), note("c", true)
-	got := k.Apply("node1", cluster.SessionChange{Replace: true, Notes: []cluster.SessionNote{a1, b1, c1}})
+	got := k.Apply("node1", cluster.SessionChange{Replace: true, Notes: []cluster.SessionNote{a1, b1, c1}}, now)
 	if len(got) != 3 || got[0].Kind != Start || got[0].Holder != "node1" || k.Len() != 3 {
 		t.Fatalf("first replace: %+v", got)
 	}
 	// A drop from a node that does not hold the session is ignored.
-	if got := k.Apply("node2", cluster.SessionChange{Notes: []cluster.SessionNote{drop("a")}}); len(got) != 0 {
+	if got := k.Apply("node2", cluster.SessionChange{Notes: []cluster.SessionNote{drop("a")}}, now); len(got) != 0 {
 		t.Fatalf("drop from a non-holder: %+v", got)
 	}
 	// A replace that no longer names b ends it; a is updated.
-	got = k.Apply("node1", cluster.SessionChange{Replace: true, Notes: []cluster.SessionNote{a1, c1}})
+	got = k.Apply("node1", cluster.SessionChange{Replace: true, Notes: []cluster.SessionNote{a1, c1}}, now)
 	if len(got) != 3 || got[0].Kind != Update || got[2].ID != "b" || got[2].Kind != End || k.Holds("b") {
 		t.Fatalf("second replace: %+v", got)
 	}
 	// The client of a connects at node2 (clean start 0): the replica waits
 	// for node2 to claim it ...
-	if got := k.ClientAt("node2", "a", false, now); len(got) != 0 {
+	if got := k.ClientAt("node2", "a", false, now, now); len(got) != 0 {
 		t.Fatalf("ClientAt: %+v", got)
 	}
 	if got := k.Expire(now.Add(9 * time.Second)); len(got) != 0 {
 		t.Fatalf("expired early: %+v", got)
 	}
 	// ... and node2 does: a moves to holder node2.
-	if got := k.Apply("node2", cluster.SessionChange{Notes: []cluster.SessionNote{a1}}); len(got) != 1 || got[0].Kind != Update || k.Holder("a") != "node2" {
+	if got := k.Apply("node2", cluster.SessionChange{Notes: []cluster.SessionNote{a1}}, now); len(got) != 1 || got[0].Kind != Update || k.Holder("a") != "node2" {
 		t.Fatalf("claim by node2: %+v", got)
 	}
 	if got := k.Expire(now.Add(time.Hour)); len(got) != 0 {
 		t.Fatalf("a claimed replica expired: %+v", got)
 	}
 	// c's client connects at node3, which never claims it: it ends.
-	k.ClientAt("node3", "c", false, now)
+	k.ClientAt("node3", "c", false, now, now)
 	if got := k.Expire(now.Add(10 * time.Second)); len(got) != 1 || got[0].ID != "c" || got[0].Kind != End {
 		t.Fatalf("unclaimed move: %+v", got)
 	}
 	// A clean start anywhere ends the replica at once.
-	if got := k.ClientAt("node2", "a", true, now); len(got) != 1 || got[0].Kind != End {
+	if got := k.ClientAt("node2", "a", true, now, now); len(got) != 1 || got[0].Kind != End {
 		t.Fatalf("clean start: %+v", got)
 	}
-	k.Apply("node1", cluster.SessionChange{Notes: []cluster.SessionNote{a1}})
+	k.Apply("node1", cluster.SessionChange{Notes: []cluster.SessionNote{a1}}, now)
+	// Announcements older than the holder's last word (sent again when a
+	// link came back) change nothing: neither a clean start nor a move.
+	if got := k.ClientAt("node2", "a", true, now.Add(-time.Second), now); len(got) != 0 || !k.Holds("a") {
+		t.Fatalf("an old clean start ended the replica: %+v", got)
+	}
+	k.ClientAt("node3", "a", false, now.Add(-time.Second), now)
+	if got := k.Expire(now.Add(time.Hour)); len(got) != 0 {
+		t.Fatalf("an old move ended the replica: %+v", got)
+	}
 	if !k.Promote("a") || k.Holds("a") || k.Promote("a") {
 		t.Fatal("Promote: the client's arrival makes the replica its session, once")
 	}
