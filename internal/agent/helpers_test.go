@@ -43,6 +43,27 @@ func startCluster(t testing.TB, n int, configure ...func(*config.Cluster)) *laun
 	return c
 }
 
+// startProcessCluster starts a cluster whose agents are child processes
+// (`moha agent`, which a test may SIGKILL or SIGTERM) and waits until every
+// node is ready; it is stopped when the test ends.
+func startProcessCluster(t testing.TB, opt launch.Options) *launch.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	opt.Dir, opt.AgentBinary, opt.Logger = t.TempDir(), testkit.MohaBinary(t), testLogger(t)
+	c, err := launch.Up(ctx, opt)
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for _, n := range c.Config.Nodes {
+		if err := c.WaitReady(ctx, n.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
 // waitSettled waits until node's agent is ready and no longer degraded.
 func waitSettled(t testing.TB, c *launch.Cluster, node string) {
 	t.Helper()

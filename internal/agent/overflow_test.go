@@ -15,7 +15,6 @@ import (
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/session"
 	"github.com/moha-project/moha/internal/status"
-	"github.com/moha-project/moha/internal/testkit"
 )
 
 // overflowMessages is more than the broker holds for the agent's data
@@ -38,18 +37,9 @@ func tail(b []byte, n int) []byte {
 // (moha_broker_queue_overflows_total, /status broker.queue_overflows) and
 // the broker's count of dropped messages.
 func TestBrokerDropForAgentIsCounted(t *testing.T) {
+	c := startProcessCluster(t, launch.Options{Nodes: 2, LBPort: -1})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: t.TempDir(), AgentBinary: testkit.MohaBinary(t), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	for _, n := range c.Config.Nodes {
-		if err := c.WaitReady(ctx, n.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
 	http1 := c.MustNode("node1").HTTP
 	agent1 := c.AgentProcess("node1")
 	agent1.Signal(syscall.SIGSTOP)

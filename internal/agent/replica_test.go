@@ -17,7 +17,6 @@ import (
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/placement"
 	"github.com/moha-project/moha/internal/status"
-	"github.com/moha-project/moha/internal/testkit"
 )
 
 // TestSessionSurvivesNodeLoss (issue 16): persistent-session subscribers
@@ -35,19 +34,8 @@ func TestSessionSurvivesNodeLoss(t *testing.T) { nodeLoss(t, 1) }
 func TestSessionLostWithoutReplicas(t *testing.T) { nodeLoss(t, 0) }
 
 func nodeLoss(t *testing.T, replicas int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	configure := func(c *config.Cluster) { c.SessionReplicas = &replicas }
-	c, err := launch.Up(ctx, launch.Options{Nodes: 3, LBPort: 0, Dir: t.TempDir(), AgentBinary: testkit.MohaBinary(t), Logger: testLogger(t), Configure: configure})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	for _, n := range c.Config.Nodes {
-		if err := c.WaitReady(ctx, n.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := startProcessCluster(t, launch.Options{Nodes: 3, LBPort: 0, Configure: configure})
 	ids := idsHomedAt(t, c, "node3", 4)
 	subs := make([]*durableSub, len(ids))
 	for i, id := range ids {

@@ -17,18 +17,7 @@ import (
 // (duplicates allowed).
 func TestSigtermLosesNothing(t *testing.T) {
 	const sigtermCycles = 100
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: t.TempDir(), AgentBinary: testkit.MohaBinary(t), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	for _, n := range c.Config.Nodes {
-		if err := c.WaitReady(ctx, n.Name); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := startProcessCluster(t, launch.Options{Nodes: 2, LBPort: -1})
 	sub := connect(t, addr(c, "node2"), "term-sub", persistent(600))
 	sub.subscribe("term/#", 1)
 	waitFor(t, 10*time.Second, "node1 to route term/# to node2", func() bool {
