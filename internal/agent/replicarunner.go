@@ -22,10 +22,10 @@ const (
 )
 
 // replicaRunner keeps one replica on the local broker: a connection with
-// the client's id, its filters subscribed, and every
-// QoS 1/2 message it is sent held unacknowledged — the broker keeps those
-// in the session and sends them again to the client that takes it over —
-// until replica.Release lets it go. Its goroutine owns the connection.
+// the client's id, its filters subscribed, and every QoS 1/2 message it is
+// sent held unacknowledged — the broker keeps those in the session and
+// sends them again to the client that takes it over — until
+// replica.Release lets it go. Its goroutine owns the connection.
 type replicaRunner struct {
 	r       *replicas
 	id      string
@@ -153,7 +153,7 @@ func (rn *replicaRunner) connect(ctx context.Context) (*session.Session, error) 
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rn.heldMu.Lock()
-	rn.held, rn.arrived = nil, nil // the broker sends them again on this connection
+	rn.held, rn.arrived = nil, nil // a new connection starts the replica afresh (clean start)
 	rn.heldMu.Unlock()
 	return session.Dial(dctx, cfg, rn.hold)
 }
