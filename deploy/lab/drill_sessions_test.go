@@ -223,7 +223,7 @@ func (sl *sessionLoad) addSubscriber(id string, v311 bool) {
 	}}
 	d.start()
 	sl.subs = append(sl.subs, d)
-	if _, err := d.current(10 * time.Second); err != nil {
+	if err := d.waitConnected(10 * time.Second); err != nil {
 		sl.t.Fatal(err)
 	}
 }
@@ -454,16 +454,16 @@ func (d *durable) loop(ctx context.Context) {
 	}
 }
 
-// current waits until the subscriber is connected.
-func (d *durable) current(timeout time.Duration) (bool, error) {
+// waitConnected waits until the subscriber is connected.
+func (d *durable) waitConnected(timeout time.Duration) error {
 	d.mu.Lock()
 	up := d.up
 	d.mu.Unlock()
 	select {
 	case <-up:
-		return true, nil
+		return nil
 	case <-time.After(timeout):
-		return false, fmt.Errorf("%s: not connected after %v", d.id, timeout)
+		return fmt.Errorf("%s: not connected after %v", d.id, timeout)
 	}
 }
 

@@ -19,8 +19,9 @@ const dialMemory = time.Minute
 // other address shows a foreign client using it (a leaked cluster secret,
 // or a second agent configured as this node).
 type ownDials struct {
-	mu   sync.Mutex
-	seen map[string]dial // normalized host:port -> the connection dialed from it
+	mu     sync.Mutex
+	seen   map[string]dial // normalized host:port -> the connection dialed from it
+	pruned time.Time       // when seen was last cleared of old entries
 }
 
 type dial struct {
@@ -41,10 +42,15 @@ func (d *ownDials) note(local net.Addr, id string) {
 	if d.seen == nil {
 		d.seen = map[string]dial{}
 	}
-	for k, old := range d.seen {
-		if now.Sub(old.at) > dialMemory {
-			delete(d.seen, k)
+	// Forgetting is a walk over every entry: once per dialMemory, not per
+	// dial (a node keeping many replicas dials often).
+	if now.Sub(d.pruned) > dialMemory {
+		for k, old := range d.seen {
+			if now.Sub(old.at) > dialMemory {
+				delete(d.seen, k)
+			}
 		}
+		d.pruned = now
 	}
 	d.seen[key] = dial{id: id, at: now}
 }

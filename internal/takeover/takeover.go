@@ -39,8 +39,9 @@ type Tracker struct {
 	// seen: when each client id last connected here (unix nanos), for
 	// noteMemory: an announcement older than that connection is stale.
 	seen map[string]int64
-	// recent: the announcements made, oldest first, for noteMemory.
+	// recent[head:]: the announcements made, oldest first, for noteMemory.
 	recent []cluster.ClientNote
+	head   int
 }
 
 // New returns an empty tracker.
@@ -49,20 +50,22 @@ func New() *Tracker {
 }
 
 // remember records an announcement made at now, and forgets what is
-// older than noteMemory (or beyond maxNotes). Called with t.mu held.
+// older than noteMemory (or beyond maxNotes). Called with t.mu held. The
+// forgotten head is cut off only once it is half the slice: a connect
+// costs O(1) amortized, also in a reconnect storm.
 func (t *Tracker) remember(n cluster.ClientNote, now time.Time) {
 	t.seen[n.ID] = n.At
 	t.recent = append(t.recent, n)
 	cut := now.Add(-noteMemory).UnixNano()
-	drop := 0
-	for drop < len(t.recent) && (t.recent[drop].At < cut || len(t.recent)-drop > maxNotes) {
-		if old := t.recent[drop]; t.seen[old.ID] == old.At {
+	for t.head < len(t.recent) && (t.recent[t.head].At < cut || len(t.recent)-t.head > maxNotes) {
+		if old := t.recent[t.head]; t.seen[old.ID] == old.At {
 			delete(t.seen, old.ID)
 		}
-		drop++
+		t.head++
 	}
-	if drop > 0 {
-		t.recent = append(t.recent[:0], t.recent[drop:]...)
+	if t.head > len(t.recent)/2 {
+		t.recent = append(t.recent[:0], t.recent[t.head:]...)
+		t.head = 0
 	}
 }
 
@@ -71,7 +74,7 @@ func (t *Tracker) remember(n cluster.ClientNote, now time.Time) {
 func (t *Tracker) RecentNotes() []cluster.ClientNote {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return slices.Clone(t.recent)
+	return slices.Clone(t.recent[t.head:])
 }
 
 // NewerThanHere reports whether announcement n is newer than the last
