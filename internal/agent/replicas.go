@@ -288,7 +288,8 @@ func (r *replicas) send(sends []replica.Send) {
 // filterHeld turns away a peer's request for a replica of a session whose
 // client is connected here: this node holds it (the peer's view is stale;
 // the client's CLIENT announcement reaches it). A session held here
-// offline becomes a replica: its queued messages stay in it.
+// offline is no longer announced from here and becomes a replica, started
+// afresh (the peer holds the session now).
 func (r *replicas) filterHeld(peer string, actions []replica.Action) []replica.Action {
 	return slices.DeleteFunc(actions, func(act replica.Action) bool {
 		if act.Kind != replica.Start {
