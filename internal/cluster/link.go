@@ -509,9 +509,9 @@ func (t *ackTracker) complete(seq uint64) bool {
 	if seq <= t.base || seq > t.received {
 		return false
 	}
-	t.done.buf[t.done.head+int(seq-t.base-1)] = true
+	*t.done.at(int(seq - t.base - 1)) = true
 	moved := false
-	for t.done.len() > 0 && t.done.buf[t.done.head] {
+	for t.done.len() > 0 && *t.done.peek() {
 		t.done.pop()
 		t.base++
 		moved = true
