@@ -1,14 +1,17 @@
 package cluster
 
 import (
-	"sort"
 	"sync"
 	"time"
 )
 
-// maxDeltaLog is how many recent deltas are kept for links that lag; a link
-// further behind gets a snapshot instead.
-const maxDeltaLog = 1024
+// minDeltaLogFilters is how many filters the recent deltas may hold
+// whatever the set's size. Beyond that they hold at most as many filters
+// as the set: a link further behind gets a snapshot, which costs no more
+// than the deltas it replaces. (A bound on the number of deltas sent a link
+// behind a burst of single-filter deltas a snapshot of the whole set every
+// thousand changes.)
+const minDeltaLogFilters = 4096
 
 // localInterest is this node's advertised filter set, its version and the
 // recent deltas, shared by every link's writer.
@@ -17,6 +20,7 @@ type localInterest struct {
 	version uint64
 	set     map[string]struct{}
 	log     []interestDelta // consecutive versions, the last one == version
+	logSize int             // filters in log
 }
 
 type interestDelta struct {
@@ -51,11 +55,16 @@ func (li *localInterest) apply(added, removed []string) bool {
 	}
 	li.version = d.version
 	li.log = append(li.log, d)
-	if len(li.log) > maxDeltaLog {
-		li.log = append(li.log[:0:0], li.log[len(li.log)-maxDeltaLog/2:]...)
+	li.logSize += d.size()
+	for len(li.log) > 1 && li.logSize > max(len(li.set), minDeltaLogFilters) {
+		li.logSize -= li.log[0].size()
+		li.log[0] = interestDelta{}
+		li.log = li.log[1:]
 	}
 	return true
 }
+
+func (d *interestDelta) size() int { return len(d.added) + len(d.removed) }
 
 // appendFrames appends to dst the frames that bring a link at version
 // *sent up to date (a snapshot when snapshot is set or the deltas it needs
@@ -69,7 +78,7 @@ func (li *localInterest) appendFrames(dst []byte, sent *uint64, snapshot bool, s
 	}
 	first := li.version - uint64(len(li.log)) + 1 // version of li.log[0]
 	if snapshot || *sent+1 < first || *sent > li.version {
-		filters := li.sortedLocked()
+		filters := li.filtersLocked()
 		for {
 			n := partLen(filters, func(f string) int { return len(f) + 2 })
 			f := frame{typ: frameSnapshot, version: li.version, filters: filters[:n], more: n < len(filters)}
@@ -108,11 +117,10 @@ func partLen[T any](items []T, size func(T) int) int {
 	return len(items)
 }
 
-func (li *localInterest) sortedLocked() []string {
+func (li *localInterest) filtersLocked() []string {
 	out := make([]string, 0, len(li.set))
 	for f := range li.set {
 		out = append(out, f)
 	}
-	sort.Strings(out)
 	return out
 }

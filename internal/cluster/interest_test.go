@@ -73,7 +73,7 @@ func TestInterestGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := fake.next()
-	if first.typ != frameSnapshot || !slices.Equal(first.filters, []string{"mine/1", "mine/2"}) {
+	if slices.Sort(first.filters); first.typ != frameSnapshot || !slices.Equal(first.filters, []string{"mine/1", "mine/2"}) {
 		t.Fatalf("first frame from the mesh: %+v, want its snapshot", first)
 	}
 
@@ -206,8 +206,9 @@ func TestPartsAreBounded(t *testing.T) {
 			t.Fatalf("part %d: more = %v with %d of %d filters", parts, f.more, len(got), n)
 		}
 	}
-	if slices.Sort(filters); !slices.Equal(got, filters) || parts < 2 {
-		t.Fatalf("%d filters in %d parts, want all %d, sorted, in several parts", len(got), parts, n)
+	slices.Sort(filters)
+	if slices.Sort(got); !slices.Equal(got, filters) || parts < 2 {
+		t.Fatalf("%d filters in %d parts, want all %d in several parts", len(got), parts, n)
 	}
 
 	l := &link{wake: make(chan struct{}, 1)}
@@ -232,5 +233,39 @@ func TestPartsAreBounded(t *testing.T) {
 	}
 	if !slices.Equal(all, entries) || parts < 2 {
 		t.Fatalf("%d entries in %d parts, want all %d in several", len(all), parts, len(entries))
+	}
+}
+
+// TestBurstOfDeltasIsNotASnapshot: a link behind a burst of single-filter
+// changes gets the deltas while they hold no more filters than the set (a
+// snapshot would cost as much), and a snapshot once they hold more.
+func TestBurstOfDeltasIsNotASnapshot(t *testing.T) {
+	var li localInterest
+	const n = 3 * minDeltaLogFilters
+	for i := range n {
+		li.apply([]string{fmt.Sprintf("devices/%d/cmd", i)}, nil)
+	}
+	types := func(sent uint64) map[byte]int {
+		wire, _ := li.appendFrames(nil, &sent, false, nil)
+		counts := map[byte]int{}
+		for r := bufio.NewReader(bytes.NewReader(wire)); ; {
+			typ, _, err := readFrame(r, maxFrameSize)
+			if err != nil {
+				return counts
+			}
+			counts[typ]++
+		}
+	}
+	if got := types(0); got[frameDelta] != n || got[frameSnapshot] != 0 {
+		t.Fatalf("a link at version 0 after %d single adds got %v, want %d deltas", n, got, n)
+	}
+	for i := range n / 2 {
+		li.apply(nil, []string{fmt.Sprintf("devices/%d/cmd", i)})
+	}
+	if got := types(0); got[frameSnapshot] == 0 || got[frameDelta] != 0 {
+		t.Fatalf("a link at version 0 after %d changes to a set of %d got %v, want a snapshot", n+n/2, n/2, got)
+	}
+	if got := types(li.version - 10); got[frameDelta] != 10 {
+		t.Fatalf("a link 10 versions behind got %v, want 10 deltas", got)
 	}
 }
