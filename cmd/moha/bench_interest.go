@@ -13,6 +13,8 @@ func newBenchInterestCommand(stdout, stderr io.Writer) *cobra.Command {
 		subs          []int
 		clients       int
 		asJSON, quiet bool
+		persistent    bool
+		agentArgs     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "interest [--subscriptions 10000,100000]",
@@ -23,14 +25,19 @@ run, subscribe N distinct filters on node2 and report:
   subscribe           first SUBSCRIBE to the last SUBACK
   propagated to peer  first SUBSCRIBE until node1's agent advertises all N for node2
   agent RSS           resident memory of node2's agent (its interest table) and of
-                      node1's (its routing trie for node2), before and after`,
+                      node1's (its routing trie for node2), before and after
+
+A run fails if node2's agent turns degraded (its picture of the subscriptions is
+incomplete, for instance because the broker dropped log lines it could not queue).
+With --persistent the clients keep persistent sessions and disconnect once
+subscribed, as a fleet of devices does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			self, err := agentBinary()
 			if err != nil {
 				return err
 			}
-			o := bench.InterestOptions{Subscriptions: subs, Clients: clients, AgentBinary: self}
+			o := bench.InterestOptions{Subscriptions: subs, Clients: clients, Persistent: persistent, AgentBinary: self, AgentArgs: agentArgs}
 			if !quiet {
 				o.Progress = stderr
 			}
@@ -44,6 +51,8 @@ run, subscribe N distinct filters on node2 and report:
 	f := cmd.Flags()
 	f.IntSliceVar(&subs, "subscriptions", []int{10000, 100000}, "distinct subscriptions per run (comma separated)")
 	f.IntVar(&clients, "clients", 10, "subscribing clients sharing them")
+	f.BoolVar(&persistent, "persistent", false, "clients keep persistent sessions (clean start 0, expiry 1 h) and disconnect once subscribed")
+	f.StringArrayVar(&agentArgs, "agent-arg", nil, "extra argument for both agents, e.g. --agent-arg=--pprof (repeat)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines")
 	return cmd

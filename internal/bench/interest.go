@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -22,12 +23,17 @@ import (
 // propagation of interest to its peers grow with the number of distinct
 // subscriptions on its node.
 type InterestOptions struct {
-	Subscriptions []int  // distinct filters to create on node2, one run each (default 10000, 100000)
-	Clients       int    // subscribing clients sharing them (default 10)
-	PerPacket     int    // filters per SUBSCRIBE packet (default 1000)
-	AgentBinary   string // the moha binary the agents run as
-	Dir           string // work directory (a temporary one when empty)
-	Progress      io.Writer
+	Subscriptions []int // distinct filters to create on node2, one run each (default 10000, 100000)
+	Clients       int   // subscribing clients sharing them (default 10)
+	PerPacket     int   // filters per SUBSCRIBE packet (default 1000)
+	// Persistent: the clients connect with persistent sessions (clean
+	// start 0, session expiry 1 h) and disconnect once subscribed, as a
+	// fleet of devices does; their subscriptions stay, offline.
+	Persistent  bool
+	AgentBinary string   // the moha binary the agents run as
+	AgentArgs   []string // extra arguments for both agents (e.g. --pprof)
+	Dir         string   // work directory (a temporary one when empty)
+	Progress    io.Writer
 }
 
 // InterestRow is one run's figures.
@@ -81,7 +87,8 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 		return row, fmt.Errorf("bench: interest: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, AgentBinary: o.AgentBinary, Logger: slog.New(slog.DiscardHandler)})
+	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, AgentBinary: o.AgentBinary, Logger: slog.New(slog.DiscardHandler),
+		AgentArgs: map[string][]string{"node1": o.AgentArgs, "node2": o.AgentArgs}})
 	if err != nil {
 		return row, err
 	}
@@ -97,7 +104,8 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 	start := time.Now()
 	var clients []*paho.Client
 	for k := range o.Clients {
-		cl, err := connectClient(ctx, endpoint{ClientID: "moha-bench-interest-" + strconv.Itoa(k), Address: holder.Broker.Address}, paho.ClientConfig{}, 100)
+		ep := endpoint{ClientID: "moha-bench-interest-" + strconv.Itoa(k), Address: holder.Broker.Address}
+		cl, err := connectInterestClient(ctx, ep, o.Persistent)
 		if err != nil {
 			return row, err
 		}
@@ -107,7 +115,12 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 	var wg sync.WaitGroup
 	errs := make([]error, len(clients))
 	for k, cl := range clients {
-		wg.Go(func() { errs[k] = subscribeShare(ctx, cl, k, o.Clients, n, o.PerPacket) })
+		wg.Go(func() {
+			errs[k] = subscribeShare(ctx, cl, k, o.Clients, n, o.PerPacket)
+			if o.Persistent && errs[k] == nil {
+				errs[k] = cl.Disconnect(&paho.Disconnect{})
+			}
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -120,6 +133,11 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 		// Known to the peer's router, and subscribed by its data session.
 		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n && st.Data.Current {
 			break
+		}
+		if h, err := fetchStatus(ctx, holder.HTTP); err == nil && h.Degraded {
+			// Its picture is incomplete: it advertises more than the filters
+			// (correct, but not what this measures) until clients reconnect.
+			return row, fmt.Errorf("bench: interest: %s degraded after %d subscriptions: %s", holder.Name, n, h.DegradedReason)
 		}
 		if time.Now().After(deadline) {
 			return row, fmt.Errorf("bench: interest: %s did not learn %d filters of %s within 5 min", peer.Name, n, holder.Name)
@@ -135,6 +153,25 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 	row.PeerRSS = rss(c.AgentProcess(peer.Name).Pid())
 	progressf(o.Progress, "interest: %d filters known to %s after %v", n, peer.Name, row.Propagation.Round(time.Millisecond))
 	return row, nil
+}
+
+// connectInterestClient connects one subscribing client; persistent ones
+// keep their session for an hour after they disconnect.
+func connectInterestClient(ctx context.Context, ep endpoint, persistent bool) (*paho.Client, error) {
+	if !persistent {
+		return connectClient(ctx, ep, paho.ClientConfig{}, 100)
+	}
+	dialer := net.Dialer{Timeout: dialTimeout}
+	conn, err := dialer.DialContext(ctx, "tcp", ep.Address)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s for %s: %w", ep.Address, ep.ClientID, err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	expiry := uint32(3600)
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: ep.ClientID, KeepAlive: keepAlive, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); err != nil {
+		return nil, fmt.Errorf("connect %s to %s: %w", ep.ClientID, ep.Address, err)
+	}
+	return c, nil
 }
 
 // subscribeShare subscribes client k's share of the n filters

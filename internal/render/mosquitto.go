@@ -199,10 +199,13 @@ func writeLimits(w *writer, messageSizeLimit int64) {
 	)
 	w.line("message_size_limit %d", messageSizeLimit)
 	w.comment(
-		"The agent's session receives every message published on this broker: queue deeply",
-		"rather than drop (the default is 1000, then silent loss).",
+		"The agent's sessions receive every message published on this broker and a log line per",
+		"subscription: queue deeply rather than drop (the default is 1000, then silent loss).",
+		"While clients subscribe in bulk the broker reads the agent's acknowledgements one per",
+		"loop turn, so a burst of a million subscriptions queues nearly a million log lines.",
+		"This bounds every client's queue, so a stuck subscriber may hold as many.",
 	)
-	w.line("max_queued_messages 100000")
+	w.line("max_queued_messages 1000000")
 	w.comment(
 		"Advertised to MQTT 5 clients as Receive Maximum, and the agent republishes every peer's",
 		"messages on one session within it: at the default (20) it had to write one message per",

@@ -51,7 +51,7 @@ func tryStartBroker(t testing.TB, extra []string) (*Broker, error) {
 	}
 	lines := []string{
 		fmt.Sprintf("listener %d 127.0.0.1", port),
-		"max_queued_messages 100000",
+		"max_queued_messages 1000000",
 		"persistence false",
 		"log_dest stderr",
 	}
