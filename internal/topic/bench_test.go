@@ -1,8 +1,11 @@
 package topic
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -164,6 +167,37 @@ func BenchmarkMatchFunc(b *testing.B) {
 				tr.MatchFunc(topics[i&1023], count)
 			}
 			matchSink += refs
+		})
+	}
+}
+
+// BenchmarkTrieMemory reports the heap a trie holds per filter for a fleet's
+// filter shapes: one command topic per device, and one leaf per device.
+func BenchmarkTrieMemory(b *testing.B) {
+	for _, shape := range []string{"devices/%d/cmd", "bench/interest/%d"} {
+		b.Run(strings.SplitN(shape, "/", 2)[0], func(b *testing.B) {
+			const n = 100000
+			filters := make([]string, n)
+			for i := range filters {
+				filters[i] = fmt.Sprintf(shape, i)
+			}
+			var perFilter float64
+			for range b.N {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				tr := NewTrie()
+				for _, f := range filters {
+					if _, err := tr.Add(f); err != nil {
+						b.Fatal(err)
+					}
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perFilter = float64(after.HeapAlloc-before.HeapAlloc) / n
+				runtime.KeepAlive(tr)
+			}
+			b.ReportMetric(perFilter, "B/filter")
 		})
 	}
 }

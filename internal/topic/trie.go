@@ -14,15 +14,25 @@ type Trie struct {
 	distinct int // filters whose count is above zero
 }
 
-// node is one level of a filter. Literal levels hang in a map; the wildcards get dedicated
-// slots, like nats-server's pwc/fwc, so that matching a level costs one map lookup plus two
-// pointer checks whatever the number of filters.
+// node is one level of a filter. A leaf (most nodes of a large trie) is only its count and
+// filter; what leads further hangs in children.
 type node struct {
-	literal map[string]*node // child per literal level; nil until the first one
+	kids   *children // nil while nothing hangs below
+	count  int       // references to the filter that ends at this node
+	filter string    // that filter, kept so matches can report it without building it
+}
+
+// children are what hangs below a node. Literal levels hang in a map, except that a node
+// with one literal child keeps it inline: in a fleet's filters (devices/<id>/cmd) every
+// <id> leads to one level, and a map per filter was most of a large trie's memory. The
+// wildcards get dedicated slots, like nats-server's pwc/fwc, so that matching a level costs
+// one lookup plus two pointer checks whatever the number of filters.
+type children struct {
+	one     string           // the one literal level, when many is nil and oneNode is not
+	oneNode *node            // its node
+	many    map[string]*node // literal levels, from the second one on
 	plus    *node            // child for a '+' level
 	hash    *node            // child for a '#' level; always a leaf
-	count   int              // references to the filter that ends at this node
-	filter  string           // that filter, kept so matches can report it without building it
 }
 
 // NewTrie returns an empty Trie.
@@ -57,41 +67,104 @@ func (t *Trie) Add(f string) (added bool, err error) {
 
 // childOrCreate returns n's child for level, creating it if needed.
 func (n *node) childOrCreate(level string) *node {
-	slot := n.slot(level)
-	if slot != nil {
+	if n.kids == nil {
+		n.kids = &children{}
+	}
+	k := n.kids
+	if slot := k.slot(level); slot != nil {
 		if *slot == nil {
 			*slot = &node{}
 		}
 		return *slot
 	}
-	child := n.literal[level]
+	child := k.literal(level)
 	if child == nil {
-		if n.literal == nil {
-			n.literal = make(map[string]*node)
-		}
 		child = &node{}
-		n.literal[level] = child
+		k.putLiteral(level, child)
 	}
 	return child
 }
 
 // slot returns the wildcard slot for level, or nil for a literal level.
-func (n *node) slot(level string) **node {
+func (k *children) slot(level string) **node {
 	switch level {
 	case "+":
-		return &n.plus
+		return &k.plus
 	case "#":
-		return &n.hash
+		return &k.hash
 	}
 	return nil
 }
 
+// literal returns the child for literal level, or nil.
+func (k *children) literal(level string) *node {
+	if k.many != nil {
+		return k.many[level]
+	}
+	if k.oneNode != nil && k.one == level {
+		return k.oneNode
+	}
+	return nil
+}
+
+// putLiteral adds child for a literal level not present yet.
+func (k *children) putLiteral(level string, child *node) {
+	switch {
+	case k.many != nil:
+		k.many[level] = child
+	case k.oneNode == nil:
+		k.one, k.oneNode = level, child
+	default:
+		k.many = map[string]*node{k.one: k.oneNode, level: child}
+		k.one, k.oneNode = "", nil
+	}
+}
+
+// deleteLiteral removes the child for a literal level. A map down to one child gives way
+// to the inline one (a map never shrinks: churn must not keep its buckets alive).
+func (k *children) deleteLiteral(level string) {
+	if k.many == nil {
+		if k.oneNode != nil && k.one == level {
+			k.one, k.oneNode = "", nil
+		}
+		return
+	}
+	delete(k.many, level)
+	if len(k.many) == 1 {
+		for name, child := range k.many {
+			k.one, k.oneNode = name, child
+		}
+		k.many = nil
+	}
+}
+
+// eachLiteral calls fn for every literal child until fn returns false; it reports whether
+// every call returned true.
+func (k *children) eachLiteral(fn func(level string, child *node) bool) bool {
+	if k.many == nil {
+		return k.oneNode == nil || fn(k.one, k.oneNode)
+	}
+	for name, child := range k.many {
+		if !fn(name, child) {
+			return false
+		}
+	}
+	return true
+}
+
+func (k *children) empty() bool {
+	return k.oneNode == nil && k.many == nil && k.plus == nil && k.hash == nil
+}
+
 // child returns n's child for level, or nil.
 func (n *node) child(level string) *node {
-	if slot := n.slot(level); slot != nil {
+	if n.kids == nil {
+		return nil
+	}
+	if slot := n.kids.slot(level); slot != nil {
 		return *slot
 	}
-	return n.literal[level]
+	return n.kids.literal(level)
 }
 
 // find returns the node where filter f ends, or nil if there is none. The node may have a
@@ -147,18 +220,19 @@ func (n *node) remove(f string, start int) (gone bool) {
 
 // empty reports whether n holds no filter and leads to none.
 func (n *node) empty() bool {
-	return n.count == 0 && n.plus == nil && n.hash == nil && len(n.literal) == 0
+	return n.count == 0 && n.kids == nil
 }
 
-// unlink removes n's child for level.
+// unlink removes n's child for level; n keeps no children once it has none.
 func (n *node) unlink(level string) {
-	if slot := n.slot(level); slot != nil {
+	k := n.kids
+	if slot := k.slot(level); slot != nil {
 		*slot = nil
-		return
+	} else {
+		k.deleteLiteral(level)
 	}
-	delete(n.literal, level)
-	if len(n.literal) == 0 {
-		n.literal = nil // a map never shrinks; drop it so churn does not keep buckets alive
+	if k.empty() {
+		n.kids = nil
 	}
 }
 
@@ -189,14 +263,19 @@ func (t *Trie) Filters() []string {
 // each calls fn for n and every node below it.
 func (n *node) each(fn func(*node)) {
 	fn(n)
-	for _, child := range n.literal {
+	k := n.kids
+	if k == nil {
+		return
+	}
+	k.eachLiteral(func(_ string, child *node) bool {
 		child.each(fn)
+		return true
+	})
+	if k.plus != nil {
+		k.plus.each(fn)
 	}
-	if n.plus != nil {
-		n.plus.each(fn)
-	}
-	if n.hash != nil {
-		n.hash.each(fn)
+	if k.hash != nil {
+		k.hash.each(fn)
 	}
 }
 
@@ -231,7 +310,7 @@ func (t *Trie) walk(topic string, fn func(string, int) bool) bool {
 	// A topic starting with '$' never matches a filter whose first level is a wildcard
 	// [MQTT-4.7.2-1]: from the root, follow the literal level only.
 	end := levelEnd(topic, 0)
-	if child := t.root.literal[topic[:end]]; child != nil {
+	if child := t.root.child(topic[:end]); child != nil {
 		return child.walk(topic, end+1, fn)
 	}
 	return true
@@ -241,20 +320,24 @@ func (t *Trie) walk(topic string, fn func(string, int) bool) bool {
 // (none when start > len(topic); "a/" has two levels, the second empty). It returns false if
 // fn asked to stop.
 func (n *node) walk(topic string, start int, fn func(string, int) bool) bool {
+	k := n.kids
 	// '#' matches all remaining levels, and also none: "a/#" matches "a" [MQTT-4.7.1-2].
-	if n.hash != nil && !fn(n.hash.filter, n.hash.count) {
+	if k != nil && k.hash != nil && !fn(k.hash.filter, k.hash.count) {
 		return false
 	}
 	if start > len(topic) {
 		return n.count == 0 || fn(n.filter, n.count)
 	}
+	if k == nil {
+		return true
+	}
 	end := levelEnd(topic, start)
 	// Levels compare exactly: case-sensitive, empty levels included [MQTT-4.7.3-4].
-	if child := n.literal[topic[start:end]]; child != nil && !child.walk(topic, end+1, fn) {
+	if child := k.literal(topic[start:end]); child != nil && !child.walk(topic, end+1, fn) {
 		return false
 	}
 	// '+' matches exactly one level, an empty one too ("a/+" matches "a/").
-	if n.plus != nil && !n.plus.walk(topic, end+1, fn) {
+	if k.plus != nil && !k.plus.walk(topic, end+1, fn) {
 		return false
 	}
 	return true
@@ -270,34 +353,37 @@ func (t *Trie) Overlaps(f string) bool {
 // with '$' match no filter whose first level is a wildcard [MQTT-4.7.2-1].
 func (n *node) overlaps(f string, start int, root bool) bool {
 	dollar := root && strings.HasPrefix(f, "$")
-	if n.hash != nil && !dollar {
+	k := n.kids
+	if k != nil && k.hash != nil && !dollar {
 		return true // '#' matches whatever f's remaining levels match
 	}
 	if start > len(f) {
 		return n.count > 0
 	}
 	end := levelEnd(f, start)
-	switch level := f[start:end]; level {
+	level := f[start:end]
+	if level == "#" && n.count > 0 {
+		return true // "a/#" matches "a"
+	}
+	if k == nil {
+		return false
+	}
+	switch level {
 	case "#":
-		if n.count > 0 {
-			return true // "a/#" matches "a"
-		}
-		for name := range n.literal {
-			if !root || !strings.HasPrefix(name, "$") {
-				return true // a pruned trie keeps no node without a filter below it
-			}
-		}
-		return n.plus != nil
+		// A pruned trie keeps no node without a filter below it.
+		return !k.eachLiteral(func(name string, _ *node) bool {
+			return root && strings.HasPrefix(name, "$")
+		}) || k.plus != nil
 	case "+":
-		for name, child := range n.literal {
-			if (!root || !strings.HasPrefix(name, "$")) && child.overlaps(f, end+1, false) {
-				return true
-			}
+		if !k.eachLiteral(func(name string, child *node) bool {
+			return (root && strings.HasPrefix(name, "$")) || !child.overlaps(f, end+1, false)
+		}) {
+			return true
 		}
 	default:
-		if child := n.literal[level]; child != nil && child.overlaps(f, end+1, false) {
+		if child := k.literal(level); child != nil && child.overlaps(f, end+1, false) {
 			return true
 		}
 	}
-	return !dollar && n.plus != nil && n.plus.overlaps(f, end+1, false)
+	return !dollar && k.plus != nil && k.plus.overlaps(f, end+1, false)
 }

@@ -165,7 +165,7 @@ func TestTrieChurnDoesNotGrow(t *testing.T) {
 	if got := tr.nodeCount(); got != base || tr.Len() != 1 {
 		t.Fatalf("after churn nodeCount = %d (want %d), Len = %d", got, base, tr.Len())
 	}
-	if tr.root.literal["test_1"] != nil {
+	if tr.root.child("test_1") != nil {
 		t.Fatal("pruned branch still linked from the root")
 	}
 }
@@ -202,11 +202,12 @@ func TestTrieKeepsNoReferenceToCallerBytes(t *testing.T) {
 	if f := tr.Filters()[0]; f != "a/b" || inPacket(f) {
 		t.Fatalf("stored filter %q aliases the caller's buffer", f)
 	}
-	for key := range tr.root.literal {
+	tr.root.kids.eachLiteral(func(key string, _ *node) bool {
 		if inPacket(key) {
 			t.Fatalf("level key %q aliases the caller's buffer", key)
 		}
-	}
+		return true
+	})
 }
 
 func TestMatchFuncStops(t *testing.T) {
