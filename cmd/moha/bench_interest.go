@@ -15,6 +15,7 @@ func newBenchInterestCommand(stdout, stderr io.Writer) *cobra.Command {
 		asJSON, quiet bool
 		persistent    bool
 		agentArgs     []string
+		replicas      int
 	)
 	cmd := &cobra.Command{
 		Use:   "interest [--subscriptions 10000,100000]",
@@ -38,6 +39,9 @@ subscribed, as a fleet of devices does.`,
 				return err
 			}
 			o := bench.InterestOptions{Subscriptions: subs, Clients: clients, Persistent: persistent, AgentBinary: self, AgentArgs: agentArgs}
+			if cmd.Flags().Changed("session-replicas") {
+				o.SessionReplicas = &replicas
+			}
 			if !quiet {
 				o.Progress = stderr
 			}
@@ -52,6 +56,7 @@ subscribed, as a fleet of devices does.`,
 	f.IntSliceVar(&subs, "subscriptions", []int{10000, 100000}, "distinct subscriptions per run (comma separated)")
 	f.IntVar(&clients, "clients", 10, "subscribing clients sharing them")
 	f.BoolVar(&persistent, "persistent", false, "clients keep persistent sessions (clean start 0, expiry 1 h) and disconnect once subscribed")
+	f.IntVar(&replicas, "session-replicas", 1, "session_replicas of the cluster (0 or 1 with two nodes): with --persistent, each session is replicated to the other node")
 	f.StringArrayVar(&agentArgs, "agent-arg", nil, "extra argument for both agents, e.g. --agent-arg=--pprof (repeat)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines")

@@ -119,7 +119,7 @@ func (a *Agent) Status() status.Status {
 			QueueOverflows: a.drops.overflows.Load(), DroppedMessages: a.drops.dropped.Load()},
 		Data:           a.dataStatus(),
 		Interest:       a.table.Stats(),
-		Advertised:     limit(a.table.Advertised(), 100),
+		Advertised:     a.table.SomeAdvertised(statusListed),
 		ForwardQueue:   a.forwarder.Pending(),
 		InboundPending: a.republisher.Pending(),
 		Shared:         a.shares.status(a.cluster.SharedSubscriptions),
@@ -137,7 +137,7 @@ func (a *Agent) Status() status.Status {
 			PeerStatus:      p,
 			HTTP:            httpAddr,
 			InterestFilters: a.router.Filters(p.Name),
-			Interest:        limit(a.router.FilterList(p.Name), 100),
+			Interest:        a.router.SomeFilters(p.Name, statusListed),
 		})
 	}
 	return s
@@ -151,10 +151,6 @@ func (a *Agent) dataStatus() status.DataStatus {
 	return d
 }
 
-// limit keeps /status readable for nodes with many filters.
-func limit(s []string, n int) []string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
+// statusListed is how many filters /status lists per set: a sample that
+// keeps it readable, and cheap for nodes with a million filters.
+const statusListed = 100

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 )
 
@@ -32,8 +33,10 @@ type InterestOptions struct {
 	Persistent  bool
 	AgentBinary string   // the moha binary the agents run as
 	AgentArgs   []string // extra arguments for both agents (e.g. --pprof)
-	Dir         string   // work directory (a temporary one when empty)
-	Progress    io.Writer
+	// SessionReplicas, when set, is the cluster's session_replicas.
+	SessionReplicas *int
+	Dir             string // work directory (a temporary one when empty)
+	Progress        io.Writer
 }
 
 // InterestRow is one run's figures.
@@ -45,6 +48,9 @@ type InterestRow struct {
 	HolderBase    int64         `json:"holder_rss_before_bytes"`
 	PeerRSS       int64         `json:"peer_rss_bytes"`
 	PeerBase      int64         `json:"peer_rss_before_bytes"`
+	// HolderDegraded is how long the subscribing agent was seen degraded
+	// (advertising everything) while the peer learned the filters.
+	HolderDegraded time.Duration `json:"holder_degraded_ns"`
 }
 
 // MeasureInterest starts a two-node moha cluster per run, subscribes N
@@ -88,7 +94,12 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 	}
 	defer os.RemoveAll(dir)
 	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, AgentBinary: o.AgentBinary, Logger: slog.New(slog.DiscardHandler),
-		AgentArgs: map[string][]string{"node1": o.AgentArgs, "node2": o.AgentArgs}})
+		AgentArgs: map[string][]string{"node1": o.AgentArgs, "node2": o.AgentArgs},
+		Configure: func(c *config.Cluster) {
+			if o.SessionReplicas != nil {
+				c.SessionReplicas = o.SessionReplicas
+			}
+		}})
 	if err != nil {
 		return row, err
 	}
@@ -127,32 +138,55 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 		return row, err
 	}
 	row.Subscribe = time.Since(start)
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		st, err := fetchStatus(ctx, peer.HTTP)
-		// Known to the peer's router, and subscribed by its data session.
-		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n && st.Data.Current {
-			break
-		}
-		if h, err := fetchStatus(ctx, holder.HTTP); err == nil && h.Degraded {
-			// Its picture is incomplete: it advertises more than the filters
-			// (correct, but not what this measures) until clients reconnect.
-			return row, fmt.Errorf("bench: interest: %s degraded after %d subscriptions: %s", holder.Name, n, h.DegradedReason)
-		}
-		if time.Now().After(deadline) {
-			return row, fmt.Errorf("bench: interest: %s did not learn %d filters of %s within 5 min", peer.Name, n, holder.Name)
-		}
-		select {
-		case <-ctx.Done():
-			return row, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := waitPropagated(ctx, &row, holder, peer, n); err != nil {
+		return row, err
 	}
 	row.Propagation = time.Since(start)
 	row.HolderRSS = rss(c.AgentProcess(holder.Name).Pid())
 	row.PeerRSS = rss(c.AgentProcess(peer.Name).Pid())
 	progressf(o.Progress, "interest: %d filters known to %s after %v", n, peer.Name, row.Propagation.Round(time.Millisecond))
 	return row, nil
+}
+
+// statusPoll is how often the propagation wait reads both agents' status.
+const statusPoll = 100 * time.Millisecond
+
+// waitPropagated waits until peer's router knows holder's n filters and its
+// data session holds them. The holder may turn degraded meanwhile (a count
+// published ahead of the log lines still queued for it): that time is
+// recorded; a holder degraded whose table stopped changing for stuckAfter
+// lost lines for good, which fails the run.
+func waitPropagated(ctx context.Context, row *InterestRow, holder, peer config.Node, n int) error {
+	const stuckAfter = 5 * time.Second
+	deadline := time.Now().Add(5 * time.Minute)
+	lastCount, lastChange, prev := -1, time.Now(), time.Now()
+	for {
+		st, err := fetchStatus(ctx, peer.HTTP)
+		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n && st.Data.Current {
+			return nil
+		}
+		now := time.Now()
+		if h, err := fetchStatus(ctx, holder.HTTP); err == nil {
+			if c := h.Interest.Subscriptions; c != lastCount {
+				lastCount, lastChange = c, now
+			}
+			if h.Degraded {
+				row.HolderDegraded += now.Sub(prev)
+				if now.Sub(lastChange) > stuckAfter {
+					return fmt.Errorf("bench: interest: %s degraded after %d subscriptions: %s", holder.Name, n, h.DegradedReason)
+				}
+			}
+		}
+		prev = now
+		if now.After(deadline) {
+			return fmt.Errorf("bench: interest: %s did not learn %d filters of %s within 5 min", peer.Name, n, holder.Name)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(statusPoll):
+		}
+	}
 }
 
 // connectInterestClient connects one subscribing client; persistent ones
@@ -175,7 +209,8 @@ func connectInterestClient(ctx context.Context, ep endpoint, persistent bool) (*
 }
 
 // subscribeShare subscribes client k's share of the n filters
-// bench/interest/<i>, per packets of perPacket filters.
+// devices/<i>/cmd (a fleet: one command topic per device), per packets of
+// perPacket filters.
 func subscribeShare(ctx context.Context, cl *paho.Client, k, clients, n, perPacket int) error {
 	var subs []paho.SubscribeOptions
 	flush := func() error {
@@ -190,7 +225,7 @@ func subscribeShare(ctx context.Context, cl *paho.Client, k, clients, n, perPack
 		return nil
 	}
 	for i := k; i < n; i += clients {
-		subs = append(subs, paho.SubscribeOptions{Topic: "bench/interest/" + strconv.Itoa(i), QoS: 0})
+		subs = append(subs, paho.SubscribeOptions{Topic: "devices/" + strconv.Itoa(i) + "/cmd", QoS: 0})
 		if len(subs) == perPacket {
 			if err := flush(); err != nil {
 				return err
@@ -242,10 +277,10 @@ func progressf(w io.Writer, format string, args ...any) {
 // WriteInterestTable prints the rows as a table.
 func WriteInterestTable(w io.Writer, rows []InterestRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "subscriptions\tsubscribe\tpropagated to peer\tholder agent RSS (before)\tpeer agent RSS (before)\t")
+	fmt.Fprintln(tw, "subscriptions\tsubscribe\tpropagated to peer\tholder degraded\tholder agent RSS (before)\tpeer agent RSS (before)\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%v\t%v\t%.1f MiB (%.1f)\t%.1f MiB (%.1f)\t\n", r.Subscriptions,
-			r.Subscribe.Round(time.Millisecond), r.Propagation.Round(time.Millisecond),
+		fmt.Fprintf(tw, "%d\t%v\t%v\t%v\t%.1f MiB (%.1f)\t%.1f MiB (%.1f)\t\n", r.Subscriptions,
+			r.Subscribe.Round(time.Millisecond), r.Propagation.Round(time.Millisecond), r.HolderDegraded.Round(100*time.Millisecond),
 			mib(r.HolderRSS), mib(r.HolderBase), mib(r.PeerRSS), mib(r.PeerBase))
 	}
 	return tw.Flush()

@@ -6,6 +6,7 @@
 package forward
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -273,19 +274,27 @@ func (r *Router) Filters(peer string) int {
 	return n
 }
 
-// FilterList returns peer's advertised filters (for /status).
+// FilterList returns all of peer's advertised filters, sorted.
 func (r *Router) FilterList(peer string) []string {
+	return r.SomeFilters(peer, math.MaxInt)
+}
+
+// SomeFilters returns up to max of peer's filters, sorted among themselves
+// (a sample, not the first ones in order: a status page must not list, or
+// sort, a million).
+func (r *Router) SomeFilters(peer string, max int) []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var out []string
 	if t, ok := r.tries[peer]; ok {
-		out = t.Filters()
+		out = t.SomeFilters(max)
 	}
 	for g, t := range r.shared[peer] {
-		for _, f := range t.Filters() {
+		for _, f := range t.SomeFilters(max - len(out)) {
 			out = append(out, "$share/"+g+"/"+f)
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 

@@ -188,6 +188,26 @@ func (t *Table) Advertised() []string {
 	return out
 }
 
+// SomeAdvertised returns up to max of the advertised filters, sorted among
+// themselves: a sample for a status page, which must not hold the table's
+// lock to list and sort a million.
+func (t *Table) SomeAdvertised(max int) []string {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.degraded {
+		return []string{everything}
+	}
+	out := make([]string, 0, min(max, len(t.refs)))
+	for f := range t.refs {
+		if len(out) == max {
+			break
+		}
+		out = append(out, f)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Degraded reports whether the table advertises "#" because its picture may
 // be incomplete, and why.
 func (t *Table) Degraded() (bool, string) {

@@ -260,6 +260,37 @@ func (t *Trie) Filters() []string {
 	return out
 }
 
+// SomeFilters returns up to max distinct filters, in no particular order: a
+// sample for a status page, without listing a million.
+func (t *Trie) SomeFilters(max int) []string {
+	out := make([]string, 0, min(max, t.distinct))
+	t.root.eachUntil(func(n *node) bool {
+		if len(out) == max {
+			return false
+		}
+		if n.count > 0 {
+			out = append(out, n.filter)
+		}
+		return true
+	})
+	return out
+}
+
+// eachUntil calls fn for n and the nodes below it until fn returns false;
+// it reports whether every call returned true.
+func (n *node) eachUntil(fn func(*node) bool) bool {
+	if !fn(n) {
+		return false
+	}
+	k := n.kids
+	if k == nil {
+		return true
+	}
+	return k.eachLiteral(func(_ string, child *node) bool { return child.eachUntil(fn) }) &&
+		(k.plus == nil || k.plus.eachUntil(fn)) &&
+		(k.hash == nil || k.hash.eachUntil(fn))
+}
+
 // each calls fn for n and every node below it.
 func (n *node) each(fn func(*node)) {
 	fn(n)

@@ -246,3 +246,27 @@ func TestMatchingDoesNotAllocate(t *testing.T) {
 		t.Fatal("no match reported at all")
 	}
 }
+
+func TestSomeFilters(t *testing.T) {
+	tr := NewTrie()
+	for _, f := range []string{"a", "a/b", "a/+", "#", "c/d/e", "c/d/f"} {
+		mustAdd(t, tr, f)
+	}
+	all := tr.SomeFilters(100)
+	slices.Sort(all)
+	if want := []string{"#", "a", "a/+", "a/b", "c/d/e", "c/d/f"}; !slices.Equal(all, want) {
+		t.Fatalf("SomeFilters(100) = %q, want %q", all, want)
+	}
+	some := tr.SomeFilters(3)
+	if len(some) != 3 {
+		t.Fatalf("SomeFilters(3) = %q, want 3 filters", some)
+	}
+	for _, f := range some {
+		if tr.Count(f) != 1 {
+			t.Fatalf("SomeFilters(3) returned %q, not in the trie", f)
+		}
+	}
+	if got := tr.SomeFilters(0); len(got) != 0 {
+		t.Fatalf("SomeFilters(0) = %q", got)
+	}
+}
