@@ -16,7 +16,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/poll"
 )
 
 // InterestOptions configure MeasureInterest: how an agent's memory and the
@@ -127,26 +129,8 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 		return row, err
 	}
 	row.Subscribe = time.Since(start)
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		st, err := fetchStatus(ctx, peer.HTTP)
-		// Known to the peer's router, and subscribed by its data session.
-		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n && st.Data.Current {
-			break
-		}
-		if h, err := fetchStatus(ctx, holder.HTTP); err == nil && h.Degraded {
-			// Its picture is incomplete: it advertises more than the filters
-			// (correct, but not what this measures) until clients reconnect.
-			return row, fmt.Errorf("bench: interest: %s degraded after %d subscriptions: %s", holder.Name, n, h.DegradedReason)
-		}
-		if time.Now().After(deadline) {
-			return row, fmt.Errorf("bench: interest: %s did not learn %d filters of %s within 5 min", peer.Name, n, holder.Name)
-		}
-		select {
-		case <-ctx.Done():
-			return row, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := waitPropagated(ctx, holder, peer, n); err != nil {
+		return row, err
 	}
 	row.Propagation = time.Since(start)
 	row.HolderRSS = rss(c.AgentProcess(holder.Name).Pid())
@@ -200,22 +184,45 @@ func subscribeShare(ctx context.Context, cl *paho.Client, k, clients, n, perPack
 	return flush()
 }
 
-// waitSettledAgents waits until every agent is ready and not degraded.
-func waitSettledAgents(ctx context.Context, https []string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for _, h := range https {
-		for {
-			st, err := fetchStatus(ctx, h)
-			if err == nil && st.Ready && !st.Degraded {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("bench: interest: agent %s not settled", h)
-			}
-			time.Sleep(50 * time.Millisecond)
+// waitPropagated waits until peer's agent knows holder's n filters and its
+// data session holds them. It fails at once if holder turns degraded: its
+// picture is incomplete and it advertises more than the filters (correct,
+// but not what this measures) until clients reconnect.
+func waitPropagated(ctx context.Context, holder, peer config.Node, n int) error {
+	err := poll.Until(ctx, 5*time.Minute, 20*time.Millisecond, func() (bool, error) {
+		st, err := fetchStatus(ctx, peer.HTTP)
+		// Known to the peer's router, and subscribed by its data session.
+		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n && st.Data.Current {
+			return true, nil
 		}
+		if h, err := fetchStatus(ctx, holder.HTTP); err == nil && h.Degraded {
+			return false, fmt.Errorf("bench: interest: %s degraded after %d subscriptions: %s", holder.Name, n, h.DegradedReason)
+		}
+		return false, nil
+	})
+	if errors.Is(err, poll.ErrTimeout) {
+		return fmt.Errorf("bench: interest: %s did not learn %d filters of %s within 5 min", peer.Name, n, holder.Name)
 	}
-	return nil
+	return err
+}
+
+// waitSettledAgents waits until every agent is ready and not degraded, all
+// of them within one 30 s limit.
+func waitSettledAgents(ctx context.Context, https []string) error {
+	settled := 0 // agents settled so far, in order: each is checked until it is
+	err := poll.Until(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
+		for ; settled < len(https); settled++ {
+			st, err := fetchStatus(ctx, https[settled])
+			if err != nil || !st.Ready || st.Degraded {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if errors.Is(err, poll.ErrTimeout) {
+		return fmt.Errorf("bench: interest: agent %s not settled", https[settled])
+	}
+	return err
 }
 
 // rss reads a process's resident set size from /proc (0 when unknown).
