@@ -18,6 +18,7 @@ import (
 
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/poll"
 	"github.com/moha-project/moha/internal/status"
 )
 
@@ -625,25 +626,21 @@ func (s *setup) waitAdvertised(ctx context.Context, want map[string]int, timeout
 	for _, n := range s.nodes {
 		brokerOf[n.name] = n.broker
 	}
-	tick := time.NewTicker(statusPollInterval)
-	defer tick.Stop()
 	var why string
-	for {
+	// The timeout is on ctx, not on poll.Until: the status requests end with it too.
+	err := poll.Until(ctx, 0, statusPollInterval, func() (bool, error) {
 		why = ""
 		for _, n := range s.nodes {
 			if why = s.unsettled(ctx, n, want, brokerOf); why != "" {
-				break
+				return false, nil
 			}
 		}
-		if why == "" {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("moha agents not settled: %s: %w", why, context.Cause(ctx))
-		case <-tick.C:
-		}
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("moha agents not settled: %s: %w", why, err)
 	}
+	return nil
 }
 
 // unsettled says why node n is not settled yet, "" when it is.

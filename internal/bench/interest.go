@@ -18,6 +18,7 @@ import (
 
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/poll"
 )
 
 // InterestOptions configure MeasureInterest: how an agent's memory and the
@@ -154,39 +155,40 @@ const statusPoll = 100 * time.Millisecond
 // waitPropagated waits until peer's router knows holder's n filters and its
 // data session holds them. The holder may turn degraded meanwhile (a count
 // published ahead of the log lines still queued for it): that time is
-// recorded; a holder degraded whose table stopped changing for stuckAfter
-// lost lines for good, which fails the run.
+// recorded. A holder degraded whose table did not change for stuckAfter
+// lost lines for good, which fails the run: Mosquitto's log lines expire
+// after 20 s, so none can still be on its way then.
 func waitPropagated(ctx context.Context, row *InterestRow, holder, peer config.Node, n int) error {
-	const stuckAfter = 5 * time.Second
-	deadline := time.Now().Add(5 * time.Minute)
+	const stuckAfter = 30 * time.Second
 	lastCount, lastChange, prev := -1, time.Now(), time.Now()
-	for {
+	err := poll.Until(ctx, 5*time.Minute, statusPoll, func() (bool, error) {
 		st, err := fetchStatus(ctx, peer.HTTP)
+		// Known to the peer's router, and subscribed by its data session.
 		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n && st.Data.Current {
-			return nil
+			return true, nil
 		}
 		now := time.Now()
-		if h, err := fetchStatus(ctx, holder.HTTP); err == nil {
-			if c := h.Interest.Subscriptions; c != lastCount {
-				lastCount, lastChange = c, now
-			}
-			if h.Degraded {
-				row.HolderDegraded += now.Sub(prev)
-				if now.Sub(lastChange) > stuckAfter {
-					return fmt.Errorf("bench: interest: %s degraded after %d subscriptions: %s", holder.Name, n, h.DegradedReason)
-				}
-			}
+		defer func() { prev = now }()
+		h, err := fetchStatus(ctx, holder.HTTP)
+		if err != nil {
+			return false, nil
 		}
-		prev = now
-		if now.After(deadline) {
-			return fmt.Errorf("bench: interest: %s did not learn %d filters of %s within 5 min", peer.Name, n, holder.Name)
+		if c := h.Interest.Subscriptions; c != lastCount {
+			lastCount, lastChange = c, now
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(statusPoll):
+		if !h.Degraded {
+			return false, nil
 		}
+		row.HolderDegraded += now.Sub(prev)
+		if now.Sub(lastChange) > stuckAfter {
+			return false, fmt.Errorf("bench: interest: %s degraded after %d subscriptions: %s", holder.Name, n, h.DegradedReason)
+		}
+		return false, nil
+	})
+	if errors.Is(err, poll.ErrTimeout) {
+		return fmt.Errorf("bench: interest: %s did not learn %d filters of %s within 5 min", peer.Name, n, holder.Name)
 	}
+	return err
 }
 
 // connectInterestClient connects one subscribing client; persistent ones
@@ -235,22 +237,23 @@ func subscribeShare(ctx context.Context, cl *paho.Client, k, clients, n, perPack
 	return flush()
 }
 
-// waitSettledAgents waits until every agent is ready and not degraded.
+// waitSettledAgents waits until every agent is ready and not degraded, all
+// of them within one 30 s limit.
 func waitSettledAgents(ctx context.Context, https []string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for _, h := range https {
-		for {
-			st, err := fetchStatus(ctx, h)
-			if err == nil && st.Ready && !st.Degraded {
-				break
+	settled := 0 // agents settled so far, in order: each is checked until it is
+	err := poll.Until(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
+		for ; settled < len(https); settled++ {
+			st, err := fetchStatus(ctx, https[settled])
+			if err != nil || !st.Ready || st.Degraded {
+				return false, nil
 			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("bench: interest: agent %s not settled", h)
-			}
-			time.Sleep(50 * time.Millisecond)
 		}
+		return true, nil
+	})
+	if errors.Is(err, poll.ErrTimeout) {
+		return fmt.Errorf("bench: interest: agent %s not settled", https[settled])
 	}
-	return nil
+	return err
 }
 
 // rss reads a process's resident set size from /proc (0 when unknown).

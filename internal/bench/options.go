@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moha-project/moha/internal/topic"
 )
 
 // Scenario names accepted in Options.Scenario.
@@ -28,6 +30,9 @@ const (
 	maxMessages = 1 << 31   // sequence numbers are uint32 on the wire
 	maxSize     = 1 << 24   // 16 MiB payloads are already far beyond a benchmark
 	maxPipeline = 1<<16 - 1 // MQTT packet identifiers bound what can be in flight
+	// maxTopicBase leaves room under MQTT's 65535-byte topic limit for the
+	// levels the scenarios append to Options.Topic.
+	maxTopicBase = 60000
 )
 
 var (
@@ -183,18 +188,15 @@ func knownScenario(name string) bool {
 	return false
 }
 
-// validatePublishTopic checks what the scenarios build topics from: a
-// non-empty topic name without wildcards.
-func validatePublishTopic(topic string) error {
-	switch {
-	case topic == "":
-		return errors.New("empty")
-	case strings.ContainsAny(topic, "+#"):
-		return fmt.Errorf("%q must not contain wildcards", topic)
-	case strings.ContainsRune(topic, 0):
-		return fmt.Errorf("%q must not contain NUL", topic)
-	case len(topic) > 60000:
-		return errors.New("longer than 60000 bytes")
+// validatePublishTopic checks what the scenarios build topics from: a valid
+// topic name (the topic package's rules) short enough that the levels the
+// scenarios append keep it within MQTT's 65535 bytes.
+func validatePublishTopic(t string) error {
+	if err := topic.ValidateTopic(t); err != nil {
+		return err
+	}
+	if len(t) > maxTopicBase {
+		return fmt.Errorf("%d bytes, longer than %d (the scenarios append levels to it)", len(t), maxTopicBase)
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moha-project/moha/internal/linkdefault"
 )
 
 // Config describes this node's side of the mesh. Zero durations and sizes
@@ -43,19 +45,19 @@ type Config struct {
 	Registerer prometheus.Registerer // may be nil: no metrics registered
 }
 
-// Defaults.
+// Defaults. Those the cluster file also states come from linkdefault.
 const (
-	DefaultWindow         = 4096
-	DefaultBufferMessages = 100000
-	DefaultBufferBytes    = 64 << 20
-	DefaultInterestGrace  = 2 * time.Minute
+	DefaultWindow         = linkdefault.Window
+	DefaultBufferMessages = linkdefault.BufferMessages
+	DefaultBufferBytes    = linkdefault.BufferBytes
+	DefaultInterestGrace  = linkdefault.InterestGrace
 	DefaultHeartbeat      = time.Second
 	DefaultAckDelay       = 2 * time.Millisecond
 	DefaultBackoffMin     = 100 * time.Millisecond
 	DefaultBackoffMax     = time.Second
 	DefaultStallAfter     = 2 * time.Second
 
-	minSecretLen = 16
+	minSecretLen = linkdefault.MinSecretLength
 	// maxNameLen keeps a HELLO well inside the 1 KiB pre-auth frame limit.
 	maxNameLen = 255
 )

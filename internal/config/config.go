@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/moha-project/moha/internal/linkdefault"
 )
 
 // Sentinel errors. Validation problems wrap ErrInvalid; Node wraps ErrUnknownNode.
@@ -36,10 +38,11 @@ const (
 	DefaultKeepAlive     = 30 * time.Second     // MQTT keepalive of the agent's sessions
 	DefaultFirstPriority = 150                  // VRRP priority of the first load balancer host
 	DefaultOtherPriority = 100                  // ... and of every host after it
-	MinSecretLength      = 16                   // bytes of cluster secret, at least
 	// MaxMessageSizeLimit leaves a message's topic, properties and framing room in a
 	// link frame (64 MiB, internal/cluster).
 	MaxMessageSizeLimit = 48 << 20
+	// MinSecretLength is the shortest cluster secret, in bytes: the links' rule.
+	MinSecretLength = linkdefault.MinSecretLength
 )
 
 // The values of quorum.
@@ -231,10 +234,10 @@ func (c *Cluster) SpreadsShared() bool {
 func Default() Cluster {
 	return Cluster{
 		Name:                 "moha",
-		Window:               4096,
-		BufferMessages:       100000,
-		BufferBytes:          64 << 20,
-		InterestGrace:        Duration(2 * time.Minute),
+		Window:               linkdefault.Window,
+		BufferMessages:       linkdefault.BufferMessages,
+		BufferBytes:          linkdefault.BufferBytes,
+		InterestGrace:        Duration(linkdefault.InterestGrace),
 		DataSubscription:     DataSubscriptionAll,
 		ReplayWindow:         Duration(2 * time.Second),
 		ReplayBytes:          64 << 20,

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/moha-project/moha/internal/poll"
 )
 
 // Process is one child process and the file its output goes to.
@@ -183,7 +185,7 @@ func freeAddrs(host string, n int) ([]string, error) {
 
 // WaitTCP waits until addr accepts a connection, p exits, or ctx ends.
 func WaitTCP(ctx context.Context, addr string, p *Process) error {
-	return poll(ctx, p, func() bool {
+	return waitUntil(ctx, p, func() bool {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err != nil {
 			return false
@@ -196,7 +198,7 @@ func WaitTCP(ctx context.Context, addr string, p *Process) error {
 // WaitHTTP waits until url answers 200, p exits (when non-nil), or ctx ends.
 func WaitHTTP(ctx context.Context, url string, p *Process) error {
 	client := &http.Client{Timeout: time.Second}
-	return poll(ctx, p, func() bool {
+	return waitUntil(ctx, p, func() bool {
 		resp, err := client.Get(url)
 		if err != nil {
 			return false
@@ -208,22 +210,21 @@ func WaitHTTP(ctx context.Context, url string, p *Process) error {
 
 var errExited = errors.New("process exited")
 
-func poll(ctx context.Context, p *Process, ok func() bool, what string) error {
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
+// waitUntil polls ok until it holds, p exits (when non-nil), or ctx ends.
+func waitUntil(ctx context.Context, p *Process, ok func() bool, what string) error {
+	err := poll.Until(ctx, 0, 50*time.Millisecond, func() (bool, error) {
 		if ok() {
-			return nil
+			return true, nil
 		}
 		if p != nil {
 			if exited, err := p.Exited(); exited {
-				return fmt.Errorf("wait for %s: %s %w (%v); see %s", what, p.Name, errExited, err, p.LogPath)
+				return false, fmt.Errorf("%s %w (%v); see %s", p.Name, errExited, err, p.LogPath)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %s: %w", what, context.Cause(ctx))
-		case <-tick.C:
-		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("wait for %s: %w", what, err)
 	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/eclipse/paho.golang/packets"
 
 	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/topic"
 )
 
 // maxString is the longest UTF-8 string or binary field MQTT can carry (a
@@ -70,27 +71,11 @@ func validateMessage(m *message.Message) error {
 	if m.QoS > 2 {
 		return fmt.Errorf("%w: qos %d", errInvalidMessage, m.QoS)
 	}
-	if err := validateTopicName(m.Topic); err != nil {
-		return err
+	// The topic package holds the one definition of a valid topic name.
+	if err := topic.ValidateTopic(m.Topic); err != nil {
+		return fmt.Errorf("%w: %w", errInvalidMessage, err)
 	}
 	return validateProps(&m.Props)
-}
-
-// validateTopicName checks a PUBLISH topic: not empty, no wildcards
-// [MQTT-3.3.2-2], valid UTF-8 without U+0000 [MQTT-1.5.4-1, MQTT-1.5.4-2].
-func validateTopicName(topic string) error {
-	if topic == "" {
-		return fmt.Errorf("%w: empty topic", errInvalidMessage)
-	}
-	if err := validateString("topic", topic); err != nil {
-		return err
-	}
-	for i := 0; i < len(topic); i++ {
-		if topic[i] == '+' || topic[i] == '#' {
-			return fmt.Errorf("%w: wildcard in topic %q", errInvalidMessage, topic)
-		}
-	}
-	return nil
 }
 
 func validateProps(p *message.Properties) error {

@@ -5,6 +5,8 @@ package testkit
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moha-project/moha/internal/poll"
 )
 
 // Broker is a real mosquitto process started for one test.
@@ -87,20 +91,24 @@ func tryStartBroker(t testing.TB, extra []string) (*Broker, error) {
 }
 
 func (b *Broker) awaitListening(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	// Polling for the listener: no event announces it.
+	err := poll.Until(context.Background(), timeout, 20*time.Millisecond, func() (bool, error) {
 		select {
 		case <-b.exited:
-			return fmt.Errorf("mosquitto exited")
+			return false, errors.New("mosquitto exited")
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", b.Addr, 200*time.Millisecond); err == nil {
-			_ = c.Close()
-			return nil
+		c, err := net.DialTimeout("tcp", b.Addr, 200*time.Millisecond)
+		if err != nil {
+			return false, nil
 		}
-		time.Sleep(20 * time.Millisecond) // polling for the listener; no event to await
+		_ = c.Close()
+		return true, nil
+	})
+	if errors.Is(err, poll.ErrTimeout) {
+		return fmt.Errorf("mosquitto not listening on %s after %v", b.Addr, timeout)
 	}
-	return fmt.Errorf("mosquitto not listening on %s after %v", b.Addr, timeout)
+	return err
 }
 
 // Kill ends the broker at once (SIGKILL) and waits for it.
@@ -149,12 +157,11 @@ func freePort() (int, error) {
 // first. For conditions no event announces.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	err := poll.Until(context.Background(), timeout, 5*time.Millisecond, func() (bool, error) {
+		return cond(), nil
+	})
+	if err != nil {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 	}
 }
 
