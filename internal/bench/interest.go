@@ -49,6 +49,9 @@ type InterestRow struct {
 	HolderBase    int64         `json:"holder_rss_before_bytes"`
 	PeerRSS       int64         `json:"peer_rss_bytes"`
 	PeerBase      int64         `json:"peer_rss_before_bytes"`
+	// HolderBrokerRSS is node2's broker's resident memory at the end (its
+	// sessions and subscriptions): a figure for sizing.
+	HolderBrokerRSS int64 `json:"holder_broker_rss_bytes"`
 	// HolderDegraded is how long the subscribing agent was seen degraded
 	// (advertising everything) while the peer learned the filters.
 	HolderDegraded time.Duration `json:"holder_degraded_ns"`
@@ -145,6 +148,7 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 	row.Propagation = time.Since(start)
 	row.HolderRSS = rss(c.AgentProcess(holder.Name).Pid())
 	row.PeerRSS = rss(c.AgentProcess(peer.Name).Pid())
+	row.HolderBrokerRSS = rss(c.Broker(holder.Name).Pid())
 	progressf(o.Progress, "interest: %d filters known to %s after %v", n, peer.Name, row.Propagation.Round(time.Millisecond))
 	return row, nil
 }
@@ -280,11 +284,11 @@ func progressf(w io.Writer, format string, args ...any) {
 // WriteInterestTable prints the rows as a table.
 func WriteInterestTable(w io.Writer, rows []InterestRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "subscriptions\tsubscribe\tpropagated to peer\tholder degraded\tholder agent RSS (before)\tpeer agent RSS (before)\t")
+	fmt.Fprintln(tw, "subscriptions\tsubscribe\tpropagated to peer\tholder degraded\tholder agent RSS (before)\tpeer agent RSS (before)\tholder broker RSS\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%v\t%v\t%v\t%.1f MiB (%.1f)\t%.1f MiB (%.1f)\t\n", r.Subscriptions,
+		fmt.Fprintf(tw, "%d\t%v\t%v\t%v\t%.1f MiB (%.1f)\t%.1f MiB (%.1f)\t%.1f MiB\t\n", r.Subscriptions,
 			r.Subscribe.Round(time.Millisecond), r.Propagation.Round(time.Millisecond), r.HolderDegraded.Round(100*time.Millisecond),
-			mib(r.HolderRSS), mib(r.HolderBase), mib(r.PeerRSS), mib(r.PeerBase))
+			mib(r.HolderRSS), mib(r.HolderBase), mib(r.PeerRSS), mib(r.PeerBase), mib(r.HolderBrokerRSS))
 	}
 	return tw.Flush()
 }

@@ -5,13 +5,17 @@ import (
 	"time"
 )
 
-// minDeltaLogFilters is how many filters the recent deltas may hold
-// whatever the set's size. Beyond that they hold at most as many filters
-// as the set: a link further behind gets a snapshot, which costs no more
-// than the deltas it replaces. (A bound on the number of deltas sent a link
-// behind a burst of single-filter deltas a snapshot of the whole set every
-// thousand changes.)
-const minDeltaLogFilters = 4096
+// The recent deltas hold at most as many filters as the set (a link further
+// behind gets a snapshot, which costs no more than the deltas it replaces),
+// and at least minDeltaLogFilters and at most maxDeltaLogFilters whatever
+// the set's size. (A bound on the number of deltas sent a link behind a
+// burst of single-filter deltas a snapshot of the whole set every thousand
+// changes; a bound of the set's size kept a delta per subscription, a
+// hundred bytes each, at a million.)
+const (
+	minDeltaLogFilters = 4096
+	maxDeltaLogFilters = 65536
+)
 
 // localInterest is this node's advertised filter set, its version and the
 // recent deltas, shared by every link's writer.
@@ -56,7 +60,7 @@ func (li *localInterest) apply(added, removed []string) bool {
 	li.version = d.version
 	li.log = append(li.log, d)
 	li.logSize += d.size()
-	for len(li.log) > 1 && li.logSize > max(len(li.set), minDeltaLogFilters) {
+	for len(li.log) > 1 && li.logSize > min(max(len(li.set), minDeltaLogFilters), maxDeltaLogFilters) {
 		li.logSize -= li.log[0].size()
 		li.log[0] = interestDelta{}
 		li.log = li.log[1:]
