@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moha-project/moha/internal/interest"
 	"github.com/moha-project/moha/internal/session"
 )
 
@@ -147,4 +148,154 @@ func (a *Agent) onUptime(payload []byte, now time.Time) {
 		}
 	}
 	a.logState.uptime, a.logState.uptimeAt = uptime, now
+}
+
+// nudgeCount makes the broker publish a fresh subscription count while the
+// table needs one (needsFreshCount). Mosquitto publishes the count only
+// when it differs from the last value it published, so after an agent
+// restart (its log session's subscriptions gone and back within one
+// interval) no count may ever come.
+// Toggling one probe subscription moves the count by one each time, and of
+// two neighbouring values at least one differs from the last published one.
+func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
+	const every = 2500 * time.Millisecond
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	probing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !a.needsFreshCount() || time.Since(time.Unix(0, a.lastCount.Load())) < every {
+			continue
+		}
+		// The table counts the probe from its own subscribe and
+		// unsubscribe lines, in order with the counts.
+		var err error
+		if probing {
+			err = logSess.Unsubscribe(ctx, probeFilter)
+		} else {
+			err = logSess.Subscribe(ctx, session.Subscription{Filter: probeFilter, QoS: 0})
+		}
+		if err != nil {
+			a.log.Debug("subscription-count probe failed", "err", err)
+			continue
+		}
+		probing = !probing
+	}
+}
+
+// needsFreshCount: the table is degraded, or it holds uncertain sessions
+// (offline MQTT v5, expiry unknown) and log lines arrived since the last
+// count, which may have ended them.
+func (a *Agent) needsFreshCount() bool {
+	if degraded, _ := a.table.Degraded(); degraded {
+		return true
+	}
+	return a.table.Stats().Uncertain > 0 && a.table.Applied() != a.countApplied.Load()
+}
+
+// onLogLine feeds one log-session message to the interest table (and the
+// takeover bookkeeping), and returns the parsed line. It runs on the
+// session's reader and does not block.
+func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
+	defer d.Ack()
+	m := &d.Message
+	now := time.Now()
+	a.onLogMessage(now)
+	if m.Topic == brokerUptime {
+		if !m.Retain {
+			a.onUptime(m.Payload, now)
+		}
+		return ev, nil
+	}
+	if m.Topic == brokerDroppedTopic {
+		a.onBrokerDropped(m.Payload)
+		return ev, nil
+	}
+	if m.Topic == clientsTotal {
+		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
+		if err != nil || m.Retain {
+			return ev, nil // stale (retained) or unreadable: the next one will do
+		}
+		if forgot := a.table.ReconcileClients(n); forgot > 0 {
+			a.log.Info("forgot offline MQTT v5 sessions that expired unseen", "sessions", forgot, "clients_total", n)
+		}
+		return ev, nil
+	}
+	if m.Topic == retainedCount {
+		if n := string(m.Payload); n != a.lastRetainedCount {
+			a.lastRetainedCount = n
+			a.requestRescan()
+		}
+		return ev, nil
+	}
+	if m.Topic == subscriptionCount {
+		a.log.Debug("broker subscription count", "payload", string(m.Payload), "retain", m.Retain)
+		if m.Retain {
+			return ev, nil // the retained copy is a stale snapshot, not ordered with the log lines
+		}
+		a.lastCount.Store(time.Now().UnixNano())
+		a.countApplied.Store(a.table.Applied())
+		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
+		if err != nil {
+			a.metrics.logErrors.Inc()
+			a.log.Warn("unreadable subscription count", "payload", truncate(string(m.Payload)))
+			return ev, nil
+		}
+		a.table.Reconcile(n)
+		return ev, nil
+	}
+	ev, err = interest.ParseLine(m.Topic, m.Payload)
+	if err == nil && ev.Kind == interest.Connected && a.isOwnClient(ev.ClientID) {
+		a.checkOwnConnect(ev.ClientID, ev.From)
+	}
+	if err == nil && ev.Kind == interest.QueueDropped && a.isOwnClient(ev.ClientID) {
+		a.onOwnOverflow(ev.ClientID)
+	}
+	maker := madeByNobody
+	if err == nil && !a.isOwnClient(ev.ClientID) {
+		maker = a.followClient(&ev)
+	}
+	if applyErr := a.table.ApplyParsed(m.Topic, ev, err); applyErr != nil {
+		a.metrics.logErrors.Inc()
+		a.log.Warn("broker log line not understood", "topic", m.Topic, "line", truncate(string(m.Payload)), "err", applyErr)
+	}
+	// After the table has the session: replication reads it.
+	a.replicas.connected(ev.ClientID, maker)
+	return ev, err
+}
+
+// followClient announces a client's connect line (takeovers) and tells
+// replication whose session it is. A session replica's own connection
+// (any connection from the agent's own address but a takeover's) is not a
+// client's: not announced, so no takeover round elsewhere.
+func (a *Agent) followClient(ev *interest.Event) sessionMaker {
+	if ev.Kind != interest.Connected {
+		a.takeovers.OnEvent(ev, time.Now())
+		return madeByNobody
+	}
+	if a.dials.ours(ev.From, ev.ClientID) && !a.takeovers.KickPending(ev.ClientID) {
+		// A replica's connection, or the one ending it: its line may come
+		// after the replica is gone, so the address decides, not the id.
+		return madeByReplica
+	}
+	if note, ok := a.takeovers.OnEvent(ev, time.Now()); ok {
+		a.mesh.AnnounceClient(note)
+		return madeByClient
+	}
+	return madeByNobody
+}
+
+func (a *Agent) isOwnClient(id string) bool {
+	return a.own[id]
+}
+
+func truncate(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "…"
+	}
+	return s
 }
