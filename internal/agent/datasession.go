@@ -18,12 +18,16 @@ import (
 	"github.com/moha-project/moha/internal/topic"
 )
 
-// The data session subscribes to what peers need, not "#": a message no
-// peer wants is never sent to the agent, which saves the broker and the
-// agent the work of handing it over only to drop it (docs/BENCHMARKS.md).
-// Its filters are the peers' interest plus every topic holding a retained
-// message (retained writes reach every node); a retained message on a new
-// topic is found by a rescan when the broker's retained count changes.
+// With data_subscription all (the default) the data session subscribes
+// "#": the agent sees every message and keeps those no peer wanted for the
+// replay history that closes the subscribe window. With interest it
+// subscribes to what peers need: a message no peer wants is never sent to
+// the agent, which saves the broker and the agent the work of handing it
+// over only to drop it (docs/ARCHITECTURE.md, "The subscribe window").
+// Either way its filters include every topic holding a retained message
+// (retained writes reach every node); with interest a retained message on
+// a new topic is found by a rescan when the broker's retained count
+// changes.
 //
 // The session is persistent, so that what clients publish while the agent
 // is away waits in the broker. A new run cannot know which filters an

@@ -65,7 +65,7 @@ func connectClient(ctx context.Context, ep endpoint, cfg paho.ClientConfig, rece
 // packet header with separate read calls and writes each packet on its own:
 // with it the load generator used more than half of the machine's CPU in
 // 'moha bench compare', leaving less for the brokers it measures
-// (docs/BENCHMARKS.md, round 5).
+// (docs/benchmarks-journal.md, round 5).
 func dialSession(ctx context.Context, ep endpoint, receiveMax uint16, persistent bool, h session.Handler) (*session.Session, error) {
 	cfg := session.Config{
 		Addr: ep.Address, ClientID: ep.ClientID, CleanStart: true, KeepAlive: keepAlive,
