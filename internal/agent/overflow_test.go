@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/session"
@@ -19,7 +20,7 @@ import (
 
 // overflowMessages is more than the broker holds for the agent's data
 // session: in flight up to the session's Receive Maximum (65535), then
-// queued up to the rendered max_queued_messages (100000).
+// queued up to max_queued_messages (set to 100000 below).
 const overflowMessages = 200_000
 
 func tail(b []byte, n int) []byte {
@@ -37,7 +38,8 @@ func tail(b []byte, n int) []byte {
 // (moha_broker_queue_overflows_total, /status broker.queue_overflows) and
 // the broker's count of dropped messages.
 func TestBrokerDropForAgentIsCounted(t *testing.T) {
-	c := startProcessCluster(t, launch.Options{Nodes: 2, LBPort: -1})
+	// The rendered default (a million) would need five times the messages.
+	c := startProcessCluster(t, launch.Options{Nodes: 2, LBPort: -1, Configure: func(c *config.Cluster) { c.MaxQueuedMessages = 100000 }})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	http1 := c.MustNode("node1").HTTP

@@ -106,6 +106,13 @@ type Cluster struct {
 	// message_size_limit): what a broker accepts must cross the agents' links, so a client
 	// gets its refusal from the broker (MQTT v5: reason 0x95) rather than losing it later.
 	MessageSizeLimit ByteSize `yaml:"message_size_limit"`
+	// MaxQueuedMessages bounds each client's queue in the broker (rendered as Mosquitto's
+	// max_queued_messages; beyond it the broker drops, and the agent counts what it drops
+	// for its own sessions). The agent's sessions need it deep: while clients subscribe in
+	// bulk the broker reads the agent's acknowledgements one per loop turn, so a burst of a
+	// million subscriptions queues nearly a million log lines. It bounds every client's
+	// queue alike: a stuck subscriber may hold as many messages.
+	MaxQueuedMessages int `yaml:"max_queued_messages"`
 	// Quorum is when a node takes clients (/readyz): "majority" — it reaches, with itself,
 	// a strict majority of the nodes (a node cut off alone steps aside) — or "none" — its
 	// broker sessions are up, whatever it reaches. Default: "majority" from three nodes,
@@ -244,6 +251,7 @@ func Default() Cluster {
 		ReplayMargin:         Duration(50 * time.Millisecond),
 		SharedSubscriptions:  SharedSpread,
 		MessageSizeLimit:     16 << 20,
+		MaxQueuedMessages:    1000000,
 		SessionReplicaWindow: Duration(3 * time.Second),
 		LoadBalancers: LoadBalancers{
 			Port:          1883,
@@ -274,6 +282,7 @@ func (c *Cluster) ApplyDefaults() {
 	setIfZero(&c.ReplayMargin, d.ReplayMargin)
 	setIfZero(&c.SharedSubscriptions, d.SharedSubscriptions)
 	setIfZero(&c.MessageSizeLimit, d.MessageSizeLimit)
+	setIfZero(&c.MaxQueuedMessages, d.MaxQueuedMessages)
 	setIfZero(&c.SessionReplicaWindow, d.SessionReplicaWindow)
 	lb, dlb := &c.LoadBalancers, d.LoadBalancers
 	setIfZero(&lb.Port, dlb.Port)

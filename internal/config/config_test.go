@@ -46,6 +46,7 @@ func TestLoadFullFile(t *testing.T) {
 		ReplayBytes:          16 << 20,
 		ReplayMargin:         Duration(20 * time.Millisecond),
 		MessageSizeLimit:     8 << 20,
+		MaxQueuedMessages:    1000000,
 		SessionReplicas:      ptr(0),
 		SessionReplicaWindow: Duration(5 * time.Second),
 		Nodes: []Node{
@@ -370,3 +371,17 @@ func TestEffectiveQuorum(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestMaxQueuedMessagesBounds(t *testing.T) {
+	c := Default()
+	c.Secret = strings.Repeat("s", MinSecretLength)
+	c.Nodes = []Node{{Name: "n1", Broker: Broker{Address: "127.0.0.1:1883"}, Cluster: "127.0.0.1:7946", HTTP: "127.0.0.1:9101"}}
+	c.MaxQueuedMessages = 1000
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_queued_messages") {
+		t.Fatalf("max_queued_messages 1000: %v, want refused", err)
+	}
+	c.MaxQueuedMessages = minQueuedMessages
+	if err := c.Validate(); err != nil {
+		t.Fatalf("max_queued_messages %d: %v", minQueuedMessages, err)
+	}
+}

@@ -13,6 +13,10 @@ import (
 	"unicode"
 )
 
+// minQueuedMessages is the least max_queued_messages accepted: Mosquitto's own
+// default (1000) would drop the agent's log lines and messages at once.
+const minQueuedMessages = 10000
+
 // FieldError is one validation problem, naming the field it concerns
 // (`nodes[1].broker.address`). It matches ErrInvalid with errors.Is.
 type FieldError struct {
@@ -75,6 +79,9 @@ func (c *Cluster) Validate() error {
 	checkPositive(&p, "replay_bytes", int64(c.ReplayBytes))
 	checkPositive(&p, "replay_margin", int64(c.ReplayMargin))
 	checkPositive(&p, "message_size_limit", int64(c.MessageSizeLimit))
+	if c.MaxQueuedMessages < minQueuedMessages {
+		p.add("max_queued_messages", "is %d, at least %d: the agent's sessions queue in the broker too", c.MaxQueuedMessages, minQueuedMessages)
+	}
 	if c.Quorum != "" && c.Quorum != QuorumMajority && c.Quorum != QuorumNone {
 		p.add("quorum", "is %q, want %q or %q (or nothing: %q from three nodes, %q for two)", c.Quorum, QuorumMajority, QuorumNone, QuorumMajority, QuorumNone)
 	}

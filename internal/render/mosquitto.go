@@ -59,7 +59,7 @@ func Mosquitto(c *config.Cluster, node string, opt MosquittoOptions) (string, er
 	writeListener(&w, n, host, port, dataDir)
 	writePersistence(&w, dataDir)
 	writeLogging(&w, opt.LogFile)
-	writeLimits(&w, int64(c.MessageSizeLimit))
+	writeLimits(&w, int64(c.MessageSizeLimit), c.MaxQueuedMessages)
 	return w.String(), nil
 }
 
@@ -191,7 +191,7 @@ func writeLogging(w *writer, logFile string) {
 	w.blank()
 }
 
-func writeLimits(w *writer, messageSizeLimit int64) {
+func writeLimits(w *writer, messageSizeLimit int64, maxQueued int) {
 	w.comment(
 		"What this broker accepts must cross the agents' links: a larger payload is refused here",
 		"(MQTT v5: reason 0x95; MQTT 3.1.1: dropped, as by any broker with this limit) rather",
@@ -203,9 +203,10 @@ func writeLimits(w *writer, messageSizeLimit int64) {
 		"subscription: queue deeply rather than drop (the default is 1000, then silent loss).",
 		"While clients subscribe in bulk the broker reads the agent's acknowledgements one per",
 		"loop turn, so a burst of a million subscriptions queues nearly a million log lines.",
-		"This bounds every client's queue, so a stuck subscriber may hold as many.",
+		"This bounds every client's queue, so a stuck subscriber may hold as many",
+		"(cluster file: max_queued_messages).",
 	)
-	w.line("max_queued_messages 1000000")
+	w.line("max_queued_messages %d", maxQueued)
 	w.comment(
 		"Advertised to MQTT 5 clients as Receive Maximum, and the agent republishes every peer's",
 		"messages on one session within it: at the default (20) it had to write one message per",
