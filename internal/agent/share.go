@@ -81,7 +81,9 @@ func newShares(a *Agent, peers []string, slots int) *shares {
 			Help: "Messages of shared subscription groups the agent's own memberships took, by what became of them: forwarded (to a member node elsewhere), served_elsewhere (a member node receiving it anyway serves the group), kept (no member node elsewhere reachable: published here again for a local member), echoed (the agent's own republish came back: published again for a local member), dropped (no member took it; logged).",
 		}, []string{"outcome"}),
 	}
-	s.planner = share.NewPlanner(peers, slots, s.notify)
+	// The table is made after the shares: read it when a group first needs it.
+	plain := func(yield func(string) bool) { a.table.EachPlainAdvertised(yield) }
+	s.planner = share.NewPlanner(peers, slots, plain, s.notify)
 	s.held.Store(topic.NewTrie())
 	for i := range slots {
 		s.slots = append(s.slots, &shareSlot{id: a.ids.share(i), held: map[share.Group]uint32{}, byID: map[uint32]share.Group{}})

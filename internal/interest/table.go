@@ -188,6 +188,23 @@ func (t *Table) Advertised() []string {
 	return out
 }
 
+// EachPlainAdvertised calls yield for every advertised filter that is not a
+// shared subscription ("#" alone while degraded), until yield returns false.
+// It holds the table's read lock: yield must not call back into the table.
+func (t *Table) EachPlainAdvertised(yield func(string) bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.degraded {
+		yield(everything)
+		return
+	}
+	for f := range t.refs {
+		if !isShared(f) && !yield(f) {
+			return
+		}
+	}
+}
+
 // SomeAdvertised returns up to max of the advertised filters, sorted among
 // themselves: a sample for a status page, which must not hold the table's
 // lock to list and sort a million.

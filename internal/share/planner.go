@@ -37,24 +37,35 @@ func ParseGroup(f string) (g Group, ok bool) {
 // decides the share memberships. It is safe for concurrent use.
 type Planner struct {
 	mu     sync.Mutex
-	slots  int                       // share sessions: at most one membership per group each
-	local  map[Group]bool            // groups with a member here
-	plain  *topic.Trie               // this node's plain (non-shared) advertised filters
-	peers  map[string]map[Group]bool // peer -> its groups
-	down   map[string]bool           // peers whose link is down
-	turn   map[Group]uint64          // round robin over a group's member peers
-	notify func()                    // called after a change that may move Want
+	slots  int                           // share sessions: at most one membership per group each
+	local  map[Group]*localGroup         // groups with a member here
+	plain  func(yield func(string) bool) // this node's plain (non-shared) advertised filters
+	peers  map[string]map[Group]bool     // peer -> its groups
+	down   map[string]bool               // peers whose link is down
+	turn   map[Group]uint64              // round robin over a group's member peers
+	notify func()                        // called after a change that may move Want
+}
+
+// localGroup is a group with a member here, and how many of this node's
+// plain filters overlap its filter. The planner keeps the count, not the
+// plain filters: a node may advertise a million of them, which the
+// interest table holds already.
+type localGroup struct {
+	filter        *topic.Trie // the group's filter alone, for overlap checks
+	plainOverlaps int
 }
 
 // NewPlanner returns a planner for slots share sessions (0: spreading off,
 // the local broker alone serves its members: shared_subscriptions
-// prefer_local). notify, if not nil, is called after every change that may
-// change Want; it must not block.
-func NewPlanner(peers []string, slots int, notify func()) *Planner {
+// prefer_local). plain yields this node's plain advertised filters as they
+// stand when Local is called (a change included); it is read only when a
+// group gets its first member here. notify, if not nil, is called after
+// every change that may change Want; it must not block.
+func NewPlanner(peers []string, slots int, plain func(yield func(string) bool), notify func()) *Planner {
 	p := &Planner{
 		slots:  slots,
-		local:  map[Group]bool{},
-		plain:  topic.NewTrie(),
+		local:  map[Group]*localGroup{},
+		plain:  plain,
 		peers:  map[string]map[Group]bool{},
 		down:   map[string]bool{},
 		turn:   map[Group]uint64{},
@@ -67,24 +78,59 @@ func NewPlanner(peers []string, slots int, notify func()) *Planner {
 	return p
 }
 
-// Local applies a change of this node's advertised interest (a set).
+// Local applies a change of this node's advertised interest (a set): the
+// plain filters move the overlap counts of the groups already here, then
+// a new group counts the plain filters there are.
 func (p *Planner) Local(added, removed []string) {
 	p.change(func() {
+		var newGroups []Group
 		for _, f := range removed {
 			if g, ok := ParseGroup(f); ok {
 				delete(p.local, g)
 			} else {
-				p.plain.Remove(f)
+				p.countPlainLocked(f, -1)
 			}
 		}
 		for _, f := range added {
 			if g, ok := ParseGroup(f); ok {
-				p.local[g] = true
-			} else if p.plain.Count(f) == 0 {
-				_, _ = p.plain.Add(f) // invalid filters are not advertised
+				newGroups = append(newGroups, g)
+			} else {
+				p.countPlainLocked(f, 1)
+			}
+		}
+		for _, g := range newGroups {
+			if p.local[g] == nil {
+				p.local[g] = p.newLocalGroup(g)
 			}
 		}
 	})
+}
+
+// countPlainLocked adds d to the overlap count of every local group whose
+// filter overlaps plain filter f.
+func (p *Planner) countPlainLocked(f string, d int) {
+	for _, lg := range p.local {
+		if lg.filter.Overlaps(f) {
+			lg.plainOverlaps += d
+		}
+	}
+}
+
+// newLocalGroup counts the plain filters overlapping g's.
+func (p *Planner) newLocalGroup(g Group) *localGroup {
+	lg := &localGroup{filter: topic.NewTrie()}
+	if _, err := lg.filter.Add(g.Filter); err != nil {
+		return lg // not advertised as a valid group: overlaps nothing
+	}
+	if p.plain != nil {
+		p.plain(func(f string) bool {
+			if lg.filter.Overlaps(f) {
+				lg.plainOverlaps++
+			}
+			return true
+		})
+	}
+	return lg
 }
 
 // Peer applies a change of peer's advertised interest; with replace, added
@@ -165,8 +211,8 @@ func (p *Planner) Want() [][]Group {
 	for g := range p.local {
 		_, _ = groupFilters.Add(g.Filter)
 	}
-	for g := range p.local {
-		if p.plain.Overlaps(g.Filter) || overlapsOthers(groupFilters, g.Filter) {
+	for g, lg := range p.local {
+		if lg.plainOverlaps > 0 || overlapsOthers(groupFilters, g.Filter) {
 			continue
 		}
 		n := min(len(p.membersLocked(g)), p.slots)

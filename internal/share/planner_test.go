@@ -69,8 +69,8 @@ func TestWant(t *testing.T) {
 			for _, p := range c.peers {
 				names = append(names, p.name)
 			}
-			p := NewPlanner(names, c.slots, nil)
-			p.Local(c.local, nil)
+			p, local := newTestPlanner(names, c.slots, nil)
+			local(c.local, nil)
 			for _, peer := range c.peers {
 				p.Peer(peer.name, true, peer.filter, nil)
 				p.SetLink(peer.name, peer.up)
@@ -84,8 +84,8 @@ func TestWant(t *testing.T) {
 
 func TestWantFollowsChanges(t *testing.T) {
 	calls := 0
-	p := NewPlanner([]string{"b"}, 1, func() { calls++ })
-	p.Local([]string{"$share/g/t"}, nil)
+	p, local := newTestPlanner([]string{"b"}, 1, func() { calls++ })
+	local([]string{"$share/g/t"}, nil)
 	p.Peer("b", false, []string{"$share/g/t"}, nil)
 	p.SetLink("b", true)
 	if got := groups(p.Want()); !slices.Equal(got, []string{"0:$share/g/t"}) {
@@ -96,12 +96,12 @@ func TestWantFollowsChanges(t *testing.T) {
 		t.Fatalf("after the peer's member left: Want = %v", got)
 	}
 	p.Peer("b", true, []string{"$share/g/t"}, nil)
-	p.Local([]string{"t"}, nil) // a plain subscriber here now
+	local([]string{"t"}, nil) // a plain subscriber here now
 	if got := groups(p.Want()); got != nil {
 		t.Fatalf("with a plain subscriber here: Want = %v", got)
 	}
-	p.Local(nil, []string{"t"})
-	p.Local(nil, []string{"$share/g/t"})
+	local(nil, []string{"t"})
+	local(nil, []string{"$share/g/t"})
 	if got := groups(p.Want()); got != nil {
 		t.Fatalf("after the local member left: Want = %v", got)
 	}
@@ -114,7 +114,7 @@ func TestWantFollowsChanges(t *testing.T) {
 // TestDecide is the decision table for a message a membership took.
 func TestDecide(t *testing.T) {
 	g := Group{"g", "t"}
-	p := NewPlanner([]string{"b", "c", "d"}, 3, nil)
+	p, _ := newTestPlanner([]string{"b", "c", "d"}, 3, nil)
 	for _, name := range []string{"b", "c", "d"} {
 		p.Peer(name, true, []string{"$share/g/t"}, nil)
 		p.SetLink(name, true)
@@ -156,5 +156,29 @@ func TestParseGroup(t *testing.T) {
 	}
 	if g, _ := ParseGroup("$share/g/a/#"); g != (Group{"g", "a/#"}) || g.Subscription() != "$share/g/a/#" {
 		t.Fatalf("ParseGroup = %+v", g)
+	}
+}
+
+// newTestPlanner returns a planner and the function that changes this
+// node's advertised interest: the set the planner reads plain filters from
+// first (as the agent's interest table is), then the planner.
+func newTestPlanner(peers []string, slots int, notify func()) (*Planner, func(added, removed []string)) {
+	advertised := map[string]bool{}
+	plain := func(yield func(string) bool) {
+		for f := range advertised {
+			if _, shared := ParseGroup(f); !shared && !yield(f) {
+				return
+			}
+		}
+	}
+	p := NewPlanner(peers, slots, plain, notify)
+	return p, func(added, removed []string) {
+		for _, f := range removed {
+			delete(advertised, f)
+		}
+		for _, f := range added {
+			advertised[f] = true
+		}
+		p.Local(added, removed)
 	}
 }
