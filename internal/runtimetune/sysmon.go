@@ -1,4 +1,4 @@
-package main
+package runtimetune
 
 import (
 	"os"
@@ -6,8 +6,9 @@ import (
 	"syscall"
 )
 
-// sysmonSetting keeps the Go runtime's system monitor (sysmon) polling
-// instead of sleeping until the next system call wakes it. A forwarding
+// SysmonSetting is the GODEBUG setting the agent re-executes itself with.
+// It keeps the Go runtime's system monitor (sysmon) polling instead of
+// sleeping until the next system call wakes it. A forwarding
 // agent alternates between short bursts of work and idle gaps of tens of
 // microseconds: in each gap sysmon went to sleep, and the first read or
 // write after it paid a futex wake-up and a thread switch. Profiled under
@@ -16,12 +17,12 @@ import (
 // forwarded message instead of 20–22 µs (docs/BENCHMARKS.md, round 5).
 // schedtrace is the runtime's only switch for it (runtime/proc.go, sysmon):
 // a scheduler summary line every 2^31 ms (24.8 days) is its price.
-const sysmonSetting = "schedtrace=2147483647"
+const SysmonSetting = "schedtrace=2147483647"
 
-// agentEnv returns the environment the agent re-executes itself with, and
+// reexecEnv returns the environment the agent re-executes itself with, and
 // false when it needs none: the setting is there, or GODEBUG names
 // schedtrace already (an operator's choice, e.g. schedtrace=0 to opt out).
-func agentEnv(environ []string) ([]string, bool) {
+func reexecEnv(environ []string) ([]string, bool) {
 	for i, kv := range environ {
 		value, ok := strings.CutPrefix(kv, "GODEBUG=")
 		if !ok {
@@ -32,24 +33,22 @@ func agentEnv(environ []string) ([]string, bool) {
 		}
 		env := append([]string(nil), environ...)
 		if value == "" {
-			env[i] = "GODEBUG=" + sysmonSetting
+			env[i] = "GODEBUG=" + SysmonSetting
 		} else {
-			env[i] = kv + "," + sysmonSetting
+			env[i] = kv + "," + SysmonSetting
 		}
 		return env, true
 	}
-	return append(append([]string(nil), environ...), "GODEBUG="+sysmonSetting), true
+	return append(append([]string(nil), environ...), "GODEBUG="+SysmonSetting), true
 }
 
-// reexecAgent replaces this process (same pid) with itself running under
-// sysmonSetting, which the runtime reads only at start. It returns only if
-// it did not: the setting is already there, or the exec failed, in which
-// case the agent runs as it is (correct, just costlier).
-func reexecAgent(args []string) {
-	if len(args) < 2 || args[1] != "agent" {
-		return
-	}
-	env, needed := agentEnv(os.Environ())
+// Reexec replaces this process (same pid) with itself, run with args,
+// under SysmonSetting, which the runtime reads only at start: call it first
+// thing in main, and for the agent only. It returns only if it did not: the
+// setting is already there, or the exec failed, in which case the agent
+// runs as it is (correct, just costlier).
+func Reexec(args []string) {
+	env, needed := reexecEnv(os.Environ())
 	if !needed {
 		return
 	}

@@ -1,4 +1,4 @@
-package agent
+package runtimetune
 
 import (
 	"fmt"
@@ -34,8 +34,8 @@ var policyNames = map[int]string{
 	unix.SCHED_BATCH: "batch", unix.SCHED_IDLE: "idle", unix.SCHED_DEADLINE: "deadline",
 }
 
-// ParseSchedPolicy returns the policy --sched names.
-func ParseSchedPolicy(name string) (int, error) {
+// parseSchedPolicy returns the policy --sched names.
+func parseSchedPolicy(name string) (int, error) {
 	policy, ok := schedPolicies[name]
 	if !ok {
 		return 0, fmt.Errorf("--sched %q: want batch or normal", name)
@@ -43,20 +43,20 @@ func ParseSchedPolicy(name string) (int, error) {
 	return policy, nil
 }
 
-// SchedPolicyName names a Linux scheduling policy ("batch"), or gives its
+// schedPolicyName names a Linux scheduling policy ("batch"), or gives its
 // number when it has no name here.
-func SchedPolicyName(policy int) string {
+func schedPolicyName(policy int) string {
 	if name, ok := policyNames[policy]; ok {
 		return name
 	}
 	return strconv.Itoa(policy)
 }
 
-// ApplySchedPolicy puts the process under policy unless it was started
+// applySchedPolicy puts the process under policy unless it was started
 // under a policy other than the default ones (an operator's chrt or
 // systemd CPUSchedulingPolicy=): that choice is left alone. It returns the
 // policy the process runs under.
-func ApplySchedPolicy(policy int) (int, error) {
+func applySchedPolicy(policy int) (int, error) {
 	started, err := unix.SchedGetAttr(0, 0)
 	if err != nil {
 		return 0, fmt.Errorf("read scheduling policy: %w", err)
@@ -138,7 +138,7 @@ func threadPolicies() string {
 	}
 	counts := map[string]int{}
 	for _, attr := range threads {
-		counts[SchedPolicyName(int(attr.Policy))]++
+		counts[schedPolicyName(int(attr.Policy))]++
 	}
 	if len(counts) == 1 {
 		for name := range counts {
