@@ -38,18 +38,17 @@ HTTP endpoints (on the node's http address):
 Go runtime: the agent runs on one OS thread for Go code (--procs) and
 re-executes itself at start (same pid) with GODEBUG=schedtrace=2147483647,
 which keeps the runtime's monitor thread from sleeping between bursts of
-messages: about a quarter less CPU per forwarded message, measured. The price
-is one scheduler summary line on stderr every 24.8 days. A GODEBUG that names
-schedtrace already is left alone (schedtrace=0 opts out).
+messages, so that waking up for the next one costs the agent less CPU. The
+price is one scheduler summary line on stderr every 24.8 days. A GODEBUG that
+names schedtrace already is left alone (schedtrace=0 opts out).
 
 Scheduling: the agent's threads run under Linux's SCHED_BATCH policy (--sched).
 A waking batch thread does not preempt the process running on its CPU, so
 the broker, which clients wait on, is not interrupted each time it hands the
-agent a message; the agent takes more at once when it runs. Measured: a fifth
-less agent CPU per forwarded message and a higher delivered rate. Cross-node
-messages may wait up to a scheduler slice (a few ms) longer on a busy host;
---sched normal restores the default policy. An agent started under another
-policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
+agent a message; the agent takes more at once when it runs, for less CPU.
+Cross-node messages may wait up to a scheduler slice (a few ms) longer on a
+busy host; --sched normal restores the default policy. An agent started under
+another policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(stderr, logLevel)

@@ -1,8 +1,9 @@
 // Package runtimetune owns how the agent's process is tuned for forwarding
 // beside its broker: the GODEBUG setting it re-executes itself with, its
 // GOMAXPROCS, and the Linux scheduling policy of its threads. It applies
-// them and reports them as /status shows them ('moha agent --help' says
-// why each one is there).
+// them and reports them as /status shows them. The comments here say why
+// each one is there; what each one saves, measured, is in
+// docs/ARCHITECTURE.md, "The agent process and the Go runtime".
 package runtimetune
 
 import (
@@ -58,9 +59,8 @@ func Report() status.RuntimeStatus {
 // agent's work is a chain of goroutines handing each message on (broker
 // reader, forwarder, link writer; link reader, republisher, session writer):
 // on one P those handoffs need no cross-thread wakeups, and its broker uses
-// one core anyway. Measured with moha bench compare on 2 cores: 20–21 µs of
-// agent CPU per forwarded message instead of 27–32 µs, and higher cluster
-// throughput. A busy agent on a larger host can be given more with --procs.
+// one core anyway. A busy agent on a larger host can be given more with
+// --procs.
 func setProcs(n int) {
 	if n > 0 && os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(n)

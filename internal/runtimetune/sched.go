@@ -17,9 +17,7 @@ import (
 // thread running on that CPU (the kernel's wakeup preemption applies to
 // SCHED_NORMAL only), so when a broker's write wakes the agent, the broker
 // finishes its own loop first and the agent then finds more messages to
-// take at once. Measured with 'moha bench compare' on 2 cores: a fifth less
-// agent CPU per forwarded message, and a higher delivered rate
-// (docs/BENCHMARKS.md, round 6).
+// take at once, waking less often for each.
 
 // schedPolicies are the policies --sched accepts; an unprivileged process
 // may choose either.

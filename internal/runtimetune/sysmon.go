@@ -11,12 +11,9 @@ import (
 // sleeping until the next system call wakes it. A forwarding
 // agent alternates between short bursts of work and idle gaps of tens of
 // microseconds: in each gap sysmon went to sleep, and the first read or
-// write after it paid a futex wake-up and a thread switch. Profiled under
-// 'moha bench compare' (2 cores), sysmon and those wake-ups were about a
-// fifth of the agents' CPU; with this setting the agents used 14–17 µs per
-// forwarded message instead of 20–22 µs (docs/BENCHMARKS.md, round 5).
-// schedtrace is the runtime's only switch for it (runtime/proc.go, sysmon):
-// a scheduler summary line every 2^31 ms (24.8 days) is its price.
+// write after it paid a futex wake-up and a thread switch. schedtrace is
+// the runtime's only switch that keeps sysmon polling (runtime/proc.go,
+// sysmon): a scheduler summary line every 2^31 ms (24.8 days) is its price.
 const SysmonSetting = "schedtrace=2147483647"
 
 // reexecEnv returns the environment the agent re-executes itself with, and
