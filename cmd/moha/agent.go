@@ -3,13 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"runtime"
 
 	"github.com/spf13/cobra"
 
 	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/runtimetune"
 )
 
 func newAgentCommand(stderr io.Writer) *cobra.Command {
@@ -39,34 +38,25 @@ HTTP endpoints (on the node's http address):
 Go runtime: the agent runs on one OS thread for Go code (--procs) and
 re-executes itself at start (same pid) with GODEBUG=schedtrace=2147483647,
 which keeps the runtime's monitor thread from sleeping between bursts of
-messages: about a quarter less CPU per forwarded message, measured. The price
-is one scheduler summary line on stderr every 24.8 days. A GODEBUG that names
-schedtrace already is left alone (schedtrace=0 opts out).
+messages, so that waking up for the next one costs the agent less CPU. The
+price is one scheduler summary line on stderr every 24.8 days. A GODEBUG that
+names schedtrace already is left alone (schedtrace=0 opts out).
 
 Scheduling: the agent's threads run under Linux's SCHED_BATCH policy (--sched).
 A waking batch thread does not preempt the process running on its CPU, so
 the broker, which clients wait on, is not interrupted each time it hands the
-agent a message; the agent takes more at once when it runs. Measured: a fifth
-less agent CPU per forwarded message and a higher delivered rate. Cross-node
-messages may wait up to a scheduler slice (a few ms) longer on a busy host;
---sched normal restores the default policy. An agent started under another
-policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
+agent a message; the agent takes more at once when it runs, for less CPU.
+Cross-node messages may wait up to a scheduler slice (a few ms) longer on a
+busy host; --sched normal restores the default policy. An agent started under
+another policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(stderr, logLevel)
 			if err != nil {
 				return err
 			}
-			setProcs(procs)
-			policy, err := agent.ParseSchedPolicy(sched)
-			if err != nil {
+			if err := runtimetune.Apply(runtimetune.Options{Procs: procs, Sched: sched}, log); err != nil {
 				return err
-			}
-			if applied, err := agent.ApplySchedPolicy(policy); err != nil {
-				// A container may forbid it: the agent works, just costlier.
-				log.Warn("cannot set the scheduling policy; running with the default", "sched", sched, "err", err)
-			} else if applied != policy {
-				log.Info("scheduling policy left as the agent was started", "policy", agent.SchedPolicyName(applied), "sched", sched)
 			}
 			c, err := config.Load(clusterFile)
 			if err != nil {
@@ -111,17 +101,4 @@ policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
 	f.BoolVar(&pprofOn, "pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP address (exposes internals: keep that port private)")
 	_ = cmd.MarkFlagRequired("node")
 	return cmd
-}
-
-// setProcs sets GOMAXPROCS for the agent unless the environment does. The
-// agent's work is a chain of goroutines handing each message on (broker
-// reader, forwarder, link writer; link reader, republisher, session writer):
-// on one P those handoffs need no cross-thread wakeups, and its broker uses
-// one core anyway. Measured with moha bench compare on 2 cores: 20–21 µs of
-// agent CPU per forwarded message instead of 27–32 µs, and higher cluster
-// throughput. A busy agent on a larger host can be given more with --procs.
-func setProcs(n int) {
-	if n > 0 && os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(n)
-	}
 }

@@ -9,10 +9,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/moha-project/moha/internal/runtimetune"
 )
 
 func main() {
-	reexecAgent(os.Args)
+	// The agent's runtime setting is read at start only: re-execute first.
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		runtimetune.Reexec(os.Args)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/moha-project/moha/internal/runtimetune"
 	"github.com/moha-project/moha/internal/testkit"
 )
 
@@ -92,8 +93,8 @@ func TestUp(t *testing.T) {
 		} `json:"runtime"`
 	}
 	getJSON(t, "http://"+eps.Nodes[0].HTTP+"/status", &st)
-	if st.Runtime.GOMAXPROCS != 1 || !strings.Contains(st.Runtime.GODEBUG, sysmonSetting) || st.Runtime.SchedPolicy != "batch" {
-		t.Errorf("agent runtime = %+v, want gomaxprocs 1, GODEBUG with %s, every thread batch", st.Runtime, sysmonSetting)
+	if st.Runtime.GOMAXPROCS != 1 || !strings.Contains(st.Runtime.GODEBUG, runtimetune.SysmonSetting) || st.Runtime.SchedPolicy != "batch" {
+		t.Errorf("agent runtime = %+v, want gomaxprocs 1, GODEBUG with %s, every thread batch", st.Runtime, runtimetune.SysmonSetting)
 	}
 
 	// A subscriber on node2 gets what a client publishes through the load balancer

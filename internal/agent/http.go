@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
-	"os"
-	"runtime"
 	"strings"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 
 	"github.com/moha-project/moha/internal/buildinfo"
 	"github.com/moha-project/moha/internal/cockpit"
+	"github.com/moha-project/moha/internal/runtimetune"
 	"github.com/moha-project/moha/internal/status"
 )
 
@@ -126,7 +125,7 @@ func (a *Agent) Status() status.Status {
 		Replication:    a.replicas.status(),
 		RetainedTopics: a.retained.Count(),
 		Uptime:         time.Since(a.started).Round(time.Second).String(),
-		Runtime:        status.RuntimeStatus{GOMAXPROCS: runtime.GOMAXPROCS(0), GODEBUG: os.Getenv("GODEBUG"), SchedPolicy: threadPolicies()},
+		Runtime:        runtimetune.Report(),
 	}
 	for _, p := range a.mesh.Status() {
 		var httpAddr string

@@ -1,4 +1,4 @@
-package agent
+package runtimetune
 
 import (
 	"fmt"
@@ -17,9 +17,7 @@ import (
 // thread running on that CPU (the kernel's wakeup preemption applies to
 // SCHED_NORMAL only), so when a broker's write wakes the agent, the broker
 // finishes its own loop first and the agent then finds more messages to
-// take at once. Measured with 'moha bench compare' on 2 cores: a fifth less
-// agent CPU per forwarded message, and a higher delivered rate
-// (docs/BENCHMARKS.md, round 6).
+// take at once, waking less often for each.
 
 // schedPolicies are the policies --sched accepts; an unprivileged process
 // may choose either.
@@ -34,8 +32,8 @@ var policyNames = map[int]string{
 	unix.SCHED_BATCH: "batch", unix.SCHED_IDLE: "idle", unix.SCHED_DEADLINE: "deadline",
 }
 
-// ParseSchedPolicy returns the policy --sched names.
-func ParseSchedPolicy(name string) (int, error) {
+// parseSchedPolicy returns the policy --sched names.
+func parseSchedPolicy(name string) (int, error) {
 	policy, ok := schedPolicies[name]
 	if !ok {
 		return 0, fmt.Errorf("--sched %q: want batch or normal", name)
@@ -43,20 +41,20 @@ func ParseSchedPolicy(name string) (int, error) {
 	return policy, nil
 }
 
-// SchedPolicyName names a Linux scheduling policy ("batch"), or gives its
+// schedPolicyName names a Linux scheduling policy ("batch"), or gives its
 // number when it has no name here.
-func SchedPolicyName(policy int) string {
+func schedPolicyName(policy int) string {
 	if name, ok := policyNames[policy]; ok {
 		return name
 	}
 	return strconv.Itoa(policy)
 }
 
-// ApplySchedPolicy puts the process under policy unless it was started
+// applySchedPolicy puts the process under policy unless it was started
 // under a policy other than the default ones (an operator's chrt or
 // systemd CPUSchedulingPolicy=): that choice is left alone. It returns the
 // policy the process runs under.
-func ApplySchedPolicy(policy int) (int, error) {
+func applySchedPolicy(policy int) (int, error) {
 	started, err := unix.SchedGetAttr(0, 0)
 	if err != nil {
 		return 0, fmt.Errorf("read scheduling policy: %w", err)
@@ -138,7 +136,7 @@ func threadPolicies() string {
 	}
 	counts := map[string]int{}
 	for _, attr := range threads {
-		counts[SchedPolicyName(int(attr.Policy))]++
+		counts[schedPolicyName(int(attr.Policy))]++
 	}
 	if len(counts) == 1 {
 		for name := range counts {

@@ -1,4 +1,4 @@
-package agent
+package runtimetune
 
 import (
 	"fmt"
@@ -12,21 +12,21 @@ import (
 
 func TestParseSchedPolicy(t *testing.T) {
 	for name, want := range map[string]int{"batch": unix.SCHED_BATCH, "normal": unix.SCHED_NORMAL} {
-		if got, err := ParseSchedPolicy(name); err != nil || got != want {
-			t.Errorf("ParseSchedPolicy(%q) = %d, %v; want %d", name, got, err, want)
+		if got, err := parseSchedPolicy(name); err != nil || got != want {
+			t.Errorf("parseSchedPolicy(%q) = %d, %v; want %d", name, got, err, want)
 		}
 	}
 	for _, bad := range []string{"", "fifo", "BATCH", "idle"} {
-		if _, err := ParseSchedPolicy(bad); err == nil {
-			t.Errorf("ParseSchedPolicy(%q) accepted it", bad)
+		if _, err := parseSchedPolicy(bad); err == nil {
+			t.Errorf("parseSchedPolicy(%q) accepted it", bad)
 		}
 	}
 }
 
 func TestSchedPolicyName(t *testing.T) {
 	for policy, want := range map[int]string{3: "batch", 0: "normal", 5: "idle", 9: "9"} {
-		if got := SchedPolicyName(policy); got != want {
-			t.Errorf("SchedPolicyName(%d) = %q, want %q", policy, got, want)
+		if got := schedPolicyName(policy); got != want {
+			t.Errorf("schedPolicyName(%d) = %q, want %q", policy, got, want)
 		}
 	}
 }
@@ -101,9 +101,9 @@ func TestApplySchedPolicyKeepsAnOperatorsChoice(t *testing.T) {
 	if err := setSchedPolicy(unix.SCHED_IDLE); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ApplySchedPolicy(unix.SCHED_BATCH)
+	got, err := applySchedPolicy(unix.SCHED_BATCH)
 	if err != nil || got != unix.SCHED_IDLE {
-		t.Errorf("ApplySchedPolicy(batch) from idle = %d, %v; want %d (kept)", got, err, unix.SCHED_IDLE)
+		t.Errorf("applySchedPolicy(batch) from idle = %d, %v; want %d (kept)", got, err, unix.SCHED_IDLE)
 	}
 	checkThreadPolicies(t, unix.SCHED_IDLE)
 
@@ -111,8 +111,8 @@ func TestApplySchedPolicyKeepsAnOperatorsChoice(t *testing.T) {
 	if err := setSchedPolicy(unix.SCHED_NORMAL); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := ApplySchedPolicy(unix.SCHED_BATCH); err != nil || got != unix.SCHED_BATCH {
-		t.Errorf("ApplySchedPolicy(batch) from normal = %d, %v", got, err)
+	if got, err := applySchedPolicy(unix.SCHED_BATCH); err != nil || got != unix.SCHED_BATCH {
+		t.Errorf("applySchedPolicy(batch) from normal = %d, %v", got, err)
 	}
 	checkThreadPolicies(t, unix.SCHED_BATCH)
 }
@@ -124,7 +124,7 @@ func TestThreadPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := threadPolicies(), SchedPolicyName(int(attr.Policy)); got != want {
+	if got, want := threadPolicies(), schedPolicyName(int(attr.Policy)); got != want {
 		t.Errorf("threadPolicies() = %q, want %q", got, want)
 	}
 }
