@@ -11,7 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/session"
 	"github.com/moha-project/moha/internal/share"
@@ -385,9 +384,9 @@ func (s *shares) keep(m message.Message, attempts int, done func()) {
 // a member here gets it instead.
 func (s *shares) forward(peer string, m message.Message, attempts int, done func()) {
 	m.Retain = false
-	err := s.a.mesh.Send(s.a.runCtx, peer, m, func(o cluster.Outcome) {
+	err := s.a.mesh.Send(s.a.runCtx, peer, m, func(o message.Outcome) {
 		switch o {
-		case cluster.Acked, cluster.Buffered:
+		case message.Acked, message.Buffered:
 			s.taken.WithLabelValues(share.Forward.String()).Inc()
 			done()
 		default:

@@ -9,37 +9,17 @@ import (
 	"github.com/moha-project/moha/internal/message"
 )
 
-// Outcome is what became of a message given to Send.
-type Outcome int
+// Outcome is what became of a message given to Send: message.Outcome,
+// which the forwarder reads without importing the mesh.
+type Outcome = message.Outcome
 
+// The outcomes, named here for the mesh's own code.
 const (
-	// Acked: the peer's broker accepted the message (the link was up).
-	Acked Outcome = iota + 1
-	// Buffered: the peer is down; the message is held and resent when the
-	// link returns (or is dropped, counted, if the peer is gone for good).
-	Buffered
-	// Dropped: over the buffer limits while the peer is down, the peer is
-	// gone or unknown, or the message is too large.
-	Dropped
-	// Abandoned: the mesh stopped before the peer took the message. It
-	// must not be acknowledged to the origin broker, which then redelivers
-	// it to the next run (the data session is persistent).
-	Abandoned
+	Acked     = message.Acked
+	Buffered  = message.Buffered
+	Dropped   = message.Dropped
+	Abandoned = message.Abandoned
 )
-
-func (o Outcome) String() string {
-	switch o {
-	case Acked:
-		return "acked"
-	case Buffered:
-		return "buffered"
-	case Dropped:
-		return "dropped"
-	case Abandoned:
-		return "abandoned"
-	}
-	return fmt.Sprintf("outcome(%d)", int(o))
-}
 
 // item is one message held for a peer. done is nil once the outcome was
 // reported (a Buffered message is still held and resent, silently).

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/message"
 )
 
@@ -32,11 +31,11 @@ func (d *fakeDelivery) Ack() {
 type fakeSender struct {
 	mu    sync.Mutex
 	sent  map[string][]string
-	dones []func(cluster.Outcome)
+	dones []func(message.Outcome)
 	auto  bool
 }
 
-func (s *fakeSender) Send(_ context.Context, peer string, m message.Message, done func(cluster.Outcome)) error {
+func (s *fakeSender) Send(_ context.Context, peer string, m message.Message, done func(message.Outcome)) error {
 	s.mu.Lock()
 	if s.sent == nil {
 		s.sent = map[string][]string{}
@@ -47,7 +46,7 @@ func (s *fakeSender) Send(_ context.Context, peer string, m message.Message, don
 	}
 	s.mu.Unlock()
 	if s.auto {
-		done(cluster.Acked)
+		done(message.Acked)
 	}
 	return nil
 }
@@ -105,11 +104,11 @@ func TestForwarderAcksAfterEveryTarget(t *testing.T) {
 	if len(s.dones) != 2 || both.acked != 0 {
 		t.Fatalf("sends %d, acked %d before outcomes", len(s.dones), both.acked)
 	}
-	s.dones[0](cluster.Acked)
+	s.dones[0](message.Acked)
 	if both.acked != 0 {
 		t.Fatal("acked after one of two peers")
 	}
-	s.dones[1](cluster.Buffered)
+	s.dones[1](message.Buffered)
 	if both.acked != 1 {
 		t.Fatalf("acked %d times after both peers", both.acked)
 	}
@@ -190,8 +189,8 @@ func BenchmarkForward(b *testing.B) {
 
 type discardSender struct{}
 
-func (discardSender) Send(_ context.Context, _ string, _ message.Message, done func(cluster.Outcome)) error {
-	done(cluster.Acked)
+func (discardSender) Send(_ context.Context, _ string, _ message.Message, done func(message.Outcome)) error {
+	done(message.Acked)
 	return nil
 }
 

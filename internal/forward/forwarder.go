@@ -26,7 +26,7 @@ type Delivery interface {
 // the peer acknowledged it, it was buffered for a peer that is down, or it
 // was dropped. It is the cluster mesh.
 type Sender interface {
-	Send(ctx context.Context, peer string, m message.Message, done func(cluster.Outcome)) error
+	Send(ctx context.Context, peer string, m message.Message, done func(message.Outcome)) error
 }
 
 // Forwarder takes deliveries from the local broker, in order, and sends each
@@ -240,7 +240,7 @@ func (f *Forwarder) forward(ctx context.Context, d Delivery, targets []string) e
 	for _, peer := range targets {
 		c := f.perPeer[peer]
 		c.targeted.Inc()
-		done := func(o cluster.Outcome) {
+		done := func(o message.Outcome) {
 			c.outcome(o).Inc()
 			if owed.report(o) {
 				d.Ack()
@@ -263,8 +263,8 @@ type ackCountdown struct {
 
 // report records one outcome and tells whether the delivery may now be
 // acknowledged to the broker.
-func (a *ackCountdown) report(o cluster.Outcome) bool {
-	if o == cluster.Abandoned {
+func (a *ackCountdown) report(o message.Outcome) bool {
+	if o == message.Abandoned {
 		a.abandoned.Store(true)
 	}
 	return a.remaining.Add(-1) == 0 && !a.abandoned.Load()
@@ -303,7 +303,7 @@ func (f *Forwarder) applyChange(ctx context.Context, c *peerChange) error {
 	var sendErr error
 	n := f.history.replay(pc.bit, added, c.ch.At, now, func(m message.Message) {
 		if sendErr == nil {
-			sendErr = f.sender.Send(ctx, c.peer, m, func(o cluster.Outcome) { pc.outcome(o).Inc() })
+			sendErr = f.sender.Send(ctx, c.peer, m, func(o message.Outcome) { pc.outcome(o).Inc() })
 		}
 	})
 	pc.replayed.Add(float64(n))
@@ -347,13 +347,13 @@ type peerCounters struct {
 	skipped, targeted, acked, buffered, dropped, abandoned, replayed prometheus.Counter
 }
 
-func (c *peerCounters) outcome(o cluster.Outcome) prometheus.Counter {
+func (c *peerCounters) outcome(o message.Outcome) prometheus.Counter {
 	switch o {
-	case cluster.Acked:
+	case message.Acked:
 		return c.acked
-	case cluster.Buffered:
+	case message.Buffered:
 		return c.buffered
-	case cluster.Abandoned:
+	case message.Abandoned:
 		return c.abandoned
 	default:
 		return c.dropped

@@ -171,8 +171,8 @@ func TestAbandonedIsNeverAcked(t *testing.T) {
 	if err := f.forward(context.Background(), d, nil); err != nil {
 		t.Fatal(err)
 	}
-	s.dones[0](cluster.Abandoned)
-	s.dones[1](cluster.Acked)
+	s.dones[0](message.Abandoned)
+	s.dones[1](message.Acked)
 	if d.acked != 0 {
 		t.Fatal("an abandoned message was acknowledged to the broker")
 	}
