@@ -243,8 +243,12 @@ func (rn *replicaRunner) subscribe(ctx context.Context, sess *session.Session, s
 // release acknowledges the held messages the window lets go.
 func (rn *replicaRunner) release(now time.Time) {
 	note, holderUp, _, _ := rn.state()
+	var heard time.Time
+	if holderUp {
+		heard = rn.r.a.mesh.LastHeard(rn.holder)
+	}
 	rn.heldMu.Lock()
-	n := replica.Release(rn.arrived, now, time.Duration(rn.r.a.cluster.SessionReplicaWindow), note.Online, holderUp)
+	n := replica.Release(rn.arrived, time.Duration(rn.r.a.cluster.SessionReplicaWindow), note.Online, heard)
 	done := rn.held[:n]
 	rn.held, rn.arrived = rn.held[n:], rn.arrived[n:]
 	rn.heldMu.Unlock()

@@ -697,3 +697,18 @@ func TestPeerBrokerDownIsBuffered(t *testing.T) {
 		t.Fatalf("outcomes: %d buffered, %d dropped; want 6 and 0", out.count(Buffered), out.count(Dropped))
 	}
 }
+
+// TestLastHeard: a linked peer was heard within a heartbeat or so; once it
+// is gone (its link down), LastHeard is zero, and an unknown peer's too.
+func TestLastHeard(t *testing.T) {
+	a, b := pair(t, func(c *Config) { c.Heartbeat = 100 * time.Millisecond }, func(c *Config) { c.Heartbeat = 100 * time.Millisecond }, newRecorder(), newRecorder())
+	waitFor(t, 5*time.Second, "a frame from b within 300 ms", func() bool {
+		h := a.LastHeard("b")
+		return !h.IsZero() && time.Since(h) < 300*time.Millisecond
+	})
+	if !a.LastHeard("nobody").IsZero() {
+		t.Fatal("an unknown peer was heard")
+	}
+	b.stop(t)
+	waitFor(t, 5*time.Second, "a to see b's link down", func() bool { return a.LastHeard("b").IsZero() })
+}

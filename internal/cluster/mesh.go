@@ -336,6 +336,19 @@ func (m *Mesh) SendDigest(peer string, entries []DigestEntry) bool {
 	return true
 }
 
+// LastHeard returns when a frame last arrived from peer on its current
+// link, or the zero time while the link is down (or the peer unknown). A
+// live link carries a heartbeat at least every Config.Heartbeat; a peer
+// that died is only noticed three heartbeats later, so "the link is up"
+// says less than this does.
+func (m *Mesh) LastHeard(peer string) time.Time {
+	p := m.peers[peer]
+	if p == nil || m.linkOf(peer) == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, p.heard.Load())
+}
+
 // linkOf returns peer's current link; nil when it is down or unknown.
 func (m *Mesh) linkOf(peer string) *link {
 	p := m.peers[peer]

@@ -68,7 +68,10 @@ type peer struct {
 	dropLog    rateLimit
 
 	sentMessages, sentBytes, recvMessages, recvBytes, dropped atomic.Uint64
-	batchesSent, ackFramesSent                                atomic.Uint64
+	// heard is when the current link last read a frame from the peer
+	// (unix nanos); heartbeats keep it within a second while it is up.
+	heard                      atomic.Int64
+	batchesSent, ackFramesSent atomic.Uint64
 }
 
 func newPeer(m *Mesh, name, addr string) *peer {

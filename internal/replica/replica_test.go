@@ -172,17 +172,24 @@ func TestRelease(t *testing.T) {
 	now := time.Unix(100, 0)
 	at := []time.Time{now.Add(-5 * time.Second), now.Add(-3 * time.Second), now.Add(-time.Second), now}
 	cases := []struct {
-		online, up bool
-		want       int
+		name   string
+		online bool
+		heard  time.Time
+		want   int
 	}{
-		{true, true, 2},   // older than the 3 s window: the client had them
-		{false, true, 0},  // client offline: everything stays, as at the holder
-		{true, false, 0},  // holder unreachable: it may be dead, keep all
-		{false, false, 0}, //
+		{"holder heard just now: what is older than the 3 s window goes", true, now, 2},
+		{"client offline: everything stays, as at the holder", false, now, 0},
+		{"link down (zero): the holder may be dead, keep all", true, time.Time{}, 0},
+		// The holder's link is still up but it was last heard 1.9 s ago: it
+		// may have died then, so only what it had 3 s to deliver before
+		// that goes: the message of 5 s ago, not the one of 3 s ago.
+		{"holder last heard 1.9 s ago (dying unnoticed)", true, now.Add(-1900 * time.Millisecond), 1},
+		{"holder last heard 2.9 s ago", true, now.Add(-2900 * time.Millisecond), 0},
+		{"holder last heard long ago", true, now.Add(-time.Minute), 0},
 	}
 	for _, c := range cases {
-		if got := Release(at, now, 3*time.Second, c.online, c.up); got != c.want {
-			t.Errorf("Release(online %v, holder up %v) = %d, want %d", c.online, c.up, got, c.want)
+		if got := Release(at, 3*time.Second, c.online, c.heard); got != c.want {
+			t.Errorf("%s: Release = %d, want %d", c.name, got, c.want)
 		}
 	}
 }
