@@ -20,6 +20,7 @@ func newBenchCompareCommand(stdout, stderr io.Writer) *cobra.Command {
 		setups, agentArgs []string
 		asJSON, quiet     bool
 		rounds, replicas  int
+		compression       string
 	)
 	cmd := &cobra.Command{
 		Use:   "compare [--scenario seed|fanout|fanin|wildcard|local] [--setups single,bridge,moha]",
@@ -76,6 +77,7 @@ listed under it. Progress goes to stderr, the table (or --json) to stdout.`,
 			if cmd.Flags().Changed("session-replicas") {
 				copt.SessionReplicas = &replicas
 			}
+			copt.LinkCompression = compression
 			res, err := bench.Compare(cmd.Context(), copt)
 			if res != nil && len(res.Rows) > 0 {
 				if werr := writeCompare(stdout, res, asJSON); werr != nil && err == nil {
@@ -89,6 +91,7 @@ listed under it. Progress goes to stderr, the table (or --json) to stdout.`,
 	wf.register(f)
 	f.StringSliceVar(&setups, "setups", nil, "setups to run, in order (default single,bridge,moha)")
 	f.IntVar(&replicas, "session-replicas", config.DefaultSessionReplicas, "moha setup: session_replicas (0 or 1 with two nodes): replicas of each persistent session (see --persistent)")
+	f.StringVar(&compression, "link-compression", config.CompressionNone, "moha setup: link_compression (none or deflate): compress the batches between agents")
 	f.IntVar(&rounds, "rounds", 1, "run the setups this many times, interleaved, and show the round with the median moha/bridge delivered rate, listing every round's ratios (a noisy machine moves single runs by ±10 %)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no per-second progress line (setup phases are still shown)")

@@ -15,7 +15,7 @@ type workloadFlags struct {
 	scenario                          string
 	publishers, subscribers, messages int
 	size, pipeline, qos               int
-	topic                             string
+	topic, payload                    string
 	timeout                           time.Duration
 	persistent                        bool
 }
@@ -26,6 +26,7 @@ func (w *workloadFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&w.subscribers, "subscribers", 0, "subscribing clients")
 	f.IntVar(&w.messages, "messages", 0, "messages per publisher")
 	f.IntVar(&w.size, "size", 0, "payload bytes per message")
+	f.StringVar(&w.payload, "payload", "zeros", "what follows each payload's header: zeros (padding to --size) or json (a telemetry document of about 190 bytes with realistic field names and changing values; --size is ignored)")
 	f.IntVar(&w.qos, "qos", 1, "QoS of publishes and subscriptions (0, 1 or 2)")
 	f.IntVar(&w.pipeline, "pipeline", 0, "messages each publisher keeps in flight (1: wait for each)")
 	f.StringVar(&w.topic, "topic", "", "seed: the topic publishers use (a smaller seed needs test_1/<subscribers-1>)")
@@ -54,6 +55,7 @@ func (w *workloadFlags) options(cmd *cobra.Command) (bench.Options, error) {
 		o.Timeout = w.timeout
 	}
 	o.Persistent = w.persistent
+	o.Payload = w.payload
 	return o, nil
 }
 

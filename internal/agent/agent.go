@@ -177,6 +177,7 @@ func (a *Agent) build() error {
 		BufferMessages: a.cluster.BufferMessages,
 		BufferBytes:    int64(a.cluster.BufferBytes),
 		InterestGrace:  time.Duration(a.cluster.InterestGrace),
+		Compress:       a.cluster.LinkCompression == config.CompressionDeflate,
 		Logger:         a.log,
 		Registerer:     a.registry,
 	}, cluster.Handlers{

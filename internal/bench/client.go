@@ -160,6 +160,7 @@ type publishConfig struct {
 	runID    uint64
 	messages int
 	size     int
+	json     bool // PayloadJSON: size is ignored
 	qos      byte
 	window   int
 	ackWait  time.Duration
@@ -198,12 +199,18 @@ func (p *publisher) run(ctx context.Context, cfg publishConfig) {
 
 // publish queues message seq; its completion arrives on p.acks.
 func (p *publisher) publish(cfg publishConfig, seq int) {
-	payload := encodePayload(header{
+	h := header{
 		RunID:     cfg.runID,
 		Publisher: uint32(p.index),
 		Sequence:  uint32(seq),
 		SentAt:    time.Now().UnixNano(),
-	}, cfg.size)
+	}
+	var payload []byte
+	if cfg.json {
+		payload = encodeJSONPayload(h)
+	} else {
+		payload = encodePayload(h, cfg.size)
+	}
 	p.sess.Publish(message.Message{Topic: p.ep.Topic, QoS: cfg.qos, Payload: payload}, p.done)
 }
 

@@ -58,6 +58,8 @@ type CompareOptions struct {
 	AgentArgs []string
 	// SessionReplicas, when set, is the moha setup's session_replicas.
 	SessionReplicas *int
+	// LinkCompression, when set, is the moha setup's link_compression.
+	LinkCompression string
 	// Dir holds configs and logs; empty means a temporary directory that
 	// is removed afterwards unless a setup failed.
 	Dir string
@@ -579,6 +581,9 @@ func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, e
 			if o.SessionReplicas != nil {
 				c.SessionReplicas = o.SessionReplicas
 			}
+			if o.LinkCompression != "" {
+				c.LinkCompression = o.LinkCompression
+			}
 			dialer, listener := &c.Nodes[0], &c.Nodes[1]
 			real := listener.Cluster // distinct from every other planned port
 			s.relay, relayErr = NewRelay("127.0.0.1:0", real)
@@ -830,8 +835,12 @@ func (c *CompareResult) WriteTable(w io.Writer) error {
 	if first.Persistent {
 		sessions = "persistent"
 	}
-	fmt.Fprintf(&b, "scenario %s: %d publishers x %d messages x %d B, %d subscribers (%s sessions), QoS %d, pipeline %d\n\n",
-		c.Scenario, first.Publishers, first.Messages, first.Size, first.Subscribers, sessions, first.QoS, first.Pipeline)
+	payload := fmt.Sprintf("%d B", first.Size)
+	if first.Payload == PayloadJSON {
+		payload = "JSON telemetry"
+	}
+	fmt.Fprintf(&b, "scenario %s: %d publishers x %d messages x %s, %d subscribers (%s sessions), QoS %d, pipeline %d\n\n",
+		c.Scenario, first.Publishers, first.Messages, payload, first.Subscribers, sessions, first.QoS, first.Pipeline)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	header := []string{""}
 	for _, r := range c.Rows {

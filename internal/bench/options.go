@@ -66,6 +66,10 @@ type Options struct {
 	Messages int
 	// Size is the payload size in bytes, at least HeaderSize.
 	Size int
+	// Payload is what follows the header: PayloadZeros (padding to Size) or
+	// PayloadJSON (a telemetry document with realistic field names and
+	// changing values; its size is its own, Size is ignored).
+	Payload string
 	// QoS of publishes and subscriptions: 0, 1 or 2.
 	QoS byte
 	// Topic is the publish topic (seed) or the topic base of the scenario;
@@ -158,6 +162,9 @@ func (o Options) Validate() error {
 	}
 	if o.QoS > 2 {
 		add("QoS: %d, must be 0, 1 or 2", o.QoS)
+	}
+	if o.Payload != "" && o.Payload != PayloadZeros && o.Payload != PayloadJSON {
+		add("Payload: %q, must be %q or %q", o.Payload, PayloadZeros, PayloadJSON)
 	}
 	if err := validatePublishTopic(o.Topic); err != nil {
 		add("Topic: %w", err)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // HeaderSize is the size of the binary header every payload starts with;
@@ -44,6 +45,24 @@ func encodePayload(h header, size int) []byte {
 	binary.BigEndian.PutUint32(b[16:20], h.Sequence)
 	binary.BigEndian.PutUint64(b[20:28], uint64(h.SentAt))
 	return b
+}
+
+// The payload kinds (Options.Payload).
+const (
+	PayloadZeros = "zeros"
+	PayloadJSON  = "json"
+)
+
+// encodeJSONPayload returns the header h followed by a JSON telemetry
+// document, about 190 bytes: the field names repeat from message to
+// message, the values change as a device's readings would.
+func encodeJSONPayload(h header) []byte {
+	b := encodePayload(h, HeaderSize)
+	s := h.Sequence
+	return fmt.Appendf(b, `{"device":"sensor-%05d","site":"plant-%d","ts":%d,"temperature":%.2f,"humidity":%.1f,"pressure":%.1f,"battery":%.2f,"rssi":%d,"status":"%s","firmware":"2.4.%d"}`,
+		h.Publisher, h.Publisher%4, h.SentAt/int64(time.Millisecond),
+		18+float64(s%173)/10, 30+float64(s%317)/10, 990+float64(s%401)/10,
+		3.3+float64(s%91)/100, -50-int(s%40), []string{"ok", "ok", "ok", "warn"}[s%4], h.Publisher%3)
 }
 
 // decodePayload reads the header of a payload; bytes after it are ignored.

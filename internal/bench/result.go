@@ -15,6 +15,7 @@ type Result struct {
 	Subscribers int    `json:"subscribers"`
 	Messages    int    `json:"messages"` // per publisher
 	Size        int    `json:"size"`
+	Payload     string `json:"payload,omitempty"` // PayloadJSON, or empty for zero padding
 	QoS         byte   `json:"qos"`
 	Pipeline    int    `json:"pipeline"`
 	Persistent  bool   `json:"persistent"` // subscribers kept persistent sessions
@@ -57,7 +58,7 @@ func (r *runner) result() *Result {
 	sum := r.tally.summary()
 	res := &Result{
 		Scenario: o.Scenario, Publishers: o.Publishers, Subscribers: o.Subscribers,
-		Messages: o.Messages, Size: o.Size, QoS: o.QoS, Pipeline: o.Pipeline, Persistent: o.Persistent,
+		Messages: o.Messages, Size: o.Size, Payload: o.Payload, QoS: o.QoS, Pipeline: o.Pipeline, Persistent: o.Persistent,
 		Expected:       r.plan.Expected,
 		Delivered:      sum.Delivered,
 		CrossDelivered: sum.CrossNode,

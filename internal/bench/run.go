@@ -112,6 +112,7 @@ func (r *runner) publishAndDrain(ctx context.Context) {
 		runID:    r.tally.runID,
 		messages: r.opts.Messages,
 		size:     r.opts.Size,
+		json:     r.opts.Payload == PayloadJSON,
 		qos:      r.opts.QoS,
 		window:   r.opts.Pipeline,
 		ackWait:  max(r.opts.Timeout, minAckWait),

@@ -40,6 +40,10 @@ type Config struct {
 	// what it holds is reported Buffered, so that the origin broker and the
 	// other peers go on (default 2s).
 	StallAfter time.Duration
+	// Compress sends message batches DEFLATE-compressed, one stream per
+	// link (see compress.go). Received compressed batches are decoded
+	// whatever this says.
+	Compress bool
 
 	Logger     *slog.Logger          // default: discard; the caller adds the node key
 	Registerer prometheus.Registerer // may be nil: no metrics registered

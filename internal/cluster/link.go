@@ -49,7 +49,8 @@ type link struct {
 	snapParts     []string
 	digestParts   []DigestEntry
 	sessionParts  []SessionNote
-	sessionsWhole bool // the SESSIONS being assembled replaces (its first part said so)
+	sessionsWhole bool      // the SESSIONS being assembled replaces (its first part said so)
+	inflate       *inflater // reader-owned: the peer's compressed stream, from its first compressed batch
 }
 
 // maxAssembled bounds what the parts of one SNAPSHOT or DIGEST may add up
@@ -111,6 +112,16 @@ func (l *link) readLoop() error {
 		typ, body, err := readFrame(l.br, maxFrameSize)
 		if err != nil {
 			return fmt.Errorf("read: %w", err)
+		}
+		l.peer.heard.Store(time.Now().UnixNano())
+		if typ == framePublishBatchZ {
+			if l.inflate == nil {
+				l.inflate = newInflater()
+			}
+			if body, err = l.inflate.batch(body); err != nil {
+				return err
+			}
+			typ = framePublishBatch
 		}
 		f, err := decodeFrame(typ, body)
 		if err != nil {
@@ -302,8 +313,10 @@ type writer struct {
 	frames   []byte // interest frames
 	batch    []item
 	sentAck  uint64
-	interest uint64 // local interest version the peer has
-	ackDue   bool   // the ack delay ran out: send what is completed
+	interest uint64    // local interest version the peer has
+	ackDue   bool      // the ack delay ran out: send what is completed
+	deflate  *deflater // with Config.Compress: this link's compressed stream
+	zbody    []byte    // a compressed batch's frame body
 }
 
 // finalWriteTimeout bounds the last ACK a link sends when the mesh shuts
@@ -418,7 +431,9 @@ func (w *writer) writeReady() (wrote bool, err error) {
 		if len(w.batch) == 0 {
 			break
 		}
-		w.writeBatch(firstSeq)
+		if err := w.writeBatch(firstSeq); err != nil {
+			return wrote, err
+		}
 		wrote = true
 		// Under sustained load the writer is never idle: ack often enough
 		// that the peer's window does not stall on us.
@@ -447,19 +462,42 @@ func (w *writer) writeFrame(typ byte, body []byte) {
 	w.bw.Write(body)
 }
 
-func (w *writer) writeBatch(firstSeq uint64) {
+func (w *writer) writeBatch(firstSeq uint64) error {
 	w.scratch = binary.AppendUvarint(w.scratch[:0], firstSeq)
 	w.scratch = binary.AppendUvarint(w.scratch, uint64(len(w.batch)))
 	for i := range w.batch {
 		w.scratch = appendMessage(w.scratch, &w.batch[i].msg)
 	}
-	w.writeFrame(framePublishBatch, w.scratch)
+	if err := w.writeBatchFrame(); err != nil {
+		return err
+	}
 	p := w.l.peer
 	n := uint64(len(w.batch))
 	p.sentMessages.Add(n)
 	p.batchesSent.Add(1)
 	p.pm.fwdMessages.Add(float64(n))
 	clear(w.batch) // do not keep payloads alive until the next batch
+	return nil
+}
+
+// writeBatchFrame writes the encoded batch in w.scratch, compressed on the
+// link's stream when the mesh compresses. A compressor that fails ends the
+// link (the next one starts a fresh stream); the batch is resent on it.
+func (w *writer) writeBatchFrame() error {
+	if !w.l.mesh.cfg.Compress {
+		w.writeFrame(framePublishBatch, w.scratch)
+		return nil
+	}
+	if w.deflate == nil {
+		w.deflate = newDeflater()
+	}
+	z, err := w.deflate.appendBatch(w.zbody[:0], w.scratch)
+	if err != nil {
+		return err
+	}
+	w.zbody = z
+	w.writeFrame(framePublishBatchZ, z)
+	return nil
 }
 
 func (w *writer) writeAck() {

@@ -117,10 +117,13 @@ const (
 	frameDigest          byte = 10
 	frameBroker          byte = 11
 	frameSessions        byte = 12
+	// framePublishBatchZ is a PUBLISH_BATCH compressed on the link's
+	// stream (compress.go): the reader inflates it into one.
+	framePublishBatchZ byte = 13
 )
 
 const (
-	protocolVersion = 5 // 2: DELTA carries its time; 3: BROKER; 4: SNAPSHOT and DIGEST in parts; 5: SESSIONS
+	protocolVersion = 6 // 2: DELTA carries its time; 3: BROKER; 4: SNAPSHOT and DIGEST in parts; 5: SESSIONS; 6: PUBLISH_BATCH_Z
 	protocolMagic   = "MOHA"
 	maxFrameSize    = 64 << 20 // after authentication
 	maxPreAuthFrame = 1 << 10  // handshake frames

@@ -69,6 +69,12 @@ const (
 	DataSubscriptionInterest = "interest"
 )
 
+// The values of link_compression.
+const (
+	CompressionNone    = "none"
+	CompressionDeflate = "deflate"
+)
+
 // The values of shared_subscriptions.
 const (
 	SharedSpread      = "spread"
@@ -113,6 +119,12 @@ type Cluster struct {
 	// million subscriptions queues nearly a million log lines. It bounds every client's
 	// queue alike: a stuck subscriber may hold as many messages.
 	MaxQueuedMessages int `yaml:"max_queued_messages"`
+	// LinkCompression is how the agents send message batches to each other: "none", or
+	// "deflate" (one DEFLATE stream per link, flushed after every batch, so a message is
+	// compressed against the ones before it: fewer bytes between nodes for repetitive
+	// payloads such as JSON telemetry, for more agent CPU; docs/BENCHMARKS.md measures the
+	// trade). An agent decodes compressed batches whatever its own setting.
+	LinkCompression string `yaml:"link_compression"`
 	// Quorum is when a node takes clients (/readyz): "majority" — it reaches, with itself,
 	// a strict majority of the nodes (a node cut off alone steps aside) — or "none" — its
 	// broker sessions are up, whatever it reaches. Default: "majority" from three nodes,
@@ -252,6 +264,7 @@ func Default() Cluster {
 		SharedSubscriptions:  SharedSpread,
 		MessageSizeLimit:     16 << 20,
 		MaxQueuedMessages:    1000000,
+		LinkCompression:      CompressionNone,
 		SessionReplicaWindow: Duration(3 * time.Second),
 		LoadBalancers: LoadBalancers{
 			Port:          1883,
@@ -283,6 +296,7 @@ func (c *Cluster) ApplyDefaults() {
 	setIfZero(&c.SharedSubscriptions, d.SharedSubscriptions)
 	setIfZero(&c.MessageSizeLimit, d.MessageSizeLimit)
 	setIfZero(&c.MaxQueuedMessages, d.MaxQueuedMessages)
+	setIfZero(&c.LinkCompression, d.LinkCompression)
 	setIfZero(&c.SessionReplicaWindow, d.SessionReplicaWindow)
 	lb, dlb := &c.LoadBalancers, d.LoadBalancers
 	setIfZero(&lb.Port, dlb.Port)

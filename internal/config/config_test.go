@@ -47,6 +47,7 @@ func TestLoadFullFile(t *testing.T) {
 		ReplayMargin:         Duration(20 * time.Millisecond),
 		MessageSizeLimit:     8 << 20,
 		MaxQueuedMessages:    1000000,
+		LinkCompression:      CompressionNone,
 		SessionReplicas:      ptr(0),
 		SessionReplicaWindow: Duration(5 * time.Second),
 		Nodes: []Node{

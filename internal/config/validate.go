@@ -68,6 +68,9 @@ func (c *Cluster) Validate() error {
 	if c.DataSubscription != DataSubscriptionAll && c.DataSubscription != DataSubscriptionInterest {
 		p.add("data_subscription", "is %q, want %q or %q", c.DataSubscription, DataSubscriptionAll, DataSubscriptionInterest)
 	}
+	if c.LinkCompression != CompressionNone && c.LinkCompression != CompressionDeflate {
+		p.add("link_compression", "is %q, want %q or %q", c.LinkCompression, CompressionNone, CompressionDeflate)
+	}
 	if c.SharedSubscriptions != SharedSpread && c.SharedSubscriptions != SharedPreferLocal {
 		p.add("shared_subscriptions", "is %q, want %q or %q", c.SharedSubscriptions, SharedSpread, SharedPreferLocal)
 	}
