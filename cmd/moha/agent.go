@@ -70,7 +70,7 @@ another policy (chrt, systemd's CPUSchedulingPolicy=) keeps it.`,
 				n.Broker.Address = brokerAddr
 			}
 			if listen != "" {
-				n.Cluster = listen
+				n.Link = listen
 			}
 			if httpAddr != "" {
 				n.HTTP = httpAddr

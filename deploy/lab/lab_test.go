@@ -219,7 +219,7 @@ func (l *lab) writeCluster() {
 	for _, n := range nodeNames {
 		ip := nodeIPs[n]
 		c.Nodes = append(c.Nodes, config.Node{Name: n, Broker: config.Broker{Address: ip + ":1883"},
-			Cluster: ip + ":7946", HTTP: ip + ":9101", DataDir: filepath.Join(l.dir, n)})
+			Link: ip + ":7946", HTTP: ip + ":9101", DataDir: filepath.Join(l.dir, n)})
 	}
 	lb := &c.LoadBalancers
 	lb.Port = mqttPort

@@ -24,10 +24,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/forward"
 	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/retained"
 	"github.com/moha-project/moha/internal/takeover"
@@ -54,7 +54,7 @@ type Agent struct {
 	table       *interest.Table
 	router      *forward.Router
 	forwarder   *forward.Forwarder
-	mesh        *cluster.Mesh
+	mesh        *mesh.Mesh
 	republisher *republisher
 	shares      *shares
 	replicas    *replicas
@@ -142,7 +142,7 @@ func (a *Agent) build() error {
 	peers := map[string]string{}
 	for _, n := range a.cluster.Nodes {
 		if n.Name != a.node.Name {
-			peers[n.Name] = n.Cluster
+			peers[n.Name] = n.Link
 		}
 	}
 	serverTLS, clientTLS, err := linkTLSConfig(a.cluster)
@@ -166,9 +166,9 @@ func (a *Agent) build() error {
 	a.retained.OnTopics = a.notifyWant
 	a.scanned = make(chan struct{})
 	a.runCtx = context.Background()
-	a.mesh, err = cluster.New(cluster.Config{
+	a.mesh, err = mesh.New(mesh.Config{
 		Node:           a.node.Name,
-		Listen:         a.node.Cluster,
+		Listen:         a.node.Link,
 		Peers:          peers,
 		Secret:         secret,
 		ServerTLS:      serverTLS,
@@ -180,7 +180,7 @@ func (a *Agent) build() error {
 		Compress:       a.cluster.LinkCompression == config.CompressionDeflate,
 		Logger:         a.log,
 		Registerer:     a.registry,
-	}, cluster.Handlers{
+	}, mesh.Handlers{
 		Deliver:   a.deliverFromPeer,
 		Interest:  a.peerInterest,
 		LinkState: a.linkState,
@@ -310,7 +310,7 @@ func (a *Agent) historyLimits() forward.HistoryLimits {
 // peerInterest is the mesh's callback for a peer's interest. The forwarding
 // loop applies it, in order with the messages before it, and replays what
 // the peer missed.
-func (a *Agent) peerInterest(peer string, ch cluster.InterestChange) {
+func (a *Agent) peerInterest(peer string, ch mesh.InterestChange) {
 	// The data session is not current from before the change reaches the
 	// router until the follower has seen it (notifyWant, after).
 	a.wantGen.Add(1)
@@ -385,7 +385,7 @@ func (a *Agent) Run(parent context.Context) error {
 		defer close(sharesDone)
 		a.shares.run(ctx, stopShares)
 	})
-	a.log.Info("agent started", "broker", a.node.Broker.Address, "cluster", a.node.Cluster, "http", a.httpLn.Addr().String())
+	a.log.Info("agent started", "broker", a.node.Broker.Address, "cluster", a.node.Link, "http", a.httpLn.Addr().String())
 	select {
 	case <-parent.Done():
 		close(stopShares)

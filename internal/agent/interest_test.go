@@ -236,7 +236,7 @@ func checkSequence(t *testing.T, got []*paho.Publish, n int) {
 // node it cannot prove, is refused, logged and counted; the agents carry on.
 func TestLinksAuthenticate(t *testing.T) {
 	c := startCluster(t, 2)
-	target := c.MustNode("node2").Cluster
+	target := c.MustNode("node2").Link
 	for _, junk := range [][]byte{
 		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 		{0x10, 0xff, 0xff, 0xff, 0x7f},

@@ -48,7 +48,7 @@ func TestRefusesBrokerWithoutLogTopic(t *testing.T) {
 	c.Secret = "0123456789abcdef0123456789"
 	linkAddr, _ := launch.FreeAddr("127.0.0.1")
 	httpAddr, _ := launch.FreeAddr("127.0.0.1")
-	c.Nodes = []config.Node{{Name: "solo", Cluster: linkAddr, HTTP: httpAddr, DataDir: dir}}
+	c.Nodes = []config.Node{{Name: "solo", Link: linkAddr, HTTP: httpAddr, DataDir: dir}}
 	c.Nodes[0].Broker.Address = brokerAddr
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/replica"
 	"github.com/moha-project/moha/internal/session"
 )
@@ -33,7 +33,7 @@ type replicaRunner struct {
 	wake    chan struct{} // capacity 1: the state below changed
 
 	mu       sync.Mutex
-	note     cluster.SessionNote
+	note     mesh.SessionNote
 	holder   string
 	holderUp bool
 	ending   bool // end the session on the broker, then return
@@ -44,7 +44,7 @@ type replicaRunner struct {
 	arrived []time.Time         // when each arrived
 }
 
-func newReplicaRunner(r *replicas, id, holder string, note cluster.SessionNote, holderUp bool) *replicaRunner {
+func newReplicaRunner(r *replicas, id, holder string, note mesh.SessionNote, holderUp bool) *replicaRunner {
 	return &replicaRunner{r: r, id: id, holder: holder, note: note, holderUp: holderUp, wake: make(chan struct{}, 1)}
 }
 
@@ -57,7 +57,7 @@ func (rn *replicaRunner) signal() {
 	}
 }
 
-func (rn *replicaRunner) update(note cluster.SessionNote, holder string, holderUp bool) {
+func (rn *replicaRunner) update(note mesh.SessionNote, holder string, holderUp bool) {
 	rn.mu.Lock()
 	rn.note, rn.holder, rn.holderUp = note, holder, holderUp
 	rn.mu.Unlock()
@@ -85,7 +85,7 @@ func (rn *replicaRunner) stop() {
 	rn.signal()
 }
 
-func (rn *replicaRunner) state() (note cluster.SessionNote, holderUp, ending, stopping bool) {
+func (rn *replicaRunner) state() (note mesh.SessionNote, holderUp, ending, stopping bool) {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	return rn.note, rn.holderUp, rn.ending, rn.stopping
@@ -203,7 +203,7 @@ func (rn *replicaRunner) serve(ctx context.Context, sess *session.Session) (done
 }
 
 // subscribe moves the connection's subscriptions to the note's filters.
-func (rn *replicaRunner) subscribe(ctx context.Context, sess *session.Session, subscribed map[string]byte, note cluster.SessionNote) error {
+func (rn *replicaRunner) subscribe(ctx context.Context, sess *session.Session, subscribed map[string]byte, note mesh.SessionNote) error {
 	want := map[string]byte{}
 	var add []session.Subscription
 	for _, f := range note.Filters {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/replica"
 	"github.com/moha-project/moha/internal/status"
 )
@@ -129,20 +129,20 @@ func (r *replicas) takeChanged() []string {
 func (r *replicas) linkState(peer string, up bool) {
 	r.inbox.put(func() { r.onLink(peer, up) })
 }
-func (r *replicas) peerSessions(peer string, ch cluster.SessionChange) {
+func (r *replicas) peerSessions(peer string, ch mesh.SessionChange) {
 	r.inbox.put(func() { r.apply(r.filterHeld(peer, r.keeper.Apply(peer, ch, time.Now()))) })
 }
 
 // peerClient: the client connected at peer. With moved, a session held
 // here is not any more (its new node announces it; with clean start the
 // takeover ends it here).
-func (r *replicas) peerClient(peer string, n cluster.ClientNote, moved bool) {
+func (r *replicas) peerClient(peer string, n mesh.ClientNote, moved bool) {
 	if moved {
 		r.byClient.Store(n.ID, false)
 	}
 	r.inbox.put(func() {
 		if moved {
-			r.send(r.announcer.Update(cluster.SessionNote{ID: n.ID}, false))
+			r.send(r.announcer.Update(mesh.SessionNote{ID: n.ID}, false))
 		}
 		r.apply(r.keeper.ClientAt(peer, n.ID, n.Clean, time.Unix(0, n.At), time.Now()))
 	})
@@ -234,7 +234,7 @@ func (r *replicas) resync() {
 	}
 	for _, peer := range slices.Sorted(maps.Keys(r.holderUp)) {
 		if r.holderUp[peer] {
-			r.a.mesh.SendSessions(peer, cluster.SessionChange{Replace: true, Notes: r.announcer.Snapshot(peer)})
+			r.a.mesh.SendSessions(peer, mesh.SessionChange{Replace: true, Notes: r.announcer.Snapshot(peer)})
 		}
 	}
 	r.announced.Store(int64(r.announcer.Held()))
@@ -302,7 +302,7 @@ func (r *replicas) filterHeld(peer string, actions []replica.Action) []replica.A
 			return true
 		}
 		if ok {
-			r.send(r.announcer.Update(cluster.SessionNote{ID: act.ID}, false))
+			r.send(r.announcer.Update(mesh.SessionNote{ID: act.ID}, false))
 		}
 		return false
 	})
@@ -369,11 +369,11 @@ func (r *replicas) status() status.Replication {
 // sessionNote is what peers are told of a session held here. Shared
 // subscriptions are left out: a replica's membership would take the group's
 // turns from the real members.
-func sessionNote(id string, info interest.SessionInfo) cluster.SessionNote {
-	n := cluster.SessionNote{ID: id, Online: info.Connected, Protocol: byte(info.Protocol)}
+func sessionNote(id string, info interest.SessionInfo) mesh.SessionNote {
+	n := mesh.SessionNote{ID: id, Online: info.Connected, Protocol: byte(info.Protocol)}
 	for _, f := range info.Filters {
 		if !strings.HasPrefix(f.Filter, "$share/") {
-			n.Filters = append(n.Filters, cluster.SessionFilter{Filter: f.Filter, QoS: f.QoS})
+			n.Filters = append(n.Filters, mesh.SessionFilter{Filter: f.Filter, QoS: f.QoS})
 		}
 	}
 	return n

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/session"
 )
 
@@ -15,7 +15,7 @@ const keptSessionExpiry = 24 * 60 * 60
 // peerClient is the mesh's callback for a CLIENT announcement. It must not
 // block: the takeover runs on its own goroutine, owned by the agent's
 // WaitGroup through kickWG.
-func (a *Agent) peerClient(peer string, n cluster.ClientNote) {
+func (a *Agent) peerClient(peer string, n mesh.ClientNote) {
 	var kick bool
 	switch {
 	case a.takeovers.ShouldKick(n, a.node.Name, peer):
@@ -42,7 +42,7 @@ func (a *Agent) peerClient(peer string, n cluster.ClientNote) {
 // leaves it in place for keptSessionExpiry: the client's queued messages
 // wait here for its return (HAProxy's consistent hashing brings it back to
 // this node once it is up), at the price of duplicates it may then get.
-func (a *Agent) kick(peer string, n cluster.ClientNote) {
+func (a *Agent) kick(peer string, n mesh.ClientNote) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cfg := a.sessionConfig(n.ID)

@@ -585,13 +585,13 @@ func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, e
 				c.LinkCompression = o.LinkCompression
 			}
 			dialer, listener := &c.Nodes[0], &c.Nodes[1]
-			real := listener.Cluster // distinct from every other planned port
+			real := listener.Link // distinct from every other planned port
 			s.relay, relayErr = NewRelay("127.0.0.1:0", real)
 			if relayErr != nil {
 				c.Nodes = nil // fails validation: nothing to measure without the relay
 				return
 			}
-			listener.Cluster = s.relay.Addr()
+			listener.Link = s.relay.Addr()
 			agentArgs[dialer.Name] = slices.Clone(o.AgentArgs)
 			agentArgs[listener.Name] = append(slices.Clone(o.AgentArgs), "--listen", real)
 		},

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/cockpit"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/status"
 	"github.com/moha-project/moha/internal/testkit"
 )
@@ -73,7 +73,7 @@ func TestClusterView(t *testing.T) {
 func TestSetRates(t *testing.T) {
 	at := time.Unix(1000, 0)
 	node := func(name string, sent uint64) cockpit.Node {
-		st := &status.Status{Node: name, Peers: []status.PeerStatus{{PeerStatus: cluster.PeerStatus{Name: "x", SentMessages: sent}}}}
+		st := &status.Status{Node: name, Peers: []status.PeerStatus{{PeerStatus: mesh.PeerStatus{Name: "x", SentMessages: sent}}}}
 		return cockpit.Node{Name: name, Status: st}
 	}
 	prev := &cockpit.View{At: at, Nodes: []cockpit.Node{node("a", 100), node("b", 0)}}

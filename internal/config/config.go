@@ -39,7 +39,7 @@ const (
 	DefaultFirstPriority = 150                  // VRRP priority of the first load balancer host
 	DefaultOtherPriority = 100                  // ... and of every host after it
 	// MaxMessageSizeLimit leaves a message's topic, properties and framing room in a
-	// link frame (64 MiB, internal/cluster).
+	// link frame (64 MiB, internal/mesh).
 	MaxMessageSizeLimit = 48 << 20
 	// MinSecretLength is the shortest cluster secret, in bytes: the links' rule.
 	MinSecretLength = linkdefault.MinSecretLength
@@ -168,7 +168,7 @@ func (c *Cluster) Replicas() int {
 type Node struct {
 	Name    string `yaml:"name"`     // unique, [a-zA-Z0-9_-]{1,64}
 	Broker  Broker `yaml:"broker"`   // how the agent (and HAProxy) reach the broker
-	Cluster string `yaml:"cluster"`  // agent link address host:port (peers dial it); default <broker host>:7946
+	Link    string `yaml:"cluster"`  // agent link address host:port (peers dial it); default <broker host>:7946
 	HTTP    string `yaml:"http"`     // agent HTTP address host:port (/healthz, /readyz, /metrics); default <broker host>:9101
 	DataDir string `yaml:"data_dir"` // absolute broker persistence directory for `render mosquitto`
 	// ClientTLS, when set, adds an MQTT-over-TLS listener for clients to the rendered broker
@@ -336,7 +336,7 @@ func (n *Node) applyDefaults() {
 	}
 	// A broker address that does not parse gets no derived defaults; Validate reports it.
 	if host, _, err := net.SplitHostPort(n.Broker.Address); err == nil && host != "" {
-		setIfZero(&n.Cluster, net.JoinHostPort(host, strconv.Itoa(DefaultClusterPort)))
+		setIfZero(&n.Link, net.JoinHostPort(host, strconv.Itoa(DefaultClusterPort)))
 		setIfZero(&n.HTTP, net.JoinHostPort(host, strconv.Itoa(DefaultHTTPPort)))
 	}
 }

@@ -58,17 +58,17 @@ func TestLoadFullFile(t *testing.T) {
 					TLS:       &TLSFiles{CA: tls("ca.pem"), ServerName: "broker.factory.example"},
 					KeepAlive: Duration(20 * time.Second),
 				},
-				Cluster: "10.0.0.11:7946", HTTP: "10.0.0.11:9101", DataDir: "/srv/mosquitto",
+				Link: "10.0.0.11:7946", HTTP: "10.0.0.11:9101", DataDir: "/srv/mosquitto",
 			},
 			{
-				Name:    "node2",
-				Broker:  Broker{Address: "10.0.0.12:1883", KeepAlive: Duration(30 * time.Second)},
-				Cluster: "10.0.0.12:17946", HTTP: "10.0.0.12:19101", DataDir: "/var/lib/mosquitto",
+				Name:   "node2",
+				Broker: Broker{Address: "10.0.0.12:1883", KeepAlive: Duration(30 * time.Second)},
+				Link:   "10.0.0.12:17946", HTTP: "10.0.0.12:19101", DataDir: "/var/lib/mosquitto",
 			},
 			{
-				Name:    "node3",
-				Broker:  Broker{Address: "[fd00::13]:1883", KeepAlive: Duration(30 * time.Second)},
-				Cluster: "[fd00::13]:7946", HTTP: "[fd00::13]:9101", DataDir: "/var/lib/mosquitto",
+				Name:   "node3",
+				Broker: Broker{Address: "[fd00::13]:1883", KeepAlive: Duration(30 * time.Second)},
+				Link:   "[fd00::13]:7946", HTTP: "[fd00::13]:9101", DataDir: "/var/lib/mosquitto",
 			},
 		},
 		LoadBalancers: LoadBalancers{
@@ -97,9 +97,9 @@ func TestDefaults(t *testing.T) {
 	want := Default()
 	want.Secret = "0123456789abcdef"
 	want.Nodes = []Node{{
-		Name:    "a",
-		Broker:  Broker{Address: "127.0.0.1:1883", KeepAlive: Duration(30 * time.Second)},
-		Cluster: "127.0.0.1:7946", HTTP: "127.0.0.1:9101", DataDir: "/var/lib/mosquitto",
+		Name:   "a",
+		Broker: Broker{Address: "127.0.0.1:1883", KeepAlive: Duration(30 * time.Second)},
+		Link:   "127.0.0.1:7946", HTTP: "127.0.0.1:9101", DataDir: "/var/lib/mosquitto",
 	}}
 	if !reflect.DeepEqual(c, &want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", c, &want)
@@ -376,7 +376,7 @@ func ptr[T any](v T) *T { return &v }
 func TestMaxQueuedMessagesBounds(t *testing.T) {
 	c := Default()
 	c.Secret = strings.Repeat("s", MinSecretLength)
-	c.Nodes = []Node{{Name: "n1", Broker: Broker{Address: "127.0.0.1:1883"}, Cluster: "127.0.0.1:7946", HTTP: "127.0.0.1:9101"}}
+	c.Nodes = []Node{{Name: "n1", Broker: Broker{Address: "127.0.0.1:1883"}, Link: "127.0.0.1:7946", HTTP: "127.0.0.1:9101"}}
 	c.MaxQueuedMessages = 1000
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_queued_messages") {
 		t.Fatalf("max_queued_messages 1000: %v, want refused", err)

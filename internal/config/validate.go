@@ -149,7 +149,7 @@ func (c *Cluster) checkNodes(p *problems) {
 func (n *Node) check(p *problems, field string) {
 	b := &n.Broker
 	checkEndpoint(p, field+".broker.address", b.Address)
-	for _, a := range []struct{ name, value string }{{"cluster", n.Cluster}, {"http", n.HTTP}} {
+	for _, a := range []struct{ name, value string }{{"cluster", n.Link}, {"http", n.HTTP}} {
 		if a.value == "" {
 			p.add(field+"."+a.name, "required: cannot default to the broker's host while broker.address is invalid")
 			continue
@@ -181,7 +181,7 @@ func (c *Cluster) checkCollisions(p *problems) {
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
 		for _, a := range []struct{ name, value string }{
-			{"broker.address", n.Broker.Address}, {"cluster", n.Cluster}, {"http", n.HTTP},
+			{"broker.address", n.Broker.Address}, {"cluster", n.Link}, {"http", n.HTTP},
 		} {
 			key, ok := endpointKey(a.value)
 			if !ok {

@@ -103,7 +103,7 @@ func TestValidationMessages(t *testing.T) {
 		{"broker empty host", func(c *Cluster) { c.Nodes[1].Broker.Address = ":1883" }, "nodes[1].broker.address", "host is empty"},
 		{"broker unspecified", func(c *Cluster) { c.Nodes[1].Broker.Address = "0.0.0.0:1883" }, "nodes[1].broker.address", "cannot be dialled"},
 		{"broker bad host", func(c *Cluster) { c.Nodes[1].Broker.Address = "bad_host!:1883" }, "nodes[1].broker.address", "neither an IP"},
-		{"cluster address", func(c *Cluster) { c.Nodes[0].Cluster = "127.0.0.1:70000" }, "nodes[0].cluster", "not in 1..65535"},
+		{"cluster address", func(c *Cluster) { c.Nodes[0].Link = "127.0.0.1:70000" }, "nodes[0].cluster", "not in 1..65535"},
 		{"http address", func(c *Cluster) { c.Nodes[0].HTTP = "127.0.0.1" }, "nodes[0].http", "not host:port"},
 		{"username control", func(c *Cluster) { c.Nodes[0].Broker.Username = "a\nb" }, "nodes[0].broker.username", "control character"},
 		{"password without user", func(c *Cluster) { c.Nodes[0].Broker.Password = "pw" }, "nodes[0].broker.password", "without broker.username"},
@@ -116,7 +116,7 @@ func TestValidationMessages(t *testing.T) {
 		{"keepalive fraction", func(c *Cluster) { c.Nodes[0].Broker.KeepAlive = Duration(1500 * time.Millisecond) }, "nodes[0].broker.keepalive", "whole seconds"},
 		{"keepalive too long", func(c *Cluster) { c.Nodes[0].Broker.KeepAlive = Duration(24 * time.Hour) }, "nodes[0].broker.keepalive", "at most 65535s"},
 		{"data dir relative", func(c *Cluster) { c.Nodes[2].DataDir = "data" }, "nodes[2].data_dir", "not an absolute path"},
-		{"collision across nodes", func(c *Cluster) { c.Nodes[1].Cluster = "127.0.0.1:7001" }, "nodes[1].cluster", "also nodes[0].cluster"},
+		{"collision across nodes", func(c *Cluster) { c.Nodes[1].Link = "127.0.0.1:7001" }, "nodes[1].cluster", "also nodes[0].cluster"},
 		{"collision with broker", func(c *Cluster) { c.Nodes[1].HTTP = "127.0.0.1:1883" }, "nodes[1].http", "also nodes[0].broker.address"},
 		{"collision within node", func(c *Cluster) { c.Nodes[0].HTTP = "127.0.0.1:7001" }, "nodes[0].http", "also nodes[0].cluster"},
 		{"collision ipv4-mapped", func(c *Cluster) { c.Nodes[1].Broker.Address = "[::ffff:127.0.0.1]:1883" }, "nodes[1].broker.address", "also nodes[0].broker.address"},
@@ -170,7 +170,7 @@ func TestValidateFillsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := c.Nodes[0]
-	if n.Broker.KeepAlive.Std() != DefaultKeepAlive || n.Cluster != "10.1.1.1:7946" || n.HTTP != "10.1.1.1:9101" || n.DataDir != DefaultDataDir {
+	if n.Broker.KeepAlive.Std() != DefaultKeepAlive || n.Link != "10.1.1.1:7946" || n.HTTP != "10.1.1.1:9101" || n.DataDir != DefaultDataDir {
 		t.Errorf("Validate left defaults unfilled: %+v", n)
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/topic"
 )
@@ -64,7 +64,7 @@ type item struct {
 
 type peerChange struct {
 	peer    string
-	ch      cluster.InterestChange
+	ch      mesh.InterestChange
 	applied func(invalid []string)
 }
 
@@ -163,7 +163,7 @@ func (f *Forwarder) Enqueue(d Delivery) {
 // which applies it to the router in order with the deliveries queued
 // before it, replays what the peer missed, and then calls applied (may be
 // nil) with the filters the router refused. It never blocks.
-func (f *Forwarder) Interest(peer string, ch cluster.InterestChange, applied func(invalid []string)) {
+func (f *Forwarder) Interest(peer string, ch mesh.InterestChange, applied func(invalid []string)) {
 	f.push(item{change: &peerChange{peer: peer, ch: ch, applied: applied}})
 }
 

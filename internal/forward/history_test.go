@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/topic"
 )
@@ -118,7 +118,7 @@ func TestForwarderReplaysToGrowingInterest(t *testing.T) {
 		f.Enqueue(&fakeDelivery{m: message.Message{Topic: tp, QoS: 1}})
 	}
 	applied := make(chan []string, 1)
-	f.Interest("a", cluster.InterestChange{Added: []string{"x/+", "$share/g/y"}, At: subscribed}, func(bad []string) { applied <- bad })
+	f.Interest("a", mesh.InterestChange{Added: []string{"x/+", "$share/g/y"}, At: subscribed}, func(bad []string) { applied <- bad })
 	f.Enqueue(&fakeDelivery{m: message.Message{Topic: "x/4", QoS: 1}})
 	if bad := <-applied; len(bad) != 0 {
 		t.Fatalf("refused %v", bad)

@@ -94,7 +94,7 @@ func plan(opt Options) (*config.Cluster, error) {
 	}
 	for i := 1; i <= opt.Nodes; i++ {
 		addrs := ports[3*(i-1) : 3*i]
-		n := config.Node{Name: "node" + strconv.Itoa(i), Cluster: addrs[1], HTTP: addrs[2],
+		n := config.Node{Name: "node" + strconv.Itoa(i), Link: addrs[1], HTTP: addrs[2],
 			DataDir: filepath.Join(opt.Dir, "node"+strconv.Itoa(i))}
 		n.Broker.Address = addrs[0]
 		c.Nodes = append(c.Nodes, n)
@@ -387,7 +387,7 @@ func (c *Cluster) startHAProxy(ctx context.Context, port int) error {
 func (c *Cluster) Endpoints() Endpoints {
 	e := Endpoints{LB: c.LB, Dir: c.Dir}
 	for _, n := range c.Config.Nodes {
-		e.Nodes = append(e.Nodes, NodeEndpoint{Name: n.Name, Broker: n.Broker.Address, HTTP: n.HTTP, Cluster: n.Cluster})
+		e.Nodes = append(e.Nodes, NodeEndpoint{Name: n.Name, Broker: n.Broker.Address, HTTP: n.HTTP, Cluster: n.Link})
 	}
 	return e
 }

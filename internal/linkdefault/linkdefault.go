@@ -1,5 +1,5 @@
 // Package linkdefault holds the agent-link settings that both the mesh
-// (internal/cluster) and the cluster file (internal/config) need: the defaults
+// (internal/mesh) and the cluster file (internal/config) need: the defaults
 // of the link limits and the minimum length of the cluster secret. It is a
 // leaf package so that each rule has one source: config cannot import cluster,
 // whose tests import config.

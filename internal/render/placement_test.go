@@ -43,7 +43,7 @@ func TestHAProxyPlacement(t *testing.T) {
 		t.Cleanup(ready[name].Close)
 		httpAddr := strings.TrimPrefix(ready[name].URL, "http://")
 		cluster := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)) // never listened on: HAProxy does not use it
-		c.Nodes = append(c.Nodes, config.Node{Name: name, Broker: config.Broker{Address: backend.addr}, HTTP: httpAddr, Cluster: cluster, DataDir: "/tmp/" + name})
+		c.Nodes = append(c.Nodes, config.Node{Name: name, Broker: config.Broker{Address: backend.addr}, HTTP: httpAddr, Link: cluster, DataDir: "/tmp/" + name})
 		names = append(names, name)
 	}
 	c.ApplyDefaults()

@@ -10,7 +10,7 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/placement"
 )
 
@@ -29,7 +29,7 @@ func Targets(id, self string, nodes []string, live func(string) bool, n int) []s
 // Send is one SESSIONS change for one peer.
 type Send struct {
 	Peer   string
-	Change cluster.SessionChange
+	Change mesh.SessionChange
 }
 
 // Announcer is the holder's bookkeeping: the persistent sessions held
@@ -40,22 +40,22 @@ type Announcer struct {
 	nodes    []string
 	replicas int
 	live     map[string]bool
-	held     map[string]cluster.SessionNote // id -> the session as last told
-	told     map[string][]string            // id -> peers told to keep a replica
+	held     map[string]mesh.SessionNote // id -> the session as last told
+	told     map[string][]string         // id -> peers told to keep a replica
 }
 
 // NewAnnouncer returns the bookkeeping of node self in a cluster of nodes,
 // keeping replicas replicas of each session; every peer starts down.
 func NewAnnouncer(self string, nodes []string, replicas int) *Announcer {
 	return &Announcer{self: self, nodes: slices.Clone(nodes), replicas: replicas, live: map[string]bool{},
-		held: map[string]cluster.SessionNote{}, told: map[string][]string{}}
+		held: map[string]mesh.SessionNote{}, told: map[string][]string{}}
 }
 
 // Update records a change of session note.ID: held says this node holds it
 // (a persistent session, not a replica kept for another node). It returns
 // what to send: the session to every node that must keep a replica, and a
 // drop to every node told before that no longer must.
-func (a *Announcer) Update(note cluster.SessionNote, held bool) []Send {
+func (a *Announcer) Update(note mesh.SessionNote, held bool) []Send {
 	if !held {
 		if _, ok := a.held[note.ID]; !ok {
 			return nil
@@ -64,7 +64,7 @@ func (a *Announcer) Update(note cluster.SessionNote, held bool) []Send {
 	} else {
 		a.held[note.ID] = note
 	}
-	out := map[string][]cluster.SessionNote{}
+	out := map[string][]mesh.SessionNote{}
 	a.retarget(note.ID, true, out)
 	return sends(out, "")
 }
@@ -78,21 +78,21 @@ func (a *Announcer) SetLive(peer string, up bool) []Send {
 		return nil
 	}
 	a.live[peer] = up
-	out := map[string][]cluster.SessionNote{}
+	out := map[string][]mesh.SessionNote{}
 	for _, id := range slices.Sorted(maps.Keys(a.held)) {
 		a.retarget(id, false, out)
 	}
 	result := sends(out, peer)
 	if up {
-		result = append(result, Send{Peer: peer, Change: cluster.SessionChange{Replace: true, Notes: a.Snapshot(peer)}})
+		result = append(result, Send{Peer: peer, Change: mesh.SessionChange{Replace: true, Notes: a.Snapshot(peer)}})
 	}
 	return result
 }
 
 // Snapshot returns every session peer must keep a replica of, for a
 // Replace.
-func (a *Announcer) Snapshot(peer string) []cluster.SessionNote {
-	var out []cluster.SessionNote
+func (a *Announcer) Snapshot(peer string) []mesh.SessionNote {
+	var out []mesh.SessionNote
 	for _, id := range slices.Sorted(maps.Keys(a.held)) {
 		if slices.Contains(a.told[id], peer) {
 			out = append(out, a.held[id])
@@ -116,7 +116,7 @@ func (a *Announcer) Held() int { return len(a.held) }
 // retarget moves id's replicas to where they belong now, adding to out
 // what each peer must be sent. changed: the session itself changed, so
 // every target is sent it again; otherwise only new targets are.
-func (a *Announcer) retarget(id string, changed bool, out map[string][]cluster.SessionNote) {
+func (a *Announcer) retarget(id string, changed bool, out map[string][]mesh.SessionNote) {
 	note, held := a.held[id]
 	var want []string
 	if held {
@@ -125,7 +125,7 @@ func (a *Announcer) retarget(id string, changed bool, out map[string][]cluster.S
 	before := a.told[id]
 	for _, p := range before {
 		if !slices.Contains(want, p) && a.live[p] {
-			out[p] = append(out[p], cluster.SessionNote{ID: id, Drop: true})
+			out[p] = append(out[p], mesh.SessionNote{ID: id, Drop: true})
 		}
 	}
 	for _, p := range want {
@@ -142,11 +142,11 @@ func (a *Announcer) retarget(id string, changed bool, out map[string][]cluster.S
 
 // sends turns out into one change per peer, in name order, except for
 // skip (a peer about to get a Replace instead).
-func sends(out map[string][]cluster.SessionNote, skip string) []Send {
+func sends(out map[string][]mesh.SessionNote, skip string) []Send {
 	var s []Send
 	for _, p := range slices.Sorted(maps.Keys(out)) {
 		if p != skip {
-			s = append(s, Send{Peer: p, Change: cluster.SessionChange{Notes: out[p]}})
+			s = append(s, Send{Peer: p, Change: mesh.SessionChange{Notes: out[p]}})
 		}
 	}
 	return s

@@ -5,14 +5,14 @@ import (
 	"slices"
 	"time"
 
-	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/mesh"
 )
 
 // Action is what the agent must do with one replica on its broker.
 type Action struct {
 	ID     string
-	Holder string              // the node holding the session (Start, Update)
-	Note   cluster.SessionNote // the session as the holder last told (Start, Update)
+	Holder string           // the node holding the session (Start, Update)
+	Note   mesh.SessionNote // the session as the holder last told (Start, Update)
 	Kind   ActionKind
 }
 
@@ -38,7 +38,7 @@ type Keeper struct {
 
 type kept struct {
 	holder string
-	note   cluster.SessionNote
+	note   mesh.SessionNote
 	since  time.Time // when the holder last told of it
 	// movedAt: the client connected at another node than the holder; the
 	// replica ends unless that node claims it within the grace period.
@@ -56,7 +56,7 @@ func NewKeeper(grace time.Duration) *Keeper {
 // Apply applies peer's SESSIONS, received at now. A session the peer holds
 // replaces what another holder said of it (the client moved: the latest
 // holder wins).
-func (k *Keeper) Apply(peer string, ch cluster.SessionChange, now time.Time) []Action {
+func (k *Keeper) Apply(peer string, ch mesh.SessionChange, now time.Time) []Action {
 	var out []Action
 	named := map[string]bool{}
 	for _, n := range ch.Notes {

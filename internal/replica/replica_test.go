@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moha-project/moha/internal/cluster"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/placement"
 )
 
@@ -49,10 +49,10 @@ func TestTargetsFollowTheBucketOrder(t *testing.T) {
 	}
 }
 
-func note(id string, online bool, filters ...string) cluster.SessionNote {
-	n := cluster.SessionNote{ID: id, Online: online, Protocol: 4}
+func note(id string, online bool, filters ...string) mesh.SessionNote {
+	n := mesh.SessionNote{ID: id, Online: online, Protocol: 4}
 	for _, f := range filters {
-		n.Filters = append(n.Filters, cluster.SessionFilter{Filter: f, QoS: 1})
+		n.Filters = append(n.Filters, mesh.SessionFilter{Filter: f, QoS: 1})
 	}
 	return n
 }
@@ -69,15 +69,15 @@ func wantSends(t *testing.T, got []Send, want ...Send) {
 	}
 }
 
-func noteEqual(a, b cluster.SessionNote) bool {
+func noteEqual(a, b mesh.SessionNote) bool {
 	return a.ID == b.ID && a.Drop == b.Drop && a.Online == b.Online && slices.Equal(a.Filters, b.Filters)
 }
 
-func send(peer string, replace bool, notes ...cluster.SessionNote) Send {
-	return Send{Peer: peer, Change: cluster.SessionChange{Replace: replace, Notes: notes}}
+func send(peer string, replace bool, notes ...mesh.SessionNote) Send {
+	return Send{Peer: peer, Change: mesh.SessionChange{Replace: replace, Notes: notes}}
 }
 
-func drop(id string) cluster.SessionNote { return cluster.SessionNote{ID: id, Drop: true} }
+func drop(id string) mesh.SessionNote { return mesh.SessionNote{ID: id, Drop: true} }
 
 func TestAnnouncer(t *testing.T) {
 	id := idHomedAt(t, "node1", "node3")
@@ -113,16 +113,16 @@ func TestKeeper(t *testing.T) {
 	k := NewKeeper(10 * time.Second)
 	now := time.Unix(1000, 0)
 	a1, b1, c1 := note("a", true, "a/#"), note("b", false, "b/#"), note("c", true)
-	got := k.Apply("node1", cluster.SessionChange{Replace: true, Notes: []cluster.SessionNote{a1, b1, c1}}, now)
+	got := k.Apply("node1", mesh.SessionChange{Replace: true, Notes: []mesh.SessionNote{a1, b1, c1}}, now)
 	if len(got) != 3 || got[0].Kind != Start || got[0].Holder != "node1" || k.Len() != 3 {
 		t.Fatalf("first replace: %+v", got)
 	}
 	// A drop from a node that does not hold the session is ignored.
-	if got := k.Apply("node2", cluster.SessionChange{Notes: []cluster.SessionNote{drop("a")}}, now); len(got) != 0 {
+	if got := k.Apply("node2", mesh.SessionChange{Notes: []mesh.SessionNote{drop("a")}}, now); len(got) != 0 {
 		t.Fatalf("drop from a non-holder: %+v", got)
 	}
 	// A replace that no longer names b ends it; a is updated.
-	got = k.Apply("node1", cluster.SessionChange{Replace: true, Notes: []cluster.SessionNote{a1, c1}}, now)
+	got = k.Apply("node1", mesh.SessionChange{Replace: true, Notes: []mesh.SessionNote{a1, c1}}, now)
 	if len(got) != 3 || got[0].Kind != Update || got[2].ID != "b" || got[2].Kind != End || k.Holds("b") {
 		t.Fatalf("second replace: %+v", got)
 	}
@@ -135,7 +135,7 @@ func TestKeeper(t *testing.T) {
 		t.Fatalf("expired early: %+v", got)
 	}
 	// ... and node2 does: a moves to holder node2.
-	if got := k.Apply("node2", cluster.SessionChange{Notes: []cluster.SessionNote{a1}}, now); len(got) != 1 || got[0].Kind != Update || k.Holder("a") != "node2" {
+	if got := k.Apply("node2", mesh.SessionChange{Notes: []mesh.SessionNote{a1}}, now); len(got) != 1 || got[0].Kind != Update || k.Holder("a") != "node2" {
 		t.Fatalf("claim by node2: %+v", got)
 	}
 	if got := k.Expire(now.Add(time.Hour)); len(got) != 0 {
@@ -150,7 +150,7 @@ func TestKeeper(t *testing.T) {
 	if got := k.ClientAt("node2", "a", true, now, now); len(got) != 1 || got[0].Kind != End {
 		t.Fatalf("clean start: %+v", got)
 	}
-	k.Apply("node1", cluster.SessionChange{Notes: []cluster.SessionNote{a1}}, now)
+	k.Apply("node1", mesh.SessionChange{Notes: []mesh.SessionNote{a1}}, now)
 	// Announcements older than the holder's last word (sent again when a
 	// link came back) change nothing: neither a clean start nor a move.
 	if got := k.ClientAt("node2", "a", true, now.Add(-time.Second), now); len(got) != 0 || !k.Holds("a") {

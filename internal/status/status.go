@@ -5,8 +5,8 @@ package status
 
 import (
 	"github.com/moha-project/moha/internal/buildinfo"
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/mesh"
 )
 
 // Status is an agent's state as /status reports it.
@@ -85,7 +85,7 @@ type DataStatus struct {
 
 // PeerStatus is one peer as this agent sees it.
 type PeerStatus struct {
-	cluster.PeerStatus
+	mesh.PeerStatus
 	HTTP            string   `json:"http"` // the peer agent's HTTP address, as configured (moha status reads it)
 	InterestFilters int      `json:"interest_filters"`
 	Interest        []string `json:"interest,omitempty"`

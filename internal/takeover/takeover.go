@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/mesh"
 )
 
 // noteMemory is how long a Tracker remembers the CLIENT announcements it
@@ -40,7 +40,7 @@ type Tracker struct {
 	// noteMemory: an announcement older than that connection is stale.
 	seen map[string]int64
 	// recent[head:]: the announcements made, oldest first, for noteMemory.
-	recent []cluster.ClientNote
+	recent []mesh.ClientNote
 	head   int
 }
 
@@ -53,7 +53,7 @@ func New() *Tracker {
 // older than noteMemory (or beyond maxNotes). Called with t.mu held. The
 // forgotten head is cut off only once it is half the slice: a connect
 // costs O(1) amortized, also in a reconnect storm.
-func (t *Tracker) remember(n cluster.ClientNote, now time.Time) {
+func (t *Tracker) remember(n mesh.ClientNote, now time.Time) {
 	t.seen[n.ID] = n.At
 	t.recent = append(t.recent, n)
 	cut := now.Add(-noteMemory).UnixNano()
@@ -71,7 +71,7 @@ func (t *Tracker) remember(n cluster.ClientNote, now time.Time) {
 
 // RecentNotes returns the announcements of the last noteMemory, oldest
 // first: what a peer whose link comes back may have missed.
-func (t *Tracker) RecentNotes() []cluster.ClientNote {
+func (t *Tracker) RecentNotes() []mesh.ClientNote {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Clone(t.recent[t.head:])
@@ -79,13 +79,13 @@ func (t *Tracker) RecentNotes() []cluster.ClientNote {
 
 // NewerThanHere reports whether announcement n is newer than the last
 // connection of its client here (none within noteMemory counts as older).
-func (t *Tracker) NewerThanHere(n cluster.ClientNote) bool {
+func (t *Tracker) NewerThanHere(n mesh.ClientNote) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.newerLocked(n)
 }
 
-func (t *Tracker) newerLocked(n cluster.ClientNote) bool {
+func (t *Tracker) newerLocked(n mesh.ClientNote) bool {
 	at, ok := t.seen[n.ID]
 	return !ok || at < n.At
 }
@@ -94,7 +94,7 @@ func (t *Tracker) newerLocked(n cluster.ClientNote) bool {
 // announcement to make, if any (a real client connected here), and marks
 // the connect line of the agent's own clean takeover connection: its
 // session ends with it (session expiry 0), whatever the log can show.
-func (t *Tracker) OnEvent(ev *interest.Event, now time.Time) (cluster.ClientNote, bool) {
+func (t *Tracker) OnEvent(ev *interest.Event, now time.Time) (mesh.ClientNote, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch ev.Kind {
@@ -102,16 +102,16 @@ func (t *Tracker) OnEvent(ev *interest.Event, now time.Time) (cluster.ClientNote
 		if pending := t.kicking[ev.ClientID]; len(pending) > 0 {
 			ev.EndsWithConnection = pending[0] // the agent's own takeover connection
 			t.popKick(ev.ClientID)
-			return cluster.ClientNote{}, false
+			return mesh.ClientNote{}, false
 		}
 		t.local[ev.ClientID] = now.UnixNano()
-		note := cluster.ClientNote{ID: ev.ClientID, Clean: ev.Clean, At: now.UnixNano()}
+		note := mesh.ClientNote{ID: ev.ClientID, Clean: ev.Clean, At: now.UnixNano()}
 		t.remember(note, now)
 		return note, true
 	case interest.Disconnected, interest.Expired:
 		delete(t.local, ev.ClientID)
 	}
-	return cluster.ClientNote{}, false
+	return mesh.ClientNote{}, false
 }
 
 // popKick drops the oldest pending takeover of id. Called with t.mu held.
@@ -125,7 +125,7 @@ func (t *Tracker) popKick(id string) {
 
 // ShouldKick decides on a peer's announcement: the local connection goes if
 // it is older (on a tie, the node whose name sorts higher yields).
-func (t *Tracker) ShouldKick(n cluster.ClientNote, self, peer string) bool {
+func (t *Tracker) ShouldKick(n mesh.ClientNote, self, peer string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	at, ok := t.local[n.ID]
@@ -141,7 +141,7 @@ func (t *Tracker) ShouldKick(n cluster.ClientNote, self, peer string) bool {
 // here: a clean start elsewhere ends the session this node still holds for
 // it (offline says the broker has one), as a single broker discards a
 // session when its client connects with clean start.
-func (t *Tracker) ShouldEnd(n cluster.ClientNote, offline bool) bool {
+func (t *Tracker) ShouldEnd(n mesh.ClientNote, offline bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !n.Clean || !offline || !t.newerLocked(n) {

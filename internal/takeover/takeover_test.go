@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moha-project/moha/internal/cluster"
 	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/mesh"
 )
 
 // TestTakeoverNotesSentAgain: the announcements a peer whose link comes
@@ -14,7 +14,7 @@ import (
 func TestTakeoverNotesSentAgain(t *testing.T) {
 	tk := New()
 	start := time.Unix(1_800_000_000, 0)
-	connect := func(id string, clean bool, at time.Time) cluster.ClientNote {
+	connect := func(id string, clean bool, at time.Time) mesh.ClientNote {
 		ev := interest.Event{Kind: interest.Connected, ClientID: id, Clean: clean}
 		n, ok := tk.OnEvent(&ev, at)
 		if !ok {
@@ -31,16 +31,16 @@ func TestTakeoverNotesSentAgain(t *testing.T) {
 	}
 	// A clean start elsewhere, announced (again) with a time before b's
 	// last connection here, must not end b's newer session here.
-	stale := cluster.ClientNote{ID: "b", Clean: true, At: start.Add(4 * time.Minute).UnixNano()}
+	stale := mesh.ClientNote{ID: "b", Clean: true, At: start.Add(4 * time.Minute).UnixNano()}
 	if tk.ShouldEnd(stale, true) || tk.NewerThanHere(stale) {
 		t.Fatal("an announcement older than the client's connection here ended its session")
 	}
-	fresh := cluster.ClientNote{ID: "b", Clean: true, At: start.Add(6 * time.Minute).UnixNano()}
+	fresh := mesh.ClientNote{ID: "b", Clean: true, At: start.Add(6 * time.Minute).UnixNano()}
 	if !tk.NewerThanHere(fresh) || !tk.ShouldEnd(fresh, true) {
 		t.Fatal("a newer clean start elsewhere did not end the session here")
 	}
 	// a's connection is forgotten (past noteMemory): any announcement of it is newer.
-	if !tk.NewerThanHere(cluster.ClientNote{ID: "a", At: old.At + 1}) {
+	if !tk.NewerThanHere(mesh.ClientNote{ID: "a", At: old.At + 1}) {
 		t.Fatal("a forgotten connection still counts as newer")
 	}
 }
@@ -68,7 +68,7 @@ func TestShouldKick(t *testing.T) {
 		if !c.localAt.IsZero() {
 			tk.OnEvent(&interest.Event{Kind: interest.Connected, ClientID: "x"}, c.localAt)
 		}
-		n := cluster.ClientNote{ID: "x", At: c.noteAt.UnixNano()}
+		n := mesh.ClientNote{ID: "x", At: c.noteAt.UnixNano()}
 		if got := tk.ShouldKick(n, c.self, c.peer); got != c.want {
 			t.Errorf("%s: ShouldKick = %v, want %v", c.name, got, c.want)
 		}
@@ -88,7 +88,7 @@ func TestShouldKick(t *testing.T) {
 	}
 	tk := New()
 	tk.OnEvent(&interest.Event{Kind: interest.Connected, ClientID: "y"}, now)
-	tk.ShouldKick(cluster.ClientNote{ID: "y", At: now.Add(time.Second).UnixNano()}, "node1", "node2")
+	tk.ShouldKick(mesh.ClientNote{ID: "y", At: now.Add(time.Second).UnixNano()}, "node1", "node2")
 	tk.KickFailed("y")
 	if tk.KickPending("y") {
 		t.Fatal("KickFailed left the takeover pending")

@@ -1,4 +1,4 @@
-package cluster
+package mesh
 
 // Wire protocol, version 4 (2: DELTA carries its time; 3: BROKER; 4: SNAPSHOT and
 // DIGEST in parts).

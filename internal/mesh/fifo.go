@@ -1,4 +1,4 @@
-package cluster
+package mesh
 
 // fifoBlock is how many items one block of a fifo holds.
 const fifoBlock = 256

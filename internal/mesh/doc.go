@@ -1,4 +1,4 @@
-// Package cluster owns the links between moha agents: one authenticated,
+// Package mesh owns the links between moha agents: one authenticated,
 // bidirectional TCP stream per pair of nodes (a full mesh), carrying each
 // node's interest (the filters its local clients subscribe to) and batches
 // of forwarded messages with cumulative acknowledgements.
@@ -20,4 +20,4 @@
 // has one connection), and serves until its context ends. Wait for Ready
 // before reading Addr. Send queues a message for one peer and reports its
 // Outcome through a callback; Advertise announces interest changes.
-package cluster
+package mesh
