@@ -91,7 +91,7 @@ type Agent struct {
 	started      time.Time
 
 	mu       sync.Mutex
-	brokerOK string // last broker session error, "" while connected
+	brokerErr string // last broker session error, "" while connected
 }
 
 // ErrBrokerLogging is returned when the broker does not publish the log
@@ -113,7 +113,7 @@ func New(opt Options) (*Agent, error) {
 		logger = slog.Default()
 	}
 	logger = logger.With("node", node.Name)
-	a := &Agent{node: node, cluster: opt.Cluster, log: logger, started: time.Now(), brokerOK: "not connected yet"}
+	a := &Agent{node: node, cluster: opt.Cluster, log: logger, started: time.Now(), brokerErr: "not connected yet"}
 	a.drops.last = -1
 	if a.brokerTLS, err = brokerTLSConfig(node); err != nil {
 		return nil, err
@@ -410,7 +410,7 @@ func (a *Agent) Ready() (bool, string) {
 	if !a.sessionUp.Load() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return false, "broker session down: " + a.brokerOK
+		return false, "broker session down: " + a.brokerErr
 	}
 	if a.cluster.EffectiveQuorum() == config.QuorumNone {
 		return true, "ok"

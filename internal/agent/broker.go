@@ -77,9 +77,9 @@ func (a *Agent) setBrokerError(err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err == nil {
-		a.brokerOK = ""
+		a.brokerErr = ""
 	} else {
-		a.brokerOK = err.Error()
+		a.brokerErr = err.Error()
 	}
 }
 

@@ -108,7 +108,7 @@ func (a *Agent) Status() status.Status {
 	ready, why := a.Ready()
 	degraded, reason := a.table.Degraded()
 	a.mu.Lock()
-	brokerErr := a.brokerOK
+	brokerErr := a.brokerErr
 	a.mu.Unlock()
 	s := status.Status{
 		Version: buildinfo.Get(),
