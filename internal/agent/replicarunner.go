@@ -85,6 +85,13 @@ func (rn *replicaRunner) stop() {
 	rn.signal()
 }
 
+// holderName is the node holding the session (update may change it).
+func (rn *replicaRunner) holderName() string {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	return rn.holder
+}
+
 func (rn *replicaRunner) state() (note mesh.SessionNote, holderUp, ending, stopping bool) {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
@@ -245,7 +252,7 @@ func (rn *replicaRunner) release(now time.Time) {
 	note, holderUp, _, _ := rn.state()
 	var heard time.Time
 	if holderUp {
-		heard = rn.r.a.mesh.LastHeard(rn.holder)
+		heard = rn.r.a.mesh.LastHeard(rn.holderName())
 	}
 	rn.heldMu.Lock()
 	n := replica.Release(rn.arrived, time.Duration(rn.r.a.cluster.SessionReplicaWindow), note.Online, heard)
