@@ -90,7 +90,7 @@ type Agent struct {
 	secLogged    map[string]time.Time // kind -> last security log line
 	started      time.Time
 
-	mu       sync.Mutex
+	mu        sync.Mutex
 	brokerErr string // last broker session error, "" while connected
 }
 
