@@ -63,6 +63,6 @@ Flags left at 0 take the scenario's default.`,
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress line")
 	_ = cmd.MarkFlagRequired("url")
-	cmd.AddCommand(newBenchCompareCommand(stdout, stderr), newBenchInterestCommand(stdout, stderr), newBenchWindowCommand(stdout, stderr), newBenchStormCommand(stdout, stderr))
+	cmd.AddCommand(newBenchCompareCommand(stdout, stderr), newBenchInterestCommand(stdout, stderr), newBenchWindowCommand(stdout, stderr), newBenchStormCommand(stdout, stderr), newBenchRejoinCommand(stdout, stderr))
 	return cmd
 }

@@ -1,0 +1,29 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+)
+
+// TestRejoin: node2 comes back with an empty broker while node1 holds 5000
+// retained topics; it gets every one, and the live probe's messages all
+// arrive meanwhile.
+func TestRejoin(t *testing.T) {
+	bin := mohaBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := MeasureRejoin(ctx, RejoinOptions{Topics: 5000, AgentBinary: bin, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteRejoinTable(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", buf.String())
+	if r.Rejoin <= 0 || r.LiveLost != 0 {
+		t.Fatalf("rejoin %v, live messages lost %d", r.Rejoin, r.LiveLost)
+	}
+}
