@@ -150,7 +150,7 @@ func (a *Agent) build() error {
 		return err
 	}
 	peerNames := slices.Sorted(maps.Keys(peers))
-	a.router = forward.NewRouter(peerNames)
+	a.router = forward.NewRouter(peerNames, !a.cluster.SubscribesAll())
 	slots := 0
 	if a.cluster.SpreadsShared() {
 		slots = len(peerNames)

@@ -12,7 +12,7 @@ import (
 // BenchmarkWantedFilters100k: deciding what the data session must hold, at
 // 100k peer filters (run once per step of the data session).
 func BenchmarkWantedFilters100k(b *testing.B) {
-	r := forward.NewRouter([]string{"p"})
+	r := forward.NewRouter([]string{"p"}, true)
 	fs := make([]string, 100000)
 	for i := range fs {
 		fs[i] = fmt.Sprintf("bench/%d/x", i)

@@ -52,7 +52,7 @@ func (s *fakeSender) Send(_ context.Context, peer string, m message.Message, don
 }
 
 func TestRouterTargets(t *testing.T) {
-	r := NewRouter([]string{"b", "a"})
+	r := NewRouter([]string{"b", "a"}, true)
 	if got := r.Targets("x/y", false, nil); !slices.Equal(got, []string{"a", "b"}) {
 		t.Fatalf("unknown interest must over-state to every peer, got %v", got)
 	}
@@ -90,7 +90,7 @@ func TestRouterTargets(t *testing.T) {
 // broker only once every target peer reported an outcome; messages nobody
 // wants are acknowledged at once and counted as skipped.
 func TestForwarderAcksAfterEveryTarget(t *testing.T) {
-	r := NewRouter([]string{"a", "b"})
+	r := NewRouter([]string{"a", "b"}, true)
 	r.Apply("a", true, []string{"t/#"}, nil)
 	r.Apply("b", true, []string{"t/1"}, nil)
 	s := &fakeSender{}
@@ -130,7 +130,7 @@ func TestForwarderAcksAfterEveryTarget(t *testing.T) {
 
 // TestForwarderRunKeepsOrder: the queue is drained in order.
 func TestForwarderRunKeepsOrder(t *testing.T) {
-	r := NewRouter([]string{"a"})
+	r := NewRouter([]string{"a"}, true)
 	s := &fakeSender{auto: true}
 	f := NewForwarder(r, s, nil, HistoryLimits{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -166,7 +166,7 @@ func TestForwarderRunKeepsOrder(t *testing.T) {
 // per-peer hand-off and the ack countdown. The link and the broker are not
 // included (they have their own benchmarks).
 func BenchmarkForward(b *testing.B) {
-	r := NewRouter([]string{"a", "b"})
+	r := NewRouter([]string{"a", "b"}, true)
 	var fa, fb []string
 	for i := range 10000 {
 		fa = append(fa, "test_1/"+strconv.Itoa(i))

@@ -102,7 +102,7 @@ func TestHistoryLimits(t *testing.T) {
 // gets the messages accepted since that it did not get, before every later
 // message, and never one it already had.
 func TestForwarderReplaysToGrowingInterest(t *testing.T) {
-	r := NewRouter([]string{"a", "b"})
+	r := NewRouter([]string{"a", "b"}, true)
 	r.Apply("a", true, []string{"x/1"}, nil)
 	r.Apply("b", true, []string{"#"}, nil)
 	s := &fakeSender{auto: true}
@@ -143,7 +143,7 @@ func TestForwarderReplaysToGrowingInterest(t *testing.T) {
 // BenchmarkForwardHistory is BenchmarkForward for a message one of the two
 // peers does not want: it goes into the replay history.
 func BenchmarkForwardHistory(b *testing.B) {
-	r := NewRouter([]string{"a", "b"})
+	r := NewRouter([]string{"a", "b"}, true)
 	r.Apply("a", true, []string{"test_1/#"}, nil)
 	r.Apply("b", true, []string{"dev/#"}, nil)
 	f := NewForwarder(r, discardSender{}, nil, testLimits)
@@ -162,7 +162,7 @@ func BenchmarkForwardHistory(b *testing.B) {
 // stopped) is not acknowledged to the broker, whatever the others said:
 // the broker redelivers it to the agent's next run.
 func TestAbandonedIsNeverAcked(t *testing.T) {
-	r := NewRouter([]string{"a", "b"})
+	r := NewRouter([]string{"a", "b"}, true)
 	r.Apply("a", true, []string{"#"}, nil)
 	r.Apply("b", true, []string{"#"}, nil)
 	s := &fakeSender{}

@@ -31,19 +31,25 @@ type Router struct {
 	turn        atomic.Uint64                     // round-robin among a group's member nodes
 	// union counts, per filter, the peers (and peers' shared groups) that
 	// want it: EachWanted's answer, kept up to date as interest changes.
-	union map[string]int
+	// Only kept with keepWanted: a data session that subscribes "#" never
+	// asks, and at a million filters the union is a fifth of the agent.
+	union      map[string]int
+	keepWanted bool
 }
 
 // NewRouter returns a router for the given peers. Until a peer's first
 // snapshot arrives its interest is unknown, so it starts as "#": the agent
 // over-states rather than lose a message (docs/ARCHITECTURE.md, Interest).
-func NewRouter(peers []string) *Router {
+// keepWanted keeps the union of the peers' filters that EachWanted walks
+// (a data session that follows interest needs it).
+func NewRouter(peers []string, keepWanted bool) *Router {
 	r := &Router{
 		tries:       make(map[string]*topic.Trie, len(peers)),
 		shared:      make(map[string]map[string]*topic.Trie, len(peers)),
 		localShared: map[string]*topic.Trie{},
 		down:        map[string]bool{},
 		union:       map[string]int{},
+		keepWanted:  keepWanted,
 	}
 	for _, p := range peers {
 		t := topic.NewTrie()
@@ -234,6 +240,9 @@ func (r *Router) removeShared(groups map[string]*topic.Trie, group, filter strin
 
 // wantDelta moves filter's count in the union; r.mu is held for writing.
 func (r *Router) wantDelta(filter string, d int) {
+	if !r.keepWanted {
+		return
+	}
 	n, held := r.union[filter]
 	switch {
 	case n+d <= 0:
@@ -301,7 +310,8 @@ func (r *Router) SomeFilters(peer string, max int) []string {
 // EachWanted calls fn for each distinct filter some peer needs messages
 // for: every peer's plain filters and the filter part of its shared
 // subscriptions. The agent's data session subscribes to these, so "#"
-// comes for a peer whose interest is unknown. fn runs with the router's
+// comes for a peer whose interest is unknown. It calls nothing unless the
+// router keeps them (NewRouter's keepWanted). fn runs with the router's
 // read lock held: it must not call the router.
 func (r *Router) EachWanted(fn func(filter string)) {
 	r.mu.RLock()

@@ -15,7 +15,7 @@ import (
 func TestEachWantedIsTheUnion(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	peers := []string{"a", "b", "c"}
-	r := NewRouter(peers)
+	r := NewRouter(peers, true)
 	pool := []string{"x/1", "x/+", "#", "y/#", "$share/g/x/1", "$share/h/x/1", "$share/g/z", "bad/#/x", "x/1"}
 	pick := func() []string {
 		var out []string
@@ -41,5 +41,20 @@ func TestEachWantedIsTheUnion(t *testing.T) {
 		if !maps.Equal(got, want) {
 			t.Fatalf("round %d: EachWanted %v, union %v", round, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
 		}
+	}
+}
+
+// TestWantedNotKept: a router told not to keep the union (the data session
+// subscribes "#") walks nothing, and routes as before.
+func TestWantedNotKept(t *testing.T) {
+	r := NewRouter([]string{"a"}, false)
+	r.Apply("a", true, []string{"x/+", "y"}, nil)
+	n := 0
+	r.EachWanted(func(string) { n++ })
+	if n != 0 {
+		t.Fatalf("EachWanted walked %d filters of a router that keeps none", n)
+	}
+	if got := r.Targets("x/1", false, nil); len(got) != 1 || got[0] != "a" {
+		t.Fatalf("Targets(x/1) = %v, want [a]", got)
 	}
 }
