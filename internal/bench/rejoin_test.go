@@ -8,8 +8,9 @@ import (
 )
 
 // TestRejoin: node2 comes back with an empty broker while node1 holds 5000
-// retained topics; it gets every one, and the live probe's messages all
-// arrive meanwhile.
+// retained topics and gets every one; whatever the live probe sent
+// meanwhile arrived. (At 50000 topics the probe's messages are late by
+// seconds and some are lost: issue 17 §3, docs/benchmarks-journal.md.)
 func TestRejoin(t *testing.T) {
 	bin := mohaBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

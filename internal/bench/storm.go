@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -246,10 +248,18 @@ func (s *storm) publish(ctx context.Context) error {
 // holds and what comes next.
 func (s *storm) reconnectAll(ctx context.Context, start time.Time) (sessions []*session.Session, present int, last time.Time, err error) {
 	sessions = make([]*session.Session, s.o.Clients)
+	// Each client's moment, taken in time order by the workers (in index
+	// order a worker waiting for a late moment would hold up early ones).
+	at := make([]time.Duration, s.o.Clients)
+	order := make([]int, s.o.Clients)
+	for i := range at {
+		at[i], order[i] = time.Duration(rand.Int64N(int64(s.o.Within))), i
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(at[a], at[b]) })
 	var mu sync.Mutex
-	err = forEachClient(ctx, s.o.Clients, 200, func(i int) error {
-		at := start.Add(time.Duration(rand.Int64N(int64(s.o.Within))))
-		time.Sleep(time.Until(at))
+	err = forEachClient(ctx, s.o.Clients, 200, func(k int) error {
+		i := order[k]
+		time.Sleep(time.Until(start.Add(at[i])))
 		ep := endpoint{ClientID: deviceID(i), Address: s.holder.Broker.Address}
 		sess, err := dialSession(ctx, ep, subscriberReceiveMaximum, true, func(d *session.Delivery) {
 			if len(d.Message.Payload) == 8 {
