@@ -92,12 +92,7 @@ func orDefault(v, def int) int {
 
 func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (InterestRow, error) {
 	row := InterestRow{Subscriptions: n}
-	dir, err := os.MkdirTemp(o.Dir, "moha-interest-")
-	if err != nil {
-		return row, fmt.Errorf("bench: interest: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, AgentBinary: o.AgentBinary, Logger: slog.New(slog.DiscardHandler),
+	c, stop, err := startPair(ctx, "interest", o.Dir, launch.Options{AgentBinary: o.AgentBinary,
 		AgentArgs: map[string][]string{"node1": o.AgentArgs, "node2": o.AgentArgs},
 		Configure: func(c *config.Cluster) {
 			if o.SessionReplicas != nil {
@@ -107,11 +102,8 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 	if err != nil {
 		return row, err
 	}
-	defer c.Close()
+	defer stop()
 	holder, peer := c.Config.Nodes[1], c.Config.Nodes[0]
-	if err := waitSettledAgents(ctx, []string{holder.HTTP, peer.HTTP}); err != nil {
-		return row, err
-	}
 	row.HolderBase = rss(c.AgentProcess(holder.Name).Pid())
 	row.PeerBase = rss(c.AgentProcess(peer.Name).Pid())
 	progressf(o.Progress, "interest: subscribing %d filters on %s", n, holder.Name)
@@ -239,6 +231,29 @@ func subscribeShare(ctx context.Context, cl *paho.Client, k, clients, n, perPack
 		}
 	}
 	return flush()
+}
+
+// startPair starts a two-node cluster (real brokers, agents as child
+// processes of opt.AgentBinary, no HAProxy) in a fresh directory under
+// parent, and waits until both agents are settled. stop closes it and
+// removes the directory.
+func startPair(ctx context.Context, what, parent string, opt launch.Options) (c *launch.Cluster, stop func(), err error) {
+	dir, err := os.MkdirTemp(parent, "moha-"+what+"-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: %s: %w", what, err)
+	}
+	opt.Nodes, opt.LBPort, opt.Dir, opt.Logger = 2, -1, dir, slog.New(slog.DiscardHandler)
+	c, err = launch.Up(ctx, opt)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	stop = func() { c.Close(); os.RemoveAll(dir) }
+	if err := waitSettledAgents(ctx, []string{c.Config.Nodes[0].HTTP, c.Config.Nodes[1].HTTP}); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return c, stop, nil
 }
 
 // waitSettledAgents waits until every agent is ready and not degraded, all

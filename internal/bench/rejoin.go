@@ -1,12 +1,12 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -58,20 +58,12 @@ func MeasureRejoin(ctx context.Context, o RejoinOptions) (RejoinResult, error) {
 	if o.AgentBinary == "" {
 		return res, errors.New("bench: rejoin: no agent binary")
 	}
-	dir, err := os.MkdirTemp(o.Dir, "moha-rejoin-")
-	if err != nil {
-		return res, fmt.Errorf("bench: rejoin: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, AgentBinary: o.AgentBinary, Logger: slog.New(slog.DiscardHandler)})
+	c, stop, err := startPair(ctx, "rejoin", o.Dir, launch.Options{AgentBinary: o.AgentBinary})
 	if err != nil {
 		return res, err
 	}
-	defer c.Close()
+	defer stop()
 	origin, joiner := c.Config.Nodes[0], c.Config.Nodes[1]
-	if err := waitSettledAgents(ctx, []string{origin.HTTP, joiner.HTTP}); err != nil {
-		return res, err
-	}
 	progressf(o.Progress, "rejoin: writing %d retained topics on %s", o.Topics, origin.Name)
 	start := time.Now()
 	if err := writeRetained(ctx, origin.Broker.Address, o.Topics); err != nil {
@@ -158,7 +150,7 @@ func writeRetained(ctx context.Context, addr string, n int) error {
 		sess.Publish(message.Message{Topic: "rejoin/" + strconv.Itoa(i), QoS: 1, Retain: true, Payload: payload}, func(err error) {
 			if err != nil {
 				mu.Lock()
-				firstErr = cmpOr(firstErr, err)
+				firstErr = cmp.Or(firstErr, err)
 				mu.Unlock()
 			}
 			<-sem
@@ -173,13 +165,6 @@ func writeRetained(ctx context.Context, addr string, n int) error {
 		return fmt.Errorf("bench: rejoin: write retained: %w", firstErr)
 	}
 	return nil
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // waitRetained waits until the agent at httpAddr knows n retained topics.

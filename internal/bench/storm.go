@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -68,21 +66,13 @@ func MeasureStorm(ctx context.Context, o StormOptions) (StormResult, error) {
 	if o.AgentBinary == "" {
 		return res, errors.New("bench: storm: no agent binary")
 	}
-	dir, err := os.MkdirTemp(o.Dir, "moha-storm-")
-	if err != nil {
-		return res, fmt.Errorf("bench: storm: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, AgentBinary: o.AgentBinary, Logger: slog.New(slog.DiscardHandler),
+	c, stop, err := startPair(ctx, "storm", o.Dir, launch.Options{AgentBinary: o.AgentBinary,
 		Configure: func(c *config.Cluster) { zero := 0; c.SessionReplicas = &zero }})
 	if err != nil {
 		return res, err
 	}
-	defer c.Close()
+	defer stop()
 	holder, origin := c.Config.Nodes[1], c.Config.Nodes[0]
-	if err := waitSettledAgents(ctx, []string{holder.HTTP, origin.HTTP}); err != nil {
-		return res, err
-	}
 	s := &storm{o: o, holder: holder, origin: origin, got: make([]map[uint64]int, o.Clients), ackedTo: map[uint64]int{}}
 	for i := range s.got {
 		s.got[i] = map[uint64]int{}
