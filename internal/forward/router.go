@@ -6,7 +6,6 @@
 package forward
 
 import (
-	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -281,11 +280,6 @@ func (r *Router) Filters(peer string) int {
 		n += g.Len()
 	}
 	return n
-}
-
-// FilterList returns all of peer's advertised filters, sorted.
-func (r *Router) FilterList(peer string) []string {
-	return r.SomeFilters(peer, math.MaxInt)
 }
 
 // SomeFilters returns up to max of peer's filters, sorted among themselves
