@@ -225,3 +225,46 @@ func TestDrainedReplayIsNotAWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestRetainedRewriteNobodyWants: retained topics nobody subscribes to
+// are written, then written again: the other node receives both writes, in
+// either data subscription mode (with no interest changing in between,
+// which would make the data session subscribe again). With all the data
+// session holds "#" alone however many topics hold a retained message, and
+// the broker's retained count changing starts no rescan.
+func TestRetainedRewriteNobodyWants(t *testing.T) {
+	for _, mode := range []string{config.DataSubscriptionInterest, config.DataSubscriptionAll} {
+		t.Run(mode, func(t *testing.T) {
+			c := startCluster(t, 2, func(cl *config.Cluster) { cl.DataSubscription = mode })
+			pub := connect(t, addr(c, "node1"), "rw-pub")
+			write := func(v string) {
+				for i := range 20 {
+					pub.publish(&paho.Publish{Topic: "rw/" + strconv.Itoa(i), QoS: 1, Retain: true, Payload: []byte(v)})
+				}
+			}
+			received := func(n float64) func() bool {
+				return func() bool { return metricSum(t, c.MustNode("node2").HTTP, "moha_inbound_messages_total") == n }
+			}
+			write("v1")
+			waitFor(t, 10*time.Second, "node2 to receive the first writes", received(20))
+			rescans := metricSum(t, c.MustNode("node1").HTTP, "moha_retained_rescans_total")
+			write("v2")
+			waitFor(t, 10*time.Second, "node2 to receive the second writes", received(40))
+			got := retainedOn(t, c, "node2", "rw/#")
+			for i := range 20 {
+				if v := got["rw/"+strconv.Itoa(i)]; v != "v2" {
+					t.Fatalf("node2 holds %q for rw/%d, want v2", v, i)
+				}
+			}
+			if mode != config.DataSubscriptionAll {
+				return
+			}
+			if n := metricSum(t, c.MustNode("node1").HTTP, "moha_data_subscriptions"); n != 1 {
+				t.Fatalf("node1's data session holds %v filters, want # alone", n)
+			}
+			if n := metricSum(t, c.MustNode("node1").HTTP, "moha_retained_rescans_total"); n != rescans {
+				t.Fatalf("node1 rescanned its broker %v times after the first writes, want none", n-rescans)
+			}
+		})
+	}
+}

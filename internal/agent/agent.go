@@ -163,7 +163,9 @@ func (a *Agent) build() error {
 	a.republisher.superseded = a.retained.Superseded
 	a.wantChanged = make(chan struct{}, 1)
 	a.rescan = make(chan struct{}, 1)
-	a.retained.OnTopics = a.notifyWant
+	if !a.cluster.SubscribesAll() {
+		a.retained.OnTopics = a.notifyWant // each retained topic is a data subscription
+	}
 	a.scanned = make(chan struct{})
 	a.runCtx = context.Background()
 	a.mesh, err = mesh.New(mesh.Config{
@@ -274,14 +276,22 @@ func (a *Agent) sendDigest(peer string) {
 	a.mesh.SendDigest(peer, a.retained.Digest())
 }
 
-// peerDigest answers a peer's digest with the retained messages it lacks.
+// retainedSyncStall bounds the wait for room while a peer takes nothing of
+// a retained sync.
+const retainedSyncStall = 30 * time.Second
+
+// peerDigest answers a peer's digest with the retained messages it lacks,
+// as a bulk transfer: live messages go first. It stops when the link goes
+// down (the next link's digest says what is still missing) or when the
+// peer takes nothing for retainedSyncStall.
 func (a *Agent) peerDigest(peer string, entries []retained.DigestEntry) {
 	a.kickWG.Go(func() {
-		ctx, cancel := context.WithTimeout(a.runCtx, 30*time.Second)
-		defer cancel()
 		missing := a.retained.MissingAt(entries)
 		for _, m := range missing {
-			if err := a.mesh.SendWait(ctx, peer, m, nil); err != nil {
+			ctx, cancel := context.WithTimeout(a.runCtx, retainedSyncStall)
+			err := a.mesh.SendWait(ctx, peer, m, nil)
+			cancel()
+			if err != nil {
 				a.log.Warn("retained sync to peer stopped", "peer", peer, "err", err)
 				return
 			}

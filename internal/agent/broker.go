@@ -180,6 +180,11 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 
 	wg.Go(func() { a.nudgeCount(runCtx, logSess) })
 	wg.Go(func() { a.rescanLoop(runCtx) })
+	if a.cluster.SubscribesAll() {
+		// A retained write on a new topic between the startup scan and
+		// the "#" SUBACK was seen by neither.
+		a.requestRescan()
+	}
 
 	select {
 	case <-ctx.Done():

@@ -24,10 +24,9 @@ import (
 // subscribes to what peers need: a message no peer wants is never sent to
 // the agent, which saves the broker and the agent the work of handing it
 // over only to drop it (docs/ARCHITECTURE.md, "The subscribe window").
-// Either way its filters include every topic holding a retained message
-// (retained writes reach every node); with interest a retained message on
-// a new topic is found by a rescan when the broker's retained count
-// changes.
+// With interest its filters include every topic holding a retained message
+// (retained writes reach every node), and a retained message on a new topic
+// is found by a rescan when the broker's retained count changes.
 //
 // The session is persistent, so that what clients publish while the agent
 // is away waits in the broker. A new run cannot know which filters an
@@ -306,20 +305,21 @@ func (c *dataConn) apply(ctx context.Context, step *datasub.Step) error {
 }
 
 // wantedFilters returns the filters the live data session must hold (filter
-// → replay retained): what peers need ("$" topics aside), less exact filters
-// a wanted wildcard covers, and every topic holding a retained message, with
-// a replay of it (a write between learning the value and subscribing is not
+// → replay retained). With data_subscription all that is "#". With interest
+// it is what peers need ("$" topics aside), less exact filters a wanted
+// wildcard covers, and every topic holding a retained message, with a
+// replay of it (a write between learning the value and subscribing is not
 // missed). Retained topics stay subscribed while wildcards come and go:
 // each new subscription would replay them all.
 func (a *Agent) wantedFilters() map[string]bool {
-	want := map[string]bool{}
 	if a.cluster.SubscribesAll() {
 		// Every message: the replay history closes the subscribe window
-		// (docs/ARCHITECTURE.md, "The subscribe window").
-		want["#"] = false
-		a.addRetainedTopics(want)
-		return want
+		// (docs/ARCHITECTURE.md, "The subscribe window"). "#" sees every
+		// retained write too; those between the startup scan and its
+		// SUBACK are found by the rescan that follows it (runBroker).
+		return map[string]bool{"#": false}
 	}
+	want := map[string]bool{}
 	wild := topic.NewTrie()
 	a.router.EachWanted(func(f string) {
 		// "$" topics ($SYS and the like) are the local broker's own: they

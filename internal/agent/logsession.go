@@ -226,7 +226,8 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 		return ev, nil
 	}
 	if m.Topic == retainedCount {
-		if n := string(m.Payload); n != a.lastRetainedCount {
+		// With data_subscription all, "#" sees every retained write.
+		if n := string(m.Payload); n != a.lastRetainedCount && !a.cluster.SubscribesAll() {
 			a.lastRetainedCount = n
 			a.requestRescan()
 		}
