@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -419,6 +420,85 @@ func TestSendWaitBackpressure(t *testing.T) {
 	out.mu.Unlock()
 	if called {
 		t.Fatal("done called for the Send that returned ctx.Err()")
+	}
+}
+
+// TestLiveOvertakesBulk (issue 17 §3): a live message sent while a bulk
+// transfer fills the buffer goes out at once, behind only the bulk
+// messages' bounded share of the window, never behind the whole transfer;
+// the bulk messages then all arrive, in order.
+func TestLiveOvertakesBulk(t *testing.T) {
+	var mu sync.Mutex
+	var held []func()
+	recB := newRecorder()
+	recB.onDeliver = func(_ string, _ message.Message, ack func()) {
+		mu.Lock()
+		held = append(held, ack)
+		mu.Unlock()
+	}
+	const window = 16 // a bulk share of 4 in flight, 16 held
+	a, _ := pair(t, func(c *Config) { c.Window = window }, nil, newRecorder(), recB)
+	const bulk = 40
+	sent := make(chan error, 1)
+	go func() {
+		for i := range bulk {
+			if err := a.SendWait(context.Background(), "b", indexed(i), nil); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	waitFor(t, 5*time.Second, "the bulk share of the window in flight", func() bool {
+		st := a.peerStatus("b")
+		return st.InFlight == window/4 && st.Queued == window-window/4
+	})
+	live := message.Message{Topic: "live", Payload: []byte("now"), QoS: 1}
+	if err := a.Send(context.Background(), "b", live, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "b receives the live message with no bulk one acknowledged", func() bool { return recB.count("a") == window/4+1 })
+	if got := recB.msgsFrom("a")[window/4].Topic; got != "live" {
+		t.Fatalf("message %d at b is %q, want the live one", window/4, got)
+	}
+	for {
+		mu.Lock()
+		acks := held
+		held = nil
+		mu.Unlock()
+		for _, ack := range acks {
+			ack()
+		}
+		if recB.count("a") == bulk+1 {
+			break
+		}
+		waitFor(t, 5*time.Second, "more bulk messages at b", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) > 0 })
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	next := 0
+	for _, m := range recB.msgsFrom("a") {
+		if m.Topic == "live" {
+			continue
+		}
+		if got := indexOf(m); got != next {
+			t.Fatalf("bulk message %d at b is number %d", next, got)
+		}
+		next++
+	}
+}
+
+// TestSendWaitRefusedWhileDown: a bulk message for a peer whose link is
+// down is refused at once, neither buffered nor dropped.
+func TestSendWaitRefusedWhileDown(t *testing.T) {
+	a := startMesh(t, testConfig(t, "a", map[string]string{"b": closedAddr(t)}), newRecorder().handlers())
+	out := newOutcomes(t)
+	if err := a.SendWait(context.Background(), "b", indexed(0), out.done(0)); !errors.Is(err, ErrPeerDown) {
+		t.Fatalf("SendWait to a peer that is down: %v, want ErrPeerDown", err)
+	}
+	if st := a.peerStatus("b"); st.Queued != 0 || st.Dropped != 0 {
+		t.Fatalf("peer status after a refused bulk message: %+v, want nothing held or dropped", st)
 	}
 }
 

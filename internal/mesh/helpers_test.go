@@ -124,6 +124,13 @@ func (r *recorder) count(peer string) int {
 	return len(r.msgs[peer])
 }
 
+// msgsFrom returns the messages received from peer, in order.
+func (r *recorder) msgsFrom(peer string) []message.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.msgs[peer])
+}
+
 func (r *recorder) view(peer string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

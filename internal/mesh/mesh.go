@@ -61,8 +61,11 @@ type InterestChange struct {
 
 // Sentinel errors.
 var (
-	ErrClosed  = errors.New("cluster: mesh closed")
-	ErrRunning = errors.New("cluster: mesh already running")
+	ErrClosed = errors.New("cluster: mesh closed")
+	// ErrPeerDown: SendWait refuses a bulk message for a peer whose link
+	// is down.
+	ErrPeerDown = errors.New("cluster: peer link down")
+	ErrRunning  = errors.New("cluster: mesh already running")
 )
 
 const (
@@ -388,14 +391,17 @@ func (m *Mesh) Send(ctx context.Context, peerName string, msg message.Message, d
 }
 
 // SendWait is Send for a bulk transfer with a goroutine of its own (a
-// retained sync): while the link is up and the buffer is full it waits
-// for room or for ctx to end (then it returns ctx.Err() without calling
-// done) instead of dropping.
+// retained sync). Bulk messages have a buffer of their own and go out only
+// when no live message waits, a bounded number in flight at a time: live
+// traffic never waits behind a bulk transfer. When that buffer is full,
+// SendWait waits for room or for ctx to end (then it returns ctx.Err()
+// without calling done) instead of dropping. While the peer's link is down
+// it returns ErrPeerDown without calling done.
 func (m *Mesh) SendWait(ctx context.Context, peerName string, msg message.Message, done func(Outcome)) error {
 	return m.send(ctx, peerName, msg, done, true)
 }
 
-func (m *Mesh) send(ctx context.Context, peerName string, msg message.Message, done func(Outcome), wait bool) error {
+func (m *Mesh) send(ctx context.Context, peerName string, msg message.Message, done func(Outcome), bulk bool) error {
 	p := m.peers[peerName]
 	if p == nil {
 		m.mu.Lock()
@@ -407,13 +413,13 @@ func (m *Mesh) send(ctx context.Context, peerName string, msg message.Message, d
 		m.notify(done, Dropped)
 		return nil
 	}
-	it := item{msg: msg, done: done, size: msg.Size()}
+	it := item{msg: msg, done: done, size: msg.Size(), bulk: bulk}
 	if encodedSize(&msg)+64 > maxFrameSize || len(msg.Props.User) > maxBatchUserProps {
 		p.drop(it, dropTooLarge)
 		return nil
 	}
 	for {
-		retry, err := p.enqueue(it, wait)
+		retry, err := p.enqueue(it)
 		if retry == nil {
 			return err
 		}

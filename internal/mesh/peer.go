@@ -27,6 +27,7 @@ type item struct {
 	msg  message.Message
 	done func(Outcome)
 	size int
+	bulk bool // from SendWait: sent only when no live message waits
 }
 
 // peer is everything the mesh keeps about one configured peer across its
@@ -42,17 +43,24 @@ type peer struct {
 	interestMu sync.Mutex // serializes Handlers.Interest calls for this peer
 
 	mu        sync.Mutex
-	link      *link         // the current link, nil while down
-	queue     fifo[item]    // not yet sent on the current link
-	inflight  fifo[item]    // sent on the current link; the first has seq acked+1
-	acked     uint64        // highest seq the peer acknowledged on the current link
-	nextSeq   uint64        // seq of the next message written on the current link
-	heldBytes int64         // size of queue + inflight
-	waiters   int           // Sends blocked for room
-	changed   chan struct{} // closed (and replaced) when waiters should look again
-	since     time.Time     // last up/down change
-	downSince time.Time
-	epoch     uint64 // the peer's process epoch, from its last hello
+	link      *link      // the current link, nil while down
+	queue     fifo[item] // live messages not yet sent on the current link
+	bulk      fifo[item] // bulk transfers not yet sent on the current link
+	inflight  fifo[item] // sent on the current link; the first has seq acked+1
+	acked     uint64     // highest seq the peer acknowledged on the current link
+	nextSeq   uint64     // seq of the next message written on the current link
+	heldBytes int64      // size of the live messages queued or in flight
+	// Bulk messages queued or in flight, and those in flight: bulk has
+	// limits of its own, so that it never takes live messages' room, and
+	// a bounded share of the window, so that a live message waits behind
+	// at most that many (no head-of-line blocking behind a retained sync).
+	bulkHeld, bulkInflight int
+	bulkBytes              int64
+	waiters                int           // Sends blocked for room
+	changed                chan struct{} // closed (and replaced) when waiters should look again
+	since                  time.Time     // last up/down change
+	downSince              time.Time
+	epoch                  uint64 // the peer's process epoch, from its last hello
 	// progress is when the peer last acknowledged something, or when it
 	// was last given something to acknowledge with nothing outstanding.
 	progress time.Time
@@ -85,7 +93,8 @@ func newPeer(m *Mesh, name, addr string) *peer {
 	}
 }
 
-func (p *peer) held() int { return p.queue.len() + p.inflight.len() }
+// held returns the number of live messages queued or in flight.
+func (p *peer) held() int { return p.queue.len() + p.inflight.len() - p.bulkInflight }
 
 // fits reports whether one more message of size fits the buffer limits.
 // An empty buffer always takes one message, so no message waits forever.
@@ -93,6 +102,20 @@ func (p *peer) fits(size int) bool {
 	cfg := &p.mesh.cfg
 	held := p.held()
 	return held == 0 || (held < cfg.BufferMessages && p.heldBytes+int64(size) <= cfg.BufferBytes)
+}
+
+// bulkLimits returns how many bulk messages, and how many bytes of them, a
+// peer holds at most, and how many of them may be in flight.
+func (p *peer) bulkLimits() (messages, inflight int, bytes int64) {
+	cfg := &p.mesh.cfg
+	messages = min(cfg.BufferMessages, cfg.Window)
+	return messages, max(1, min(messages, cfg.Window/4)), cfg.BufferBytes / 4
+}
+
+// bulkFits is fits for a bulk message.
+func (p *peer) bulkFits(size int) bool {
+	messages, _, bytes := p.bulkLimits()
+	return p.bulkHeld == 0 || (p.bulkHeld < messages && p.bulkBytes+int64(size) <= bytes)
 }
 
 // signalLocked wakes Sends waiting for room or for a state change.
@@ -104,15 +127,17 @@ func (p *peer) signalLocked() {
 }
 
 func (p *peer) updateGaugesLocked() {
-	p.pm.queue.Set(float64(p.queue.len()))
+	p.pm.queue.Set(float64(p.queue.len() + p.bulk.len()))
 	p.pm.inflight.Set(float64(p.inflight.len()))
 }
 
 // enqueue holds it for the peer, or reports why not. When the buffer is
-// full it drops it (counted) — a peer that does not keep up is treated as
-// one that is down, so that it never holds up the others — unless wait is
-// set and the link is up: then it returns a channel closed when to retry.
-func (p *peer) enqueue(it item, wait bool) (retry <-chan struct{}, err error) {
+// full it drops a live message (counted) — a peer that does not keep up is
+// treated as one that is down, so that it never holds up the others — but
+// returns a channel closed when to retry for a bulk one. A bulk message
+// for a peer whose link is down is refused with ErrPeerDown: the next
+// link's exchange decides what to send.
+func (p *peer) enqueue(it item) (retry <-chan struct{}, err error) {
 	p.mu.Lock()
 	switch {
 	case p.closed:
@@ -122,21 +147,22 @@ func (p *peer) enqueue(it item, wait bool) (retry <-chan struct{}, err error) {
 		p.mu.Unlock()
 		p.drop(it, dropGone)
 		return nil, nil
-	case !p.fits(it.size):
-		switch {
-		case p.link == nil:
-			p.mu.Unlock()
-			p.drop(it, dropOverflow)
-			return nil, nil
-		case !wait || p.stalled || p.brokerDown:
-			p.mu.Unlock()
-			p.drop(it, dropFull)
-			return nil, nil
-		}
+	case it.bulk && p.link == nil:
+		p.mu.Unlock()
+		return nil, ErrPeerDown
+	case it.bulk && !p.bulkFits(it.size):
 		p.waiters++
 		retry = p.changed
 		p.mu.Unlock()
 		return retry, nil
+	case !it.bulk && !p.fits(it.size):
+		reason := dropFull
+		if p.link == nil {
+			reason = dropOverflow
+		}
+		p.mu.Unlock()
+		p.drop(it, reason)
+		return nil, nil
 	}
 	l := p.link
 	done := it.done
@@ -144,8 +170,14 @@ func (p *peer) enqueue(it item, wait bool) (retry <-chan struct{}, err error) {
 	if buffered {
 		it.done = nil // reported Buffered now
 	}
-	p.queue.push(it)
-	p.heldBytes += int64(it.size)
+	if it.bulk {
+		p.bulk.push(it)
+		p.bulkHeld++
+		p.bulkBytes += int64(it.size)
+	} else {
+		p.queue.push(it)
+		p.heldBytes += int64(it.size)
+	}
 	p.updateGaugesLocked()
 	p.mu.Unlock()
 	if buffered {
@@ -202,11 +234,18 @@ func (p *peer) takeBatch(l *link, dst []item) (firstSeq uint64, batch []item) {
 		p.progress = time.Now() // the peer owes nothing yet: no stall so far
 	}
 	size, props := 0, 0
-	for room > 0 && p.queue.len() > 0 && size < batchTargetSize && len(dst) < maxBatchMessages {
-		if props += len(p.queue.peek().msg.Props.User); props > maxBatchUserProps {
+	for room > 0 && size < batchTargetSize && len(dst) < maxBatchMessages {
+		q := p.nextQueueLocked()
+		if q == nil {
+			break
+		}
+		if props += len(q.peek().msg.Props.User); props > maxBatchUserProps {
 			break // the next batch takes it (one message alone always fits: Send checks)
 		}
-		it := p.queue.pop()
+		it := q.pop()
+		if it.bulk {
+			p.bulkInflight++
+		}
 		size += encodedSize(&it.msg)
 		p.inflight.push(it)
 		dst = append(dst, it)
@@ -219,6 +258,19 @@ func (p *peer) takeBatch(l *link, dst []item) (firstSeq uint64, batch []item) {
 	p.nextSeq += uint64(len(dst))
 	p.updateGaugesLocked()
 	return firstSeq, dst
+}
+
+// nextQueueLocked returns the queue the next message to send comes from:
+// live messages first, bulk ones while their share of the window allows;
+// nil when neither has one to send.
+func (p *peer) nextQueueLocked() *fifo[item] {
+	if p.queue.len() > 0 {
+		return &p.queue
+	}
+	if _, inflight, _ := p.bulkLimits(); p.bulk.len() > 0 && p.bulkInflight < inflight {
+		return &p.bulk
+	}
+	return nil
 }
 
 // ack handles a cumulative ACK from the peer on link l.
@@ -240,7 +292,7 @@ func (p *peer) ack(l *link, upTo uint64) error {
 	dones := make([]func(Outcome), 0, upTo-p.acked)
 	for ; p.acked < upTo; p.acked++ {
 		it := p.inflight.pop()
-		p.heldBytes -= int64(it.size)
+		p.releaseLocked(&it)
 		if it.done != nil {
 			dones = append(dones, it.done)
 		}
@@ -253,6 +305,33 @@ func (p *peer) ack(l *link, upTo uint64) error {
 	}
 	l.wakeWriter() // the window has room again
 	return nil
+}
+
+// releaseLocked takes an acknowledged message out of the held counts.
+func (p *peer) releaseLocked(it *item) {
+	if !it.bulk {
+		p.heldBytes -= int64(it.size)
+		return
+	}
+	p.bulkHeld--
+	p.bulkInflight--
+	p.bulkBytes -= int64(it.size)
+}
+
+// requeueLocked puts what is in flight back at the front of the queues, in
+// order, for the next link.
+func (p *peer) requeueLocked() {
+	var live, bulk []item
+	for _, it := range p.inflight.drain() {
+		if it.bulk {
+			bulk = append(bulk, it)
+		} else {
+			live = append(live, it)
+		}
+	}
+	p.queue.prepend(live)
+	p.bulk.prepend(bulk)
+	p.bulkInflight = 0
 }
 
 // install makes l the peer's link, first ending (and waiting for) the one
@@ -296,7 +375,7 @@ func (p *peer) detach(l *link) {
 	p.link = nil
 	now := time.Now()
 	p.since, p.downSince = now, now
-	p.queue.prepend(p.inflight.drain())
+	p.requeueLocked()
 	// A link that ends because the mesh stops leaves what it held owed:
 	// shutdown reports it Abandoned, not Buffered for a return.
 	var dones []func(Outcome)
@@ -328,6 +407,7 @@ func (p *peer) takeOwedLocked() []func(Outcome) {
 	}
 	p.inflight.each(take)
 	p.queue.each(take)
+	p.bulk.each(take)
 	return dones
 }
 
@@ -421,15 +501,18 @@ func (p *peer) expireIfGone(now time.Time, grace time.Duration) {
 // discardLocked empties the buffer, returning the outcomes still owed and
 // the number of messages discarded.
 func (p *peer) discardLocked() (dones []func(Outcome), n int) {
-	p.queue.prepend(p.inflight.drain())
-	n = p.queue.len()
-	p.queue.each(func(it *item) {
+	p.requeueLocked()
+	n = p.queue.len() + p.bulk.len()
+	collect := func(it *item) {
 		if it.done != nil {
 			dones = append(dones, it.done)
 		}
-	})
+	}
+	p.queue.each(collect)
+	p.bulk.each(collect)
 	p.queue.clear()
-	p.heldBytes = 0
+	p.bulk.clear()
+	p.heldBytes, p.bulkHeld, p.bulkBytes = 0, 0, 0
 	p.signalLocked()
 	p.updateGaugesLocked()
 	return dones, n
@@ -493,7 +576,7 @@ func (p *peer) status() PeerStatus {
 	p.mu.Lock()
 	s := PeerStatus{
 		Name: p.name, Addr: p.addr, Up: p.link != nil, Since: p.since, Epoch: p.epoch,
-		Queued: p.queue.len(), InFlight: p.inflight.len(), Gone: p.gone, Stalled: p.stalled, BrokerDown: p.brokerDown,
+		Queued: p.queue.len() + p.bulk.len(), InFlight: p.inflight.len(), Gone: p.gone, Stalled: p.stalled, BrokerDown: p.brokerDown,
 	}
 	p.mu.Unlock()
 	s.SentMessages = p.sentMessages.Load()
