@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/forward"
@@ -211,20 +212,22 @@ func (a *Agent) build() error {
 	a.mesh.Advertise(a.table.Advertised(), nil)
 	a.shares.planner.Local(a.table.Advertised(), nil)
 	a.metrics.registerInterest(a.registry, a.table, a.router)
-	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	f := promauto.With(a.registry)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_ready",
 		Help: "1 while the node takes clients (/readyz answers 200): broker sessions up and, with quorum majority, a majority reached.",
-	}, func() float64 { return boolGauge(a.readyNow()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	}, func() float64 { return boolGauge(a.readyNow()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_broker_session_up",
 		Help: "1 while the agent's sessions with its broker are up.",
-	}, func() float64 { return boolGauge(a.sessionUp.Load()) }))
+	}, func() float64 { return boolGauge(a.sessionUp.Load()) })
 	for _, kind := range []string{"unproven_marker", "status_refused", "foreign_session"} {
 		a.metrics.securityEvents.WithLabelValues(kind) // every kind a series from the start, at 0
 	}
-	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_data_subscriptions",
 		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
-	}, func() float64 { return float64(a.dataFilters.Load()) }))
+	}, func() float64 { return float64(a.dataFilters.Load()) })
 	return nil
 }
 

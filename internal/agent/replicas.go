@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/moha-project/moha/internal/interest"
 	"github.com/moha-project/moha/internal/mesh"
@@ -57,6 +58,7 @@ type replicas struct {
 }
 
 func newReplicas(a *Agent, nodes []string) *replicas {
+	f := promauto.With(a.registry)
 	r := &replicas{
 		a:         a,
 		announcer: replica.NewAnnouncer(a.node.Name, nodes, a.cluster.Replicas()),
@@ -66,32 +68,31 @@ func newReplicas(a *Agent, nodes []string) *replicas {
 		changed:   map[string]struct{}{},
 		silent:    true,
 		inbox:     inbox{wake: make(chan struct{}, 1)},
-		started: prometheus.NewCounter(prometheus.CounterOpts{
+		started: f.NewCounter(prometheus.CounterOpts{
 			Name: "moha_replicas_started_total",
 			Help: "Session replicas this node started keeping for a persistent session held on another node.",
 		}),
-		promoted: prometheus.NewCounter(prometheus.CounterOpts{
+		promoted: f.NewCounter(prometheus.CounterOpts{
 			Name: "moha_replicas_promoted_total",
 			Help: "Session replicas whose client connected here (after its node died, or moved): the replica became its session.",
 		}),
-		ended: prometheus.NewCounter(prometheus.CounterOpts{
+		ended: f.NewCounter(prometheus.CounterOpts{
 			Name: "moha_replicas_ended_total",
 			Help: "Session replicas ended here (the session ended or moved, or another node keeps its replica now).",
 		}),
-		released: prometheus.NewCounter(prometheus.CounterOpts{
+		released: f.NewCounter(prometheus.CounterOpts{
 			Name: "moha_replica_released_messages_total",
 			Help: "Messages replicas acknowledged to their broker once older than session_replica_window while their client was online at its holder.",
 		}),
 	}
-	a.registry.MustRegister(r.started, r.promoted, r.ended, r.released,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "moha_replicas",
-			Help: "Session replicas this node keeps for persistent sessions held on other nodes.",
-		}, func() float64 { return float64(r.kept.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "moha_replicated_sessions",
-			Help: "Persistent sessions held here whose replicas other nodes keep (announced).",
-		}, func() float64 { return float64(r.announced.Load()) }))
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_replicas",
+		Help: "Session replicas this node keeps for persistent sessions held on other nodes.",
+	}, func() float64 { return float64(r.kept.Load()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_replicated_sessions",
+		Help: "Persistent sessions held here whose replicas other nodes keep (announced).",
+	}, func() float64 { return float64(r.announced.Load()) })
 	return r
 }
 

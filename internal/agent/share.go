@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/session"
@@ -75,7 +76,7 @@ func newShares(a *Agent, peers []string, slots int) *shares {
 		log:     a.log,
 		echoes:  share.NewEchoes(echoTTL, echoLimit),
 		changed: make(chan struct{}, 1),
-		taken: prometheus.NewCounterVec(prometheus.CounterOpts{
+		taken: promauto.With(a.registry).NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_shared_taken_total",
 			Help: "Messages of shared subscription groups the agent's own memberships took, by what became of them: forwarded (to a member node elsewhere), served_elsewhere (a member node receiving it anyway serves the group), kept (no member node elsewhere reachable: published here again for a local member), echoed (the agent's own republish came back: published again for a local member), dropped (no member took it; logged).",
 		}, []string{"outcome"}),
@@ -87,10 +88,10 @@ func newShares(a *Agent, peers []string, slots int) *shares {
 	for i := range slots {
 		s.slots = append(s.slots, &shareSlot{id: a.ids.share(i), held: map[share.Group]uint32{}, byID: map[uint32]share.Group{}})
 	}
-	a.registry.MustRegister(s.taken, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	promauto.With(a.registry).NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_shared_memberships",
 		Help: "Shared subscription memberships the agent holds on its broker (one per group and member node elsewhere).",
-	}, func() float64 { return float64(len(s.membershipList())) }))
+	}, func() float64 { return float64(len(s.membershipList())) })
 	return s
 }
 

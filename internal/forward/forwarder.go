@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/message"
@@ -83,49 +84,46 @@ type Metrics struct {
 
 // NewMetrics registers the forwarding metrics on reg (which may be nil).
 func NewMetrics(reg prometheus.Registerer, pending func() float64) *Metrics {
-	m := &Metrics{
-		Skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+	f := promauto.With(reg)
+	return &Metrics{
+		Skipped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_skipped_messages_total",
 			Help: "Messages published locally that were not sent to a peer because no filter it advertises matches.",
 		}, []string{"peer"}),
-		Targeted: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Targeted: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_targeted_messages_total",
 			Help: "Messages published locally and queued for a peer because its interest matches (or they are retained).",
 		}, []string{"peer"}),
-		Outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Outcomes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_forward_outcomes_total",
 			Help: "What became of messages queued for a peer: acked by its broker, buffered while it was down, dropped, or abandoned when the agent stopped (left unacknowledged: the broker redelivers them to the next run).",
 		}, []string{"peer", "outcome"}),
-		Local: prometheus.NewCounter(prometheus.CounterOpts{
+		Local: f.NewCounter(prometheus.CounterOpts{
 			Name: "moha_local_messages_total",
 			Help: "Messages the local broker delivered to the agent's data session.",
 		}),
-		NoTargets: prometheus.NewCounter(prometheus.CounterOpts{
+		NoTargets: f.NewCounter(prometheus.CounterOpts{
 			Name: "moha_unrouted_messages_total",
 			Help: "Messages published locally that no peer needed (acknowledged at once).",
 		}),
-		Pending: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Pending: f.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "moha_forward_queue_messages",
 			Help: "Local messages waiting for the forwarding loop.",
 		}, pending),
-		Replayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Replayed: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_replayed_messages_total",
 			Help: "Messages accepted here before a peer's new subscription was known here, sent to that peer from the history (the subscribe window).",
 		}, []string{"peer"}),
-		Evicted: prometheus.NewCounter(prometheus.CounterOpts{
+		Evicted: f.NewCounter(prometheus.CounterOpts{
 			Name: "moha_history_evicted_messages_total",
 			Help: "Messages dropped from the replay history for its byte limit before their window ended: a subscription made elsewhere while they were published may miss them.",
 		}),
-		Delay: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Delay: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "moha_interest_delay_seconds",
 			Help:    "Time from a peer's interest change (its clock) until this agent's forwarding loop applied it: the subscribe window the replay history covers.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5},
 		}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Skipped, m.Targeted, m.Outcomes, m.Local, m.NoTargets, m.Pending, m.Replayed, m.Evicted, m.Delay)
-	}
-	return m
 }
 
 // NewForwarder returns a forwarder routing with r and sending with s,

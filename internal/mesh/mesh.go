@@ -115,10 +115,7 @@ func New(cfg Config, h Handlers) (*Mesh, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	met, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: register metrics: %w", err)
-	}
+	met := newMetrics(cfg.Registerer)
 	var epoch [8]byte
 	if _, err := crand.Read(epoch[:]); err != nil {
 		return nil, fmt.Errorf("cluster: epoch: %w", err)

@@ -1,9 +1,8 @@
 package mesh
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // metrics are the mesh's collectors; they exist (unregistered) even when
@@ -24,58 +23,51 @@ type metrics struct {
 	brokerDown   *prometheus.GaugeVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics makes the link metrics, registered on reg unless it is nil.
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
 	peer := []string{"peer"}
-	m := &metrics{
-		linkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	return &metrics{
+		linkUp: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "moha_link_up", Help: "1 while the link to the peer is up.",
 		}, peer),
-		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+		connects: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_link_connects_total", Help: "Links established with the peer.",
 		}, peer),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+		rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_link_rejected_total", Help: "Connections refused during the handshake, by reason.",
 		}, []string{"reason"}),
-		fwdMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+		fwdMessages: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_forward_messages_total", Help: "Messages written to the peer (resends included).",
 		}, peer),
-		fwdBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+		fwdBytes: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_forward_bytes_total", Help: "Bytes written on the link to the peer, all frames.",
 		}, peer),
-		recvMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+		recvMessages: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_received_messages_total", Help: "Messages received from the peer.",
 		}, peer),
-		bytesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+		bytesRead: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_link_bytes_read_total", Help: "Bytes read on the link from the peer, all frames.",
 		}, peer),
-		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		queue: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "moha_peer_queue_messages", Help: "Messages queued for the peer, not yet sent.",
 		}, peer),
-		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		inflight: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "moha_peer_inflight_messages", Help: "Messages sent to the peer and not yet acknowledged.",
 		}, peer),
-		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_peer_dropped_messages_total", Help: "Messages for the peer dropped, by reason.",
 		}, []string{"peer", "reason"}),
-		ackFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+		ackFrames: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_ack_frames_total", Help: "ACK frames written to the peer.",
 		}, peer),
-		stalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+		stalls: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "moha_peer_stalls_total", Help: "Times the peer's link was up but it acknowledged nothing for StallAfter (its broker hung): its messages were then buffered as for a peer that is down.",
 		}, peer),
-		brokerDown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		brokerDown: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "moha_peer_broker_down", Help: "1 while the peer reports its broker sessions down: its messages are buffered as for a peer that is down.",
 		}, peer),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	var errs []error
-	for _, c := range []prometheus.Collector{m.linkUp, m.connects, m.rejected, m.fwdMessages, m.fwdBytes,
-		m.recvMessages, m.bytesRead, m.queue, m.inflight, m.dropped, m.ackFrames, m.stalls, m.brokerDown} {
-		errs = append(errs, reg.Register(c))
-	}
-	return m, errors.Join(errs...)
 }
 
 // Drop reasons for moha_peer_dropped_messages_total.
