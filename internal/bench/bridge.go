@@ -16,9 +16,9 @@ import (
 	"github.com/moha-project/moha/internal/launch"
 )
 
-// The plain brokers of `moha bench compare`: one Mosquitto alone, and two
-// joined by Mosquitto's own bridge with a counting Relay on the bridge's
-// connection.
+// The plain brokers of `moha bench compare`: one Mosquitto alone, and a
+// star of them joined by Mosquitto's own bridge, each bridge connection
+// through a counting Relay of its own.
 
 // brokerStartAttempts bounds the retries when a free port chosen for a
 // broker is taken by someone else before mosquitto binds it.
@@ -59,12 +59,20 @@ func brokerConfig(name, addr, account, extra string) (string, error) {
 	return b.String(), nil
 }
 
-// bridgeSection is broker B's side of the native bridge: everything
-// crosses, both ways, through the relay in front of broker A.
-func bridgeSection(relayAddr string) string {
+// bridgeSection is a spoke's side of the native bridge: everything
+// crosses, both ways, through the relay in front of the hub. name must be
+// unique among the spokes: it is the bridge's client id on the hub, where
+// a second connection with the same id would take the first one over.
+//
+// A message published on one spoke reaches the others through the hub: the
+// hub delivers it to every bridge subscribed to "#" except the one it came
+// from (try_private marks the connection as a bridge, and the hub gives a
+// bridge's MQTT 3.1.1 subscriptions no-local), and a spoke does not send
+// what it received from the hub back out on the same bridge.
+func bridgeSection(name, relayAddr string) string {
 	return strings.Join([]string{
 		"",
-		"connection bridge-b",
+		"connection " + name,
 		"address " + relayAddr,
 		"topic # both 2",
 		"cleansession true",
@@ -121,18 +129,22 @@ func tryStartBroker(ctx context.Context, bin, dir, name, extra string) (*launch.
 	return p, addr, nil
 }
 
-// waitBridge returns once a message published on each broker reaches a
-// subscriber on the other: the bridge is connected and its subscription
-// on A is in place.
-func waitBridge(ctx context.Context, a, b string, timeout time.Duration) error {
+// waitBridge returns once a message published on each spoke reaches a
+// subscriber on the hub and one published on the hub reaches a subscriber
+// on each spoke: every bridge is connected and its subscription on the hub
+// is in place, so messages also cross from spoke to spoke.
+func waitBridge(ctx context.Context, hub string, spokes []string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	prefix := randomClientPrefix() + "-probe"
-	if err := probe(ctx, prefix+"-ba", b, a); err != nil {
-		return fmt.Errorf("%w (from %s to %s): %w", errBridgeNotConnected, b, a, err)
-	}
-	if err := probe(ctx, prefix+"-ab", a, b); err != nil {
-		return fmt.Errorf("%w (from %s to %s): %w", errBridgeNotConnected, a, b, err)
+	for i, spoke := range spokes {
+		id := fmt.Sprintf("%s%d", prefix, i+1)
+		if err := probe(ctx, id+"-in", spoke, hub); err != nil {
+			return fmt.Errorf("%w (from %s to %s): %w", errBridgeNotConnected, spoke, hub, err)
+		}
+		if err := probe(ctx, id+"-out", hub, spoke); err != nil {
+			return fmt.Errorf("%w (from %s to %s): %w", errBridgeNotConnected, hub, spoke, err)
+		}
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/poll"
 	"github.com/moha-project/moha/internal/status"
 )
@@ -25,8 +26,17 @@ import (
 // Setup names accepted in CompareOptions.Setups.
 const (
 	SetupSingle = "single" // one Mosquitto
-	SetupBridge = "bridge" // two Mosquitto joined by the native bridge, `topic # both 2`
-	SetupMoha   = "moha"   // two Mosquitto, each with a moha agent
+	SetupBridge = "bridge" // a star of Mosquitto joined by the native bridge, `topic # both 2`
+	SetupMoha   = "moha"   // Mosquitto, each with a moha agent, the agents in a full mesh
+)
+
+// The number of nodes of the bridge and moha setups. Every node is a broker
+// (and an agent) on this one machine: beyond five they mostly compete for
+// its cores, which measures the machine rather than the setups.
+const (
+	DefaultNodes = 2
+	MinNodes     = 2
+	MaxNodes     = 5
 )
 
 // Setups lists the setup names in the order Compare runs them.
@@ -49,6 +59,11 @@ type CompareOptions struct {
 	Bench Options
 	// Setups to run, a subset of Setups; empty means all.
 	Setups []string
+	// Nodes is the number of brokers of the bridge and moha setups, from
+	// MinNodes to MaxNodes; 0 means DefaultNodes. The bridge is a star
+	// (every other broker bridges to the first), moha a full mesh (one
+	// link per pair of agents). Single stays one broker.
+	Nodes int
 	// MosquittoBinary is the broker to run; empty finds mosquitto.
 	MosquittoBinary string
 	// AgentBinary is the moha executable, run as `AgentBinary agent ...`
@@ -81,8 +96,10 @@ type CompareOptions struct {
 
 // CompareResult is one row per setup, in the order they ran.
 type CompareResult struct {
-	Scenario string       `json:"scenario"`
-	Rows     []CompareRow `json:"rows"`
+	Scenario string `json:"scenario"`
+	// Nodes is the number of brokers of the bridge and moha setups.
+	Nodes int          `json:"nodes"`
+	Rows  []CompareRow `json:"rows"`
 	// MohaVsBridge holds moha's figures divided by the bridge's, when
 	// both ran.
 	MohaVsBridge *CompareRatios `json:"moha_vs_bridge,omitempty"`
@@ -101,9 +118,17 @@ type CompareRow struct {
 	Result *Result `json:"result"`
 	// InterNodeBytes counts both directions of all TCP traffic between
 	// the nodes, framing and acknowledgements included; 0 for single.
-	InterNodeBytes int64         `json:"inter_node_bytes"`
-	BrokerCPU      time.Duration `json:"broker_cpu"` // user+system, all brokers
-	AgentCPU       time.Duration `json:"agent_cpu"`  // user+system, all agents
+	InterNodeBytes int64 `json:"inter_node_bytes"`
+	// InterNodeBytesPerDelivered is InterNodeBytes per delivered message.
+	InterNodeBytesPerDelivered float64 `json:"inter_node_bytes_per_delivered"`
+	// Relays is the number of counting relays on the paths between the
+	// nodes, Links the connections they carried at the end of the run:
+	// bridge N-1 and N-1 (a star, a relay per spoke), moha N-1 and
+	// N(N-1)/2 (a full mesh, a relay per dialled link listener); 0 for single.
+	Relays    int           `json:"relays"`
+	Links     int           `json:"links"`
+	BrokerCPU time.Duration `json:"broker_cpu"` // user+system, all brokers
+	AgentCPU  time.Duration `json:"agent_cpu"`  // user+system, all agents
 	// Forwarded is the number of messages the agents sent to a peer.
 	Forwarded int64 `json:"forwarded"`
 	// AgentCPUPerMsg is AgentCPU in microseconds per Forwarded message.
@@ -176,7 +201,7 @@ func Compare(ctx context.Context, o CompareOptions) (_ *CompareResult, err error
 
 // runRound runs every setup once, in order, with its files under dir.
 func (o *CompareOptions) runRound(ctx context.Context, dir string) (*CompareResult, error) {
-	res := &CompareResult{Scenario: o.Bench.Scenario}
+	res := &CompareResult{Scenario: o.Bench.Scenario, Nodes: o.Nodes}
 	for _, name := range o.Setups {
 		row, err := o.runSetup(ctx, name, filepath.Join(dir, name))
 		if row.Result != nil {
@@ -220,6 +245,12 @@ func (o *CompareOptions) fill() error {
 	if err := probe.Validate(); err != nil {
 		return err
 	}
+	if o.Nodes == 0 {
+		o.Nodes = DefaultNodes
+	}
+	if err := CheckNodes(o.Nodes); err != nil {
+		return err
+	}
 	if len(o.Setups) == 0 {
 		o.Setups = slices.Clone(Setups)
 	}
@@ -245,6 +276,15 @@ func (o *CompareOptions) fill() error {
 	}
 	if o.SetupTimeout <= 0 {
 		o.SetupTimeout = defaultSetupTimeout
+	}
+	return nil
+}
+
+// CheckNodes reports, wrapped in ErrInvalidOptions, a node count outside
+// MinNodes..MaxNodes.
+func CheckNodes(n int) error {
+	if n < MinNodes || n > MaxNodes {
+		return fmt.Errorf("%w: %d nodes, want %d to %d", ErrInvalidOptions, n, MinNodes, MaxNodes)
 	}
 	return nil
 }
@@ -280,6 +320,7 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 	if err != nil {
 		return row, err
 	}
+	row.Relays = len(s.relays)
 	defer func() {
 		o.progressf(name, "stopping")
 		s.close()
@@ -298,12 +339,13 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 			if s.sessions, err = subscribersPerAddress(w); err != nil {
 				return row, err
 			}
+			s.replicas = min(o.replicas(), len(s.nodes)-1)
 		}
 	}
 	window := &publishWindow{setup: s}
 	w.BeforePublish = func(ctx context.Context) error {
 		if s.waitInterest != nil {
-			o.progressf(name, "clients subscribed; waiting until every agent knows its peer's interest")
+			o.progressf(name, "clients subscribed; waiting until every agent knows its peers' interest")
 			if err := s.waitInterest(ctx, want, o.SetupTimeout); err != nil {
 				return err
 			}
@@ -333,6 +375,7 @@ func (o *CompareOptions) runSetup(ctx context.Context, name, dir string) (Compar
 
 func (r *CompareRow) measure(before, after counters) {
 	r.InterNodeBytes = after.bytes - before.bytes
+	r.Links = after.links
 	r.BrokerCPU = after.brokerCPU - before.brokerCPU
 	r.AgentCPU = after.agentCPU - before.agentCPU
 	r.Forwarded = after.forwarded - before.forwarded
@@ -341,6 +384,7 @@ func (r *CompareRow) measure(before, after counters) {
 	}
 	if r.Result != nil && r.Result.Delivered > 0 {
 		r.CPUPerDelivered = micros(r.BrokerCPU+r.AgentCPU) / float64(r.Result.Delivered)
+		r.InterNodeBytesPerDelivered = float64(r.InterNodeBytes) / float64(r.Result.Delivered)
 	}
 }
 
@@ -431,10 +475,10 @@ func filtersPerAddress(o Options) (map[string]int, error) {
 
 // setup is one running arrangement of brokers (and agents).
 type setup struct {
-	urls    []string // one per node; single uses its broker twice
+	urls    []string // one per node; single repeats its broker
 	brokers []*launch.Process
 	agents  []*launch.Process
-	relay   *Relay // on the inter-node path; nil for single
+	relays  []*Relay // on the inter-node paths; none for single
 	nodes   []mohaNode
 	// waitInterest, for moha, waits until each agent advertises want[its
 	// broker address] filters to its peer.
@@ -442,8 +486,10 @@ type setup struct {
 	// sessions, for moha with persistent subscribers and session replicas,
 	// is the number of subscribers per broker address: each node must have
 	// announced that many sessions (their replicas add their filters to
-	// the other node's interest).
+	// the interest of the nodes keeping them).
 	sessions map[string]int
+	// replicas is how many other nodes keep a replica of each of them.
+	replicas int
 	closers  []func() // run in reverse order
 }
 
@@ -470,15 +516,17 @@ func (s *setup) pids() []int {
 // counters is what the setup has used so far.
 type counters struct {
 	bytes               int64
+	links               int // connections through the relays right now
 	brokerCPU, agentCPU time.Duration
 	forwarded           int64
 }
 
 func (s *setup) counters(ctx context.Context) (counters, error) {
 	var c counters
-	if s.relay != nil {
-		to, from := s.relay.Bytes()
-		c.bytes = to + from
+	for _, r := range s.relays {
+		to, from := r.Bytes()
+		c.bytes += to + from
+		c.links += r.Open()
 	}
 	for _, p := range s.brokers {
 		c.brokerCPU += p.CPUTime()
@@ -511,21 +559,22 @@ func (o *CompareOptions) start(ctx context.Context, name, dir string) (*setup, e
 	}
 }
 
-// startSingle starts one broker; both endpoints are its address, so the
-// clients are spread exactly as in the two-node setups.
+// startSingle starts one broker; every endpoint is its address, so the
+// clients are spread exactly as in the setups with o.Nodes brokers.
 func (o *CompareOptions) startSingle(ctx context.Context, dir string) (*setup, error) {
 	p, addr, err := startBroker(ctx, o.MosquittoBinary, dir, "mosquitto", "")
 	if err != nil {
 		return nil, err
 	}
-	s := &setup{urls: []string{addr, addr}, brokers: []*launch.Process{p}}
+	s := &setup{urls: slices.Repeat([]string{addr}, o.Nodes), brokers: []*launch.Process{p}}
 	s.closers = append(s.closers, func() { p.Stop(stopGrace) })
 	return s, nil
 }
 
-// startBridge starts broker A, a relay in front of it, and broker B whose
-// native bridge dials A through the relay; it returns once messages cross
-// both ways.
+// startBridge starts a star, the way Mosquitto users join more than two
+// brokers: the hub (mosquitto-a) and o.Nodes-1 spokes whose native bridge
+// dials the hub, each through a relay of its own. It returns once
+// messages cross every bridge both ways.
 func (o *CompareOptions) startBridge(ctx context.Context, dir string) (_ *setup, err error) {
 	s := &setup{}
 	defer func() {
@@ -533,37 +582,55 @@ func (o *CompareOptions) startBridge(ctx context.Context, dir string) (_ *setup,
 			s.close()
 		}
 	}()
-	a, addrA, err := startBroker(ctx, o.MosquittoBinary, dir, "mosquitto-a", "")
+	hub, hubAddr, err := startBroker(ctx, o.MosquittoBinary, dir, brokerName(0), "")
 	if err != nil {
 		return nil, err
 	}
-	s.brokers = append(s.brokers, a)
-	s.closers = append(s.closers, func() { a.Stop(stopGrace) })
-	if s.relay, err = NewRelay("127.0.0.1:0", addrA); err != nil {
-		return nil, err
+	s.brokers = append(s.brokers, hub)
+	s.closers = append(s.closers, func() { hub.Stop(stopGrace) })
+	s.urls = []string{hubAddr}
+	for i := 1; i < o.Nodes; i++ {
+		if err := o.startSpoke(ctx, s, dir, i, hubAddr); err != nil {
+			return nil, err
+		}
 	}
-	relay := s.relay
-	s.closers = append(s.closers, func() { _ = relay.Close() })
-	b, addrB, err := startBroker(ctx, o.MosquittoBinary, dir, "mosquitto-b", bridgeSection(relay.Addr()))
-	if err != nil {
-		return nil, err
-	}
-	s.brokers = append(s.brokers, b)
-	// Stop B (the bridge's client side) first so the bridge does not
-	// spend the shutdown reconnecting.
-	s.closers = append(s.closers, func() { b.Stop(stopGrace) })
-	s.urls = []string{addrA, addrB}
-	o.progressf(SetupBridge, "waiting until the bridge carries messages both ways")
-	if err := waitBridge(ctx, addrA, addrB, o.SetupTimeout); err != nil {
+	o.progressf(SetupBridge, "waiting until every bridge carries messages both ways")
+	if err := waitBridge(ctx, hubAddr, s.urls[1:], o.SetupTimeout); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// startMoha starts two brokers with their agents as child processes. The
-// relay sits on the agent link: node1 dials node2, so node2's cluster
-// address in the description is the relay's, and node2's agent listens on
-// the real address the relay forwards to.
+// startSpoke starts the relay in front of the hub for spoke i and the
+// spoke, whose bridge dials that relay, adding both to s.
+func (o *CompareOptions) startSpoke(ctx context.Context, s *setup, dir string, i int, hubAddr string) error {
+	relay, err := NewRelay("127.0.0.1:0", hubAddr)
+	if err != nil {
+		return err
+	}
+	s.relays = append(s.relays, relay)
+	s.closers = append(s.closers, func() { _ = relay.Close() })
+	name := brokerName(i)
+	p, addr, err := startBroker(ctx, o.MosquittoBinary, dir, name, bridgeSection("bridge-"+name, relay.Addr()))
+	if err != nil {
+		return err
+	}
+	s.brokers = append(s.brokers, p)
+	// Closers run in reverse: the spoke (the bridge's client side) stops
+	// before its relay and the hub, so the bridge does not spend the
+	// shutdown reconnecting.
+	s.closers = append(s.closers, func() { p.Stop(stopGrace) })
+	s.urls = append(s.urls, addr)
+	return nil
+}
+
+// brokerName names the bridge setup's broker i: mosquitto-a (the hub),
+// mosquitto-b, ...
+func brokerName(i int) string { return "mosquitto-" + string(rune('a'+i)) }
+
+// startMoha starts o.Nodes brokers with their agents as child processes,
+// the agents linked in a full mesh. Every link passes through one relay
+// (see relayLinks).
 func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, err error) {
 	s := &setup{}
 	defer func() {
@@ -574,7 +641,7 @@ func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, e
 	var relayErr error
 	agentArgs := map[string][]string{}
 	opt := launch.Options{
-		Nodes: 2, LBPort: -1, Dir: dir,
+		Nodes: o.Nodes, LBPort: -1, Dir: dir,
 		AgentBinary: o.AgentBinary, AgentArgs: agentArgs,
 		Logger: slog.New(slog.DiscardHandler),
 		Configure: func(c *config.Cluster) {
@@ -584,21 +651,13 @@ func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, e
 			if o.LinkCompression != "" {
 				c.LinkCompression = o.LinkCompression
 			}
-			dialer, listener := &c.Nodes[0], &c.Nodes[1]
-			real := listener.Link // distinct from every other planned port
-			s.relay, relayErr = NewRelay("127.0.0.1:0", real)
-			if relayErr != nil {
-				c.Nodes = nil // fails validation: nothing to measure without the relay
-				return
+			if relayErr = s.relayLinks(c, o.AgentArgs, agentArgs); relayErr != nil {
+				c.Nodes = nil // fails validation: nothing to measure without the relays
 			}
-			listener.Link = s.relay.Addr()
-			agentArgs[dialer.Name] = slices.Clone(o.AgentArgs)
-			agentArgs[listener.Name] = append(slices.Clone(o.AgentArgs), "--listen", real)
 		},
 	}
 	c, err := launch.Up(ctx, opt)
-	if s.relay != nil {
-		relay := s.relay
+	for _, relay := range s.relays {
 		s.closers = append(s.closers, func() { _ = relay.Close() })
 	}
 	if err != nil {
@@ -614,11 +673,42 @@ func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, e
 			n.Name, n.Broker.Address, n.HTTP, c.AgentProcess(n.Name).LogPath)
 	}
 	s.waitInterest = s.waitAdvertised
-	o.progressf(SetupMoha, "waiting until both agents are ready, linked and sure of their interest")
+	o.progressf(SetupMoha, "waiting until every agent is ready, linked and sure of its interest")
 	if err := s.waitAdvertised(ctx, nil, o.SetupTimeout); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// relayLinks puts a relay in front of the link listener of every node that
+// a peer dials (of each pair, the node mesh.Dials says opens the link): the
+// node's cluster address in the description becomes the relay's, and its
+// agent is told to listen on the real one. The peers dial what the
+// description says, so every link passes through exactly one relay, and
+// one relay carries all the links dialled to its node. args gets every
+// node's agent arguments: extra, plus --listen where a relay stands.
+func (s *setup) relayLinks(c *config.Cluster, extra []string, args map[string][]string) error {
+	for i := range c.Nodes {
+		n := &c.Nodes[i]
+		args[n.Name] = slices.Clone(extra)
+		if !dialled(c.Nodes, n.Name) {
+			continue
+		}
+		real := n.Link // distinct from every other planned port
+		relay, err := NewRelay("127.0.0.1:0", real)
+		if err != nil {
+			return err
+		}
+		s.relays = append(s.relays, relay)
+		n.Link = relay.Addr()
+		args[n.Name] = append(args[n.Name], "--listen", real)
+	}
+	return nil
+}
+
+// dialled reports whether some other node dials name's link listener.
+func dialled(nodes []config.Node, name string) bool {
+	return slices.ContainsFunc(nodes, func(n config.Node) bool { return mesh.Dials(n.Name, name) })
 }
 
 // waitAdvertised polls every agent's /status until it is ready, not
@@ -634,13 +724,18 @@ func (s *setup) waitAdvertised(ctx context.Context, want map[string]int, timeout
 	var why string
 	// The timeout is on ctx, not on poll.Until: the status requests end with it too.
 	err := poll.Until(ctx, 0, statusPollInterval, func() (bool, error) {
-		why = ""
+		kept := 0
 		for _, n := range s.nodes {
-			if why = s.unsettled(ctx, n, want, brokerOf); why != "" {
+			var st status.Status
+			if st, why = s.unsettled(ctx, n, want, brokerOf); why != "" {
 				return false, nil
 			}
+			kept += st.Replication.Kept
 		}
-		return true, nil
+		if want != nil && s.sessions != nil {
+			why = s.unreplicated(kept)
+		}
+		return why == "", nil
 	})
 	if err != nil {
 		return fmt.Errorf("moha agents not settled: %s: %w", why, err)
@@ -648,41 +743,48 @@ func (s *setup) waitAdvertised(ctx context.Context, want map[string]int, timeout
 	return nil
 }
 
-// unsettled says why node n is not settled yet, "" when it is.
-func (s *setup) unsettled(ctx context.Context, n mohaNode, want map[string]int, brokerOf map[string]string) string {
+// unsettled says why node n is not settled yet, "" when it is, with the
+// node's status.
+func (s *setup) unsettled(ctx context.Context, n mohaNode, want map[string]int, brokerOf map[string]string) (status.Status, string) {
 	st, err := fetchStatus(ctx, n.http)
 	switch {
 	case err != nil:
-		return err.Error()
+		return st, err.Error()
 	case !st.Ready:
-		return n.name + " not ready: " + st.ReadyReason
+		return st, n.name + " not ready: " + st.ReadyReason
 	case st.Degraded:
-		return n.name + " degraded: " + st.DegradedReason
+		return st, n.name + " degraded: " + st.DegradedReason
 	case !st.Data.Current:
-		return n.name + "'s data session is still following its peers' interest"
+		return st, n.name + "'s data session is still following its peers' interest"
 	case len(st.Peers) != len(s.nodes)-1:
-		return fmt.Sprintf("%s knows %d peers", n.name, len(st.Peers))
+		return st, fmt.Sprintf("%s knows %d peers", n.name, len(st.Peers))
 	}
 	for _, p := range st.Peers {
 		if !p.Up {
-			return fmt.Sprintf("%s: link to %s down", n.name, p.Name)
+			return st, fmt.Sprintf("%s: link to %s down", n.name, p.Name)
 		}
 		w := want[brokerOf[p.Name]]
 		if want != nil && (p.InterestFilters < w || p.InterestFilters != w && s.sessions == nil) {
-			return fmt.Sprintf("%s sees %d filters of %s, want %d", n.name, p.InterestFilters, p.Name, w)
+			return st, fmt.Sprintf("%s sees %d filters of %s, want %d", n.name, p.InterestFilters, p.Name, w)
 		}
 	}
-	if want != nil && s.sessions != nil {
-		others := 0
-		for addr, k := range s.sessions {
-			if addr != n.broker {
-				others += k
-			}
-		}
-		if st.Replication.Replicated != s.sessions[n.broker] || st.Replication.Kept != others {
-			return fmt.Sprintf("%s replicates %d sessions and keeps %d replicas, want %d and %d",
-				n.name, st.Replication.Replicated, st.Replication.Kept, s.sessions[n.broker], others)
-		}
+	if want != nil && s.sessions != nil && st.Replication.Replicated != s.sessions[n.broker] {
+		return st, fmt.Sprintf("%s replicates %d sessions, want %d", n.name, st.Replication.Replicated, s.sessions[n.broker])
+	}
+	return st, ""
+}
+
+// unreplicated says why the replicas the nodes keep, kept in all, are not
+// complete yet, "" when they are. Which nodes keep a session's replicas
+// depends on its client id (placement), which the run chooses: only the
+// total is known here, every session on s.replicas other nodes.
+func (s *setup) unreplicated(kept int) string {
+	total := 0
+	for _, k := range s.sessions {
+		total += k
+	}
+	if want := total * s.replicas; kept != want {
+		return fmt.Sprintf("the nodes keep %d session replicas, want %d", kept, want)
 	}
 	return ""
 }
@@ -759,6 +861,7 @@ func latencyP50(r *CompareRow) float64         { return float64(r.Result.Latency
 func latencyP99(r *CompareRow) float64         { return float64(r.Result.LatencyP99) }
 func interNodeBytes(r *CompareRow) float64     { return float64(r.InterNodeBytes) }
 func totalCPU(r *CompareRow) float64           { return float64(r.BrokerCPU + r.AgentCPU) }
+func bytesPerDelivered(r *CompareRow) float64  { return r.InterNodeBytesPerDelivered }
 
 func publishingCPU(r *CompareRow) float64 {
 	if r.Publishing == nil {
@@ -784,6 +887,10 @@ var compareLines = []tableLine{
 	{"  per published msg", func(r *CompareRow) string {
 		return fmt.Sprintf("%.1f", ratio(float64(r.InterNodeBytes), float64(r.Result.Published)))
 	}, nil},
+	{"  per delivered msg", func(r *CompareRow) string {
+		return fmt.Sprintf("%.1f", r.InterNodeBytesPerDelivered)
+	}, bytesPerDelivered},
+	{"relays / links between brokers ²", func(r *CompareRow) string { return fmt.Sprintf("%d / %d", r.Relays, r.Links) }, nil},
 	{"broker CPU (s) ³", func(r *CompareRow) string { return fmt.Sprintf("%.2f", r.BrokerCPU.Seconds()) }, nil},
 	{"agent CPU (s) ³", func(r *CompareRow) string { return fmt.Sprintf("%.2f", r.AgentCPU.Seconds()) }, nil},
 	{"CPU per delivered msg (µs) ³", func(r *CompareRow) string { return fmt.Sprintf("%.1f", r.CPUPerDelivered) }, totalCPU},
@@ -809,14 +916,16 @@ var compareLines = []tableLine{
 }
 
 const compareFootnotes = `¹ deliveries to a subscriber on another broker than its publisher's (none in single:
-  both endpoints are the one broker); rate = those over first publish to last such delivery.
+  every endpoint is the one broker); rate = those over first publish to last such delivery.
 ² both directions of every TCP connection between the nodes, framing and acks included,
-  counted by one relay on that path (bridge: B's bridge connection to A; moha: the agent
-  link), from before the clients connect until after they disconnect.
+  from before the clients connect until after they disconnect, summed over the relays
+  that count it (bridge: one per spoke, on its bridge connection to the hub; moha: one in
+  front of each agent link listener that is dialled, carrying every link dialled to it);
+  links = the connections through them at the end (bridge N-1, moha N(N-1)/2).
 ³ user+system CPU time of the broker and agent processes over the same window; the ratio
   column compares brokers+agents in total.
 ⁴ messages the agents sent to a peer (sent_messages on /status); agent CPU per forwarded
-  message divides both agents' CPU time by that count.
+  message divides all agents' CPU time by that count.
 ⁵ the same CPU accounting from the first publish to the last delivery only, without
   connecting, subscribing and disconnecting the clients (which the agents follow too).
 `
@@ -839,8 +948,13 @@ func (c *CompareResult) WriteTable(w io.Writer) error {
 	if first.Payload == PayloadJSON {
 		payload = "JSON telemetry"
 	}
-	fmt.Fprintf(&b, "scenario %s: %d publishers x %d messages x %s, %d subscribers (%s sessions), QoS %d, pipeline %d\n\n",
+	fmt.Fprintf(&b, "scenario %s: %d publishers x %d messages x %s, %d subscribers (%s sessions), QoS %d, pipeline %d\n",
 		c.Scenario, first.Publishers, first.Messages, payload, first.Subscribers, sessions, first.QoS, first.Pipeline)
+	if c.Nodes > 0 {
+		fmt.Fprintf(&b, "%d nodes: bridge a star around mosquitto-a, moha a full mesh; single one broker; client i on node i mod %d\n",
+			c.Nodes, c.Nodes)
+	}
+	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	header := []string{""}
 	for _, r := range c.Rows {

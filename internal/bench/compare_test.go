@@ -224,6 +224,91 @@ func TestCompareStopsEverythingOnCancel(t *testing.T) {
 	requireGone(t, pids)
 }
 
+// Three nodes: the bridge is a star around mosquitto-a, moha a full mesh.
+// In the fanout every subscriber hears every publisher, and with clients
+// on node i mod 3 each pair of nodes carries messages both ways, spoke to
+// spoke through the hub included: no loss means every path works.
+func TestCompareThreeNodes(t *testing.T) {
+	const nodes = 3
+	o, err := DefaultOptions(ScenarioFanout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Publishers, o.Subscribers, o.Messages = nodes, 2*nodes, 100
+	var pids []int
+	co := compareOptions(t, o, nil, &pids)
+	co.Nodes = nodes
+	res := runCompare(t, co)
+
+	if res.Nodes != nodes {
+		t.Errorf("result says %d nodes, want %d", res.Nodes, nodes)
+	}
+	single, bridge, moha := requireRow(t, res, SetupSingle), requireRow(t, res, SetupBridge), requireRow(t, res, SetupMoha)
+	for _, r := range []*CompareRow{single, bridge, moha} {
+		requireAllDelivered(t, r)
+	}
+	if single.InterNodeBytes != 0 || single.Relays != 0 || single.Links != 0 {
+		t.Errorf("single: %d bytes, %d relays, %d links between brokers, want none", single.InterNodeBytes, single.Relays, single.Links)
+	}
+	// Each subscriber hears the publishers of the two other nodes.
+	wantCross := int64(o.Subscribers * (nodes - 1) * o.Messages)
+	for _, c := range []struct {
+		r             *CompareRow
+		relays, links int
+	}{
+		{bridge, nodes - 1, nodes - 1},             // a relay per spoke
+		{moha, nodes - 1, nodes * (nodes - 1) / 2}, // a relay per dialled listener, a link per pair
+	} {
+		r := c.r
+		if r.Relays != c.relays || r.Links != c.links {
+			t.Errorf("%s: %d relays carrying %d links, want %d and %d", r.Setup, r.Relays, r.Links, c.relays, c.links)
+		}
+		if r.InterNodeBytes <= 0 || r.InterNodeBytesPerDelivered <= 0 || r.CPUPerDelivered <= 0 {
+			t.Errorf("%s: %d bytes between brokers, %.1f per delivered message, %.1f µs CPU per delivered message; want > 0",
+				r.Setup, r.InterNodeBytes, r.InterNodeBytesPerDelivered, r.CPUPerDelivered)
+		}
+		if r.Result.CrossDelivered != wantCross {
+			t.Errorf("%s: %d cross-node deliveries, want %d", r.Setup, r.Result.CrossDelivered, wantCross)
+		}
+	}
+	// Every message has subscribers on both other nodes.
+	if want := int64(o.Publishers * o.Messages * (nodes - 1)); moha.Forwarded != want {
+		t.Errorf("moha: agents forwarded %d messages, want %d", moha.Forwarded, want)
+	}
+	requireGone(t, pids)
+}
+
+func TestCompareNodesOption(t *testing.T) {
+	o, err := DefaultOptions(ScenarioSeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A binary that is never started: fill only checks the options.
+	base := CompareOptions{Bench: o, Setups: []string{SetupSingle}, MosquittoBinary: "/nonexistent/mosquitto"}
+	for _, n := range []int{-1, 1, MaxNodes + 1, 100} {
+		co := base
+		co.Nodes = n
+		err := co.fill()
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), fmt.Sprintf("%d nodes, want 2 to 5", n)) {
+			t.Errorf("%d nodes: %v, want a clear ErrInvalidOptions", n, err)
+		}
+		if _, err := Compare(context.Background(), co); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("Compare with %d nodes: %v, want ErrInvalidOptions", n, err)
+		}
+	}
+	for n := MinNodes; n <= MaxNodes; n++ {
+		co := base
+		co.Nodes = n
+		if err := co.fill(); err != nil || co.Nodes != n {
+			t.Errorf("%d nodes: %v, nodes now %d", n, err, co.Nodes)
+		}
+	}
+	co := base
+	if err := co.fill(); err != nil || co.Nodes != DefaultNodes {
+		t.Errorf("no node count: %v, nodes now %d, want the default %d", err, co.Nodes, DefaultNodes)
+	}
+}
+
 func TestCompareRejectsBadOptions(t *testing.T) {
 	o, err := DefaultOptions(ScenarioSeed)
 	if err != nil {
@@ -251,11 +336,11 @@ func TestCompareTable(t *testing.T) {
 			Result: &Result{Scenario: ScenarioSeed, Publishers: 20, Subscribers: 500, Messages: 3000, Size: 100, QoS: 1,
 				Pipeline: 1, Expected: 60000, Delivered: 60000, Published: 60000, DeliveredRate: rate},
 			InterNodeBytes: bytes, Forwarded: fwd, AgentCPU: time.Duration(fwd) * 10 * time.Microsecond,
-			AgentCPUPerMsg: 10,
-			Publishing:     &PhaseCPU{Forwarded: fwd, AgentCPU: time.Duration(fwd) * 8 * time.Microsecond, AgentCPUPerMsg: 8.5},
+			AgentCPUPerMsg: 10, InterNodeBytesPerDelivered: float64(bytes) / 60000,
+			Publishing: &PhaseCPU{Forwarded: fwd, AgentCPU: time.Duration(fwd) * 8 * time.Microsecond, AgentCPUPerMsg: 8.5},
 		}
 	}
-	res := &CompareResult{Scenario: ScenarioSeed, Rows: []CompareRow{
+	res := &CompareResult{Scenario: ScenarioSeed, Nodes: 3, Rows: []CompareRow{
 		row(SetupSingle, 30000, 0, 0), row(SetupBridge, 20000, 10_000_000, 0), row(SetupMoha, 25000, 4_000_000, 30000),
 	}}
 	res.MohaVsBridge = res.ratios()
@@ -268,13 +353,14 @@ func TestCompareTable(t *testing.T) {
 		"scenario seed: 20 publishers x 3000 messages x 100 B, 500 subscribers (clean sessions), QoS 1, pipeline 1",
 		"single", "bridge", "moha/bridge", "60000 / 60000", "1.25x", "10,000,000", "4,000,000", "0.40x", "10.0",
 		"agent CPU per fwd msg, publishing (µs) ⁵", "8.5",
+		"3 nodes: bridge a star", "  per delivered msg", "166.7", "66.7", "relays / links between brokers ²",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
 	lines := strings.Split(out, "\n")
-	header := lines[2]
+	header := lines[3] // after the scenario, the nodes and a blank line
 	if !(strings.Index(header, "single") < strings.Index(header, "bridge") &&
 		strings.Index(header, "bridge") < strings.Index(header, " moha ")) {
 		t.Errorf("columns not in run order: %q", header)
@@ -332,11 +418,11 @@ func TestBrokerConfigIsAccepted(t *testing.T) {
 	if err != nil {
 		testkit.SkipUnavailable(t, "mosquitto is missing: %v", err)
 	}
-	text, err := brokerConfig("b", "127.0.0.1:1", currentAccount(), bridgeSection("127.0.0.1:2"))
+	text, err := brokerConfig("b", "127.0.0.1:1", currentAccount(), bridgeSection("bridge-b", "127.0.0.1:2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"listener 1 127.0.0.1\n", "topic # both 2\n", "address 127.0.0.1:2\n", "persistence false\n"} {
+	for _, want := range []string{"listener 1 127.0.0.1\n", "connection bridge-b\n", "topic # both 2\n", "address 127.0.0.1:2\n", "persistence false\n"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("config lacks %q:\n%s", want, text)
 		}
@@ -345,7 +431,7 @@ func TestBrokerConfigIsAccepted(t *testing.T) {
 	// that it listens.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	p, _, err := startBroker(ctx, bin, t.TempDir(), "bridged", bridgeSection("127.0.0.1:1"))
+	p, _, err := startBroker(ctx, bin, t.TempDir(), "bridged", bridgeSection("bridge-b", "127.0.0.1:1"))
 	if err != nil {
 		t.Fatalf("mosquitto rejects the bridge config: %v", err)
 	}

@@ -57,10 +57,11 @@
 // each acknowledgement before the next publish, as the seed did.
 //
 // Compare (`moha bench compare`) runs one workload in turn against one
-// Mosquitto, two joined by Mosquitto's own bridge (`topic # both 2`) and
-// two with moha agents, all started and stopped here (bridge.go for the
-// plain brokers, package launch for moha), with one Relay on the path
-// between the nodes so that bytes are counted the same way for each, and
-// the CPU time of every broker and agent process. docs/BENCHMARKS.md has
-// the figures.
+// Mosquitto, N (default two) joined by Mosquitto's own bridge (`topic #
+// both 2`, a star around the first beyond two) and N with moha agents (a
+// full mesh), all started and stopped here (bridge.go for the plain
+// brokers, package launch for moha), with Relays on the paths between the
+// nodes, every connection through one, so that bytes are counted the same
+// way for each, and the CPU time of every broker and agent process.
+// docs/BENCHMARKS.md has the figures.
 package bench

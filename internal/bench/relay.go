@@ -19,6 +19,7 @@ type Relay struct {
 
 	toTarget   atomic.Int64
 	fromTarget atomic.Int64
+	open       atomic.Int64 // connections relayed to the target right now
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -52,6 +53,10 @@ func (r *Relay) Addr() string { return r.listener.Addr().String() }
 func (r *Relay) Bytes() (toTarget, fromTarget int64) {
 	return r.toTarget.Load(), r.fromTarget.Load()
 }
+
+// Open returns the number of connections being relayed to the target
+// right now: how many links pass through this relay.
+func (r *Relay) Open() int { return int(r.open.Load()) }
 
 // Close stops accepting, closes every relayed connection and waits for
 // the relay's goroutines. Safe to call more than once.
@@ -122,6 +127,8 @@ func (r *Relay) serve(client net.Conn) {
 	}
 	defer r.untrack(target)
 	defer target.Close()
+	r.open.Add(1)
+	defer r.open.Add(-1)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { pipe(target, client, &r.toTarget) })

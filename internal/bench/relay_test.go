@@ -253,8 +253,14 @@ func TestRelayCloseEndsConnections(t *testing.T) {
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatalf("echo through relay: %v", err)
 	}
+	if n := r.Open(); n != 1 {
+		t.Errorf("Open = %d with one connection relayed, want 1", n)
+	}
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
+	}
+	if n := r.Open(); n != 0 {
+		t.Errorf("Open = %d after Close, want 0", n)
 	}
 	if err := r.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
