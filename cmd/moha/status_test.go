@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moha-project/moha/internal/agent"
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/testkit"
 )
@@ -21,7 +23,7 @@ func TestStatusCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: -1, Dir: dir, NewAgent: newAgent, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,4 +49,14 @@ func TestStatusCommand(t *testing.T) {
 	if out, err := status(); !errors.Is(err, errUnhealthy) || !strings.Contains(out, "node2: unreachable") {
 		t.Fatalf("with node2's agent stopped: %v\n%s", err, out)
 	}
+}
+
+// newAgent runs the cluster's agents inside the test process
+// (launch.Options.NewAgent: launch does not import the agent).
+func newAgent(cfg *config.Cluster, node string, log *slog.Logger) (launch.InProcessAgent, error) {
+	a, err := agent.New(agent.Options{Cluster: cfg, Node: node, Logger: log})
+	if err != nil {
+		return nil, err // not a nil *agent.Agent in a non-nil interface
+	}
+	return a, nil
 }

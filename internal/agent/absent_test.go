@@ -64,7 +64,7 @@ func TestAbsentPeer(t *testing.T) {
 
 func peerStatus(t testing.TB, c *launch.Cluster, at, of string) status.PeerStatus {
 	t.Helper()
-	for _, p := range c.Agent(at).Status().Peers {
+	for _, p := range agentOf(c, at).Status().Peers {
 		if p.Name == of {
 			return p
 		}
@@ -186,7 +186,7 @@ func TestDrainedReplayIsNotAWrite(t *testing.T) {
 	pub.publish(&paho.Publish{Topic: "dr/t", QoS: 1, Retain: true, Payload: []byte("old")})
 	held := func(node string) map[string]string { return retainedOn(t, c, node, "dr/#") }
 	waitFor(t, 5*time.Second, "the retained message on node2", func() bool { return held("node2")["dr/t"] == "old" })
-	dataID := c.Agent("node2").Status().Data.ClientID
+	dataID := agentOf(c, "node2").Status().Data.ClientID
 	c.StopAgent("node2")
 
 	// What a run stopped at that moment leaves: a replay subscription

@@ -97,7 +97,7 @@ func TestNotSentWithoutInterest(t *testing.T) {
 }
 
 func notSentWithoutInterest(t *testing.T, c *launch.Cluster, readsAll bool) {
-	a1 := c.Agent("node1")
+	a1 := agentOf(c, "node1")
 	local := func() float64 { return testutil.ToFloat64(a1.Metrics().Local) }
 	targeted := func() float64 {
 		return testutil.ToFloat64(a1.Metrics().Targeted.WithLabelValues("node2"))

@@ -80,8 +80,8 @@ func TestRestartDrainsBothLeftSessions(t *testing.T) {
 	sub := connect(t, addr(c, "node2"), "both-sub", persistent(300))
 	sub.subscribe("both/#", 1)
 	peerKnows(t, c, "node1", "node2", "both/#", true)
-	live := c.Agent("node1").Status().Data.ClientID
-	ids := c.Agent("node1").ClientIDs()
+	live := agentOf(c, "node1").Status().Data.ClientID
+	ids := agentOf(c, "node1").ClientIDs()
 	c.StopAgent("node1")
 	// The other id gets a session too, subscribed like a data session.
 	other := ids[agent.RoleData]

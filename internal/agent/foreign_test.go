@@ -19,7 +19,7 @@ func TestForeignSessionDetected(t *testing.T) {
 	if n := metricSum(t, http1, "moha_security_events_total"); n != 0 {
 		t.Fatalf("%v security events before any attack: the agent's own connections were taken for foreign", n)
 	}
-	intruder := connect(t, addr(c, "node1"), c.Agent("node1").Status().Data.ClientID)
+	intruder := connect(t, addr(c, "node1"), agentOf(c, "node1").Status().Data.ClientID)
 	waitFor(t, 5*time.Second, "the foreign session to be counted", func() bool {
 		return metricSum(t, http1, "moha_security_events_total") >= 1
 	})
@@ -40,7 +40,7 @@ func TestForeignSessionDetected(t *testing.T) {
 func TestForeignLogSessionDetected(t *testing.T) {
 	c := startCluster(t, 2)
 	http1 := c.MustNode("node1").HTTP
-	intruder := connect(t, addr(c, "node1"), c.Agent("node1").ClientIDs()[agent.RoleLog])
+	intruder := connect(t, addr(c, "node1"), agentOf(c, "node1").ClientIDs()[agent.RoleLog])
 	waitFor(t, 10*time.Second, "the discarded log session to be counted", func() bool {
 		return metricSum(t, http1, "moha_security_events_total") >= 1
 	})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/status"
@@ -28,7 +29,7 @@ func startCluster(t testing.TB, n int, configure ...func(*config.Cluster)) *laun
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	opt := launch.Options{Nodes: n, LBPort: -1, Dir: t.TempDir(), Logger: testLogger(t)}
+	opt := launch.Options{Nodes: n, LBPort: -1, Dir: t.TempDir(), NewAgent: newAgent, Logger: testLogger(t)}
 	if len(configure) > 0 {
 		opt.Configure = configure[0]
 	}
@@ -41,6 +42,23 @@ func startCluster(t testing.TB, n int, configure ...func(*config.Cluster)) *laun
 		waitSettled(t, c, node.Name)
 	}
 	return c
+}
+
+// newAgent is launch.Options.NewAgent for in-process agents: launch does
+// not import the agent, so the tests hand it the constructor.
+func newAgent(cfg *config.Cluster, node string, log *slog.Logger) (launch.InProcessAgent, error) {
+	a, err := agent.New(agent.Options{Cluster: cfg, Node: node, Logger: log})
+	if err != nil {
+		return nil, err // not a nil *agent.Agent in a non-nil interface
+	}
+	return a, nil
+}
+
+// agentOf returns node's in-process agent (nil when it is stopped or runs
+// as a child process).
+func agentOf(c *launch.Cluster, node string) *agent.Agent {
+	a, _ := c.Agent(node).(*agent.Agent)
+	return a
 }
 
 // startProcessCluster starts a cluster whose agents are child processes
@@ -69,7 +87,7 @@ func waitSettled(t testing.TB, c *launch.Cluster, node string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		s := c.Agent(node).Status()
+		s := agentOf(c, node).Status()
 		if s.Ready && !s.Degraded {
 			return
 		}
@@ -95,7 +113,7 @@ var waitFor = testkit.WaitFor
 func agentsIdle(t *testing.T, c *launch.Cluster) {
 	waitFor(t, 10*time.Second, "agents idle", func() bool {
 		for _, n := range c.Config.Nodes {
-			if a := c.Agent(n.Name); a != nil {
+			if a := agentOf(c, n.Name); a != nil {
 				if st := a.Status(); st.ForwardQueue != 0 || st.InboundPending != 0 {
 					return false
 				}
@@ -111,7 +129,7 @@ func agentsIdle(t *testing.T, c *launch.Cluster) {
 func peerKnows(t testing.TB, c *launch.Cluster, at, of, filter string, want bool) {
 	t.Helper()
 	waitFor(t, 10*time.Second, fmt.Sprintf("%s to see %s advertise %q=%v", at, of, filter, want), func() bool {
-		st := c.Agent(at).Status()
+		st := agentOf(c, at).Status()
 		for _, p := range st.Peers {
 			if p.Name == of {
 				return slices.Contains(p.Interest, filter) == want && st.Data.Current

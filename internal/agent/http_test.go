@@ -22,7 +22,7 @@ func TestStatusNeedsLoopbackOrToken(t *testing.T) {
 	sub := connect(t, addr(c, "node1"), "http-secret-client")
 	sub.subscribe("http/secret/topic", 1)
 	peerKnows(t, c, "node2", "node1", "http/secret/topic", true)
-	h := c.Agent("node1").Handler()
+	h := agentOf(c, "node1").Handler()
 	get := func(path, remote, auth string) *httptest.ResponseRecorder {
 		r := httptest.NewRequest(http.MethodGet, path, nil)
 		r.RemoteAddr = remote
@@ -59,7 +59,7 @@ func TestStatusNeedsLoopbackOrToken(t *testing.T) {
 		t.Fatalf("/metrics from another host: %d", metrics.Code)
 	}
 	body := metrics.Body.String()
-	ids := c.Agent("node1").ClientIDs()
+	ids := agentOf(c, "node1").ClientIDs()
 	for _, secret := range append([]string{"http-secret-client", "http/secret/topic"}, ids[agent.RoleData], ids[agent.RoleLog]) {
 		if strings.Contains(body, secret) {
 			t.Errorf("/metrics shows %q", secret)

@@ -61,7 +61,7 @@ func TestInterestFollowsClients(t *testing.T) {
 		s.disconnect()
 		start := time.Now()
 		waitFor(t, 10*time.Second, "node1 to drop node2's fi/v5", func() bool {
-			for _, p := range c.Agent("node1").Status().Peers {
+			for _, p := range agentOf(c, "node1").Status().Peers {
 				if p.Name == "node2" {
 					return !slices.Contains(p.Interest, "fi/v5")
 				}
@@ -77,7 +77,7 @@ func TestInterestFollowsClients(t *testing.T) {
 		// The client now stays silent. Mosquitto 2.0.11 checks keepalives
 		// coarsely: it disconnects a k1 client about 5 s later.
 		waitFor(t, 15*time.Second, "node1 to drop node2's fi/silent", func() bool {
-			for _, p := range c.Agent("node1").Status().Peers {
+			for _, p := range agentOf(c, "node1").Status().Peers {
 				if p.Name == "node2" {
 					return !slices.Contains(p.Interest, "fi/silent")
 				}
@@ -162,7 +162,7 @@ func TestDegradedOverstates(t *testing.T) {
 	if err := c.WaitReady(context.Background(), "node2"); err != nil {
 		t.Fatal(err)
 	}
-	st := c.Agent("node2").Status()
+	st := agentOf(c, "node2").Status()
 	if !st.Degraded {
 		t.Fatalf("node2 not degraded after missing a subscription: %+v", st.Interest)
 	}
@@ -304,7 +304,7 @@ func TestAwkwardClients(t *testing.T) {
 	if got := big.expect(1, 5*time.Second); got[0].Topic != long {
 		t.Fatalf("64 KiB topic not delivered intact (len %d)", len(got[0].Topic))
 	}
-	if st := c.Agent("node2").Status(); st.Degraded {
+	if st := agentOf(c, "node2").Status(); st.Degraded {
 		t.Fatalf("node2 degraded by awkward clients: %s", st.DegradedReason)
 	}
 }
@@ -332,7 +332,7 @@ func TestExpiredV5SessionsLeaveInterest(t *testing.T) {
 	start := time.Now()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		st := c.Agent("node2").Status()
+		st := agentOf(c, "node2").Status()
 		if !st.Degraded && len(st.Advertised) == 0 && st.Interest.Clients == 0 {
 			break
 		}
@@ -344,7 +344,7 @@ func TestExpiredV5SessionsLeaveInterest(t *testing.T) {
 	}
 	t.Logf("interest empty %v after the last disconnect", time.Since(start).Round(10*time.Millisecond))
 	waitFor(t, 5*time.Second, "node1 to see node2's empty interest", func() bool {
-		for _, p := range c.Agent("node1").Status().Peers {
+		for _, p := range agentOf(c, "node1").Status().Peers {
 			if p.Name == "node2" {
 				return p.InterestFilters == 0
 			}

@@ -19,7 +19,7 @@ import (
 func TestTwoNodesStayAvailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: 0, Dir: t.TempDir(), Logger: testLogger(t)})
+	c, err := launch.Up(ctx, launch.Options{Nodes: 2, LBPort: 0, Dir: t.TempDir(), NewAgent: newAgent, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
@@ -32,7 +32,7 @@ func TestTwoNodesStayAvailable(t *testing.T) {
 	home := ""
 	waitFor(t, 5*time.Second, "the client's node to see it", func() bool {
 		for _, n := range c.Config.Nodes {
-			if _, ok := c.Agent(n.Name).Clients()[id]; ok {
+			if _, ok := agentOf(c, n.Name).Clients()[id]; ok {
 				home = n.Name
 				return true
 			}
@@ -51,7 +51,7 @@ func TestTwoNodesStayAvailable(t *testing.T) {
 		return servedThrough(c.LB, id)
 	})
 	t.Logf("served by %s %v after %s died (check interval %v)", survivor, time.Since(start).Round(10*time.Millisecond), home, c.Config.LoadBalancers.CheckInterval)
-	if ok, reason := c.Agent(survivor).Ready(); !ok {
+	if ok, reason := agentOf(c, survivor).Ready(); !ok {
 		t.Fatalf("the survivor is not ready: %s", reason)
 	}
 }

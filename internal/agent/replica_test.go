@@ -399,7 +399,7 @@ func TestReplicaEndKicksNoClient(t *testing.T) {
 func keptReplicas(c *launch.Cluster) int {
 	n := 0
 	for _, node := range c.Config.Nodes {
-		n += c.Agent(node.Name).Status().Replication.Kept
+		n += agentOf(c, node.Name).Status().Replication.Kept
 	}
 	return n
 }

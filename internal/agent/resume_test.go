@@ -20,14 +20,14 @@ func TestLogSessionResumes(t *testing.T) {
 	sub.subscribe("resume/#", 1)
 	peerKnows(t, c, "node1", "node2", "resume/#", true)
 	before := metricSum(t, c.MustNode("node2").HTTP, "moha_broker_session_losses_total")
-	kicker := connect(t, addr(c, "node2"), c.Agent("node2").ClientIDs()[agent.RoleLog], persistent(300))
+	kicker := connect(t, addr(c, "node2"), agentOf(c, "node2").ClientIDs()[agent.RoleLog], persistent(300))
 	kicker.disconnect()
 	waitFor(t, 5*time.Second, "node2 to notice the loss", func() bool {
 		return metricSum(t, c.MustNode("node2").HTTP, "moha_broker_session_losses_total") > before
 	})
 	waitSettled(t, c, "node2") // a session it knew would be stale, and it degraded, had lines been missed
 	peerKnows(t, c, "node1", "node2", "resume/#", true)
-	if st := c.Agent("node2").Status(); st.Interest.Stale != 0 {
+	if st := agentOf(c, "node2").Status(); st.Interest.Stale != 0 {
 		t.Fatalf("resumed, yet %d sessions stale: %s", st.Interest.Stale, st.DegradedReason)
 	}
 }

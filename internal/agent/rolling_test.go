@@ -85,7 +85,7 @@ func TestNodeRestartUnderLoad(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d acknowledged messages never arrived (client channel holds %d): %v\n%s", len(missing), n, len(sub.msgs), missing, statusJSON(c.Agent("node1").Status()))
+			t.Fatalf("%d of %d acknowledged messages never arrived (client channel holds %d): %v\n%s", len(missing), n, len(sub.msgs), missing, statusJSON(agentOf(c, "node1").Status()))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

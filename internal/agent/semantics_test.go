@@ -255,14 +255,14 @@ func TestSwapWhileLogSessionDown(t *testing.T) {
 	sub.subscribe("swap/a", 1)
 	peerKnows(t, c, "node1", "node2", "swap/a", true)
 
-	kicker := connect(t, addr(c, "node2"), c.Agent("node2").ClientIDs()[agent.RoleLog]) // clean start: the queued lines are gone
+	kicker := connect(t, addr(c, "node2"), agentOf(c, "node2").ClientIDs()[agent.RoleLog]) // clean start: the queued lines are gone
 	sub.unsubscribe("swap/a")
 	sub.subscribe("swap/b", 1)
 	kicker.disconnect()
 	waitFor(t, 10*time.Second, "node2's log session back, a count reconciled and node1 told", func() bool {
-		st := c.Agent("node2").Status()
+		st := agentOf(c, "node2").Status()
 		settled := st.Broker.Up && !st.Interest.Suspended && st.Interest.Reconciled && st.Interest.BrokerCount == st.Interest.Expected
-		for _, p := range c.Agent("node1").Status().Peers {
+		for _, p := range agentOf(c, "node1").Status().Peers {
 			if p.Name == "node2" {
 				return settled && slices.Equal(p.Interest, st.Advertised)
 			}
@@ -274,7 +274,7 @@ func TestSwapWhileLogSessionDown(t *testing.T) {
 	if got := sub.expect(1, 5*time.Second); got[0].Topic != "swap/b" {
 		t.Fatalf("got %q", got[0].Topic)
 	}
-	if st := c.Agent("node2").Status(); !st.Degraded || st.Interest.Stale == 0 {
+	if st := agentOf(c, "node2").Status(); !st.Degraded || st.Interest.Stale == 0 {
 		t.Fatalf("node2 not over-stating while a filter may have changed unseen: %s", statusJSON(st))
 	}
 }

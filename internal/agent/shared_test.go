@@ -94,11 +94,11 @@ func TestSharedSubscriptionDeviation(t *testing.T) {
 	peerKnows(t, c, "node1", "node2", "dev/#", true)
 	peerKnows(t, c, "node1", "node2", "$share/g/dev/#", true)
 	waitFor(t, 5*time.Second, "node1 to hold a membership", func() bool {
-		return len(c.Agent("node1").Status().Shared.Memberships) == 1
+		return len(agentOf(c, "node1").Status().Shared.Memberships) == 1
 	})
 	// node2 may have joined before its plain subscriber came; it leaves then.
 	waitFor(t, 5*time.Second, "node2 to hold no membership (a plain filter there overlaps the group)", func() bool {
-		return len(c.Agent("node2").Status().Shared.Memberships) == 0
+		return len(agentOf(c, "node2").Status().Shared.Memberships) == 0
 	})
 	pub := connect(t, addr(c, "node1"), "dev-pub")
 	const n = 100
@@ -133,7 +133,7 @@ func TestSharedSubscriptionsSpread(t *testing.T) {
 			c.StopAgent("node3")
 			c.Broker("node3").Kill()
 			waitFor(t, 10*time.Second, "node1 and node2 to hold one membership each", func() bool {
-				return len(c.Agent("node1").Status().Shared.Memberships) == 1 && len(c.Agent("node2").Status().Shared.Memberships) == 1
+				return len(agentOf(c, "node1").Status().Shared.Memberships) == 1 && len(agentOf(c, "node2").Status().Shared.Memberships) == 1
 			})
 			g.publish(pub, "sp/t", "b", 100)
 			g.wantSpread("b", 100, []string{"node1", "node2"})
@@ -192,7 +192,7 @@ func newGroupCount(t *testing.T, c *launch.Cluster, filter string) *groupCount {
 	// Each node holds one membership per member node elsewhere.
 	for _, name := range g.names {
 		waitFor(t, 10*time.Second, name+" to hold its memberships", func() bool {
-			return len(c.Agent(name).Status().Shared.Memberships) == len(g.names)-1
+			return len(agentOf(c, name).Status().Shared.Memberships) == len(g.names)-1
 		})
 	}
 	return g

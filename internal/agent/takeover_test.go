@@ -71,7 +71,7 @@ func TestTakeoverStorm(t *testing.T) {
 		}
 		wg.Wait()
 		waitFor(t, 10*time.Second, node+"'s agent to see round "+strconv.Itoa(r), func() bool {
-			seen := c.Agent(node).Clients()
+			seen := agentOf(c, node).Clients()
 			for i := range ids {
 				if _, ok := seen["storm-"+strconv.Itoa(i)]; !ok {
 					return false
@@ -127,7 +127,7 @@ func takeovers(t testing.TB, c *launch.Cluster) float64 {
 func agentSees(t testing.TB, c *launch.Cluster, node, id string) {
 	t.Helper()
 	waitFor(t, 5*time.Second, node+" to see client "+id, func() bool {
-		_, ok := c.Agent(node).Clients()[id]
+		_, ok := agentOf(c, node).Clients()[id]
 		return ok
 	})
 }
@@ -182,7 +182,7 @@ func TestCleanStartEndsSessionElsewhere(t *testing.T) {
 	peerKnows(t, c, "node2", "node1", "moved/x", true)
 	old.disconnect()
 	waitFor(t, 5*time.Second, "node1's agent to see moved-x offline", func() bool {
-		st := c.Agent("node1").Status().Interest
+		st := agentOf(c, "node1").Status().Interest
 		return st.Clients == 1 && st.Connected == 0
 	})
 	peerKnows(t, c, "node2", "node1", "moved/x", true) // a persistent session keeps its interest
@@ -190,7 +190,7 @@ func TestCleanStartEndsSessionElsewhere(t *testing.T) {
 	newer := connect(t, addr(c, "node2"), "moved-x")
 	peerKnows(t, c, "node2", "node1", "moved/x", false)
 	waitFor(t, 5*time.Second, "node1's agent to forget moved-x", func() bool {
-		_, known := c.Agent("node1").Clients()["moved-x"]
+		_, known := agentOf(c, "node1").Clients()["moved-x"]
 		return !known
 	})
 	if newer.closedWithin(500 * time.Millisecond) {

@@ -34,7 +34,7 @@ func TestClientTLSThroughHAProxy(t *testing.T) {
 	pool, certFile, keyFile := writeServerCert(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := launch.Up(ctx, launch.Options{Nodes: 2, Dir: t.TempDir(), Logger: testLogger(t), Configure: func(cl *config.Cluster) {
+	c, err := launch.Up(ctx, launch.Options{Nodes: 2, Dir: t.TempDir(), NewAgent: newAgent, Logger: testLogger(t), Configure: func(cl *config.Cluster) {
 		for i := range cl.Nodes {
 			port, err := launch.FreePort("127.0.0.1")
 			if err != nil {
@@ -57,7 +57,7 @@ func TestClientTLSThroughHAProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range c.Config.Nodes {
-		waitFor(t, 5*time.Second, n.Name+" to know of tls/#", func() bool { return knowsFilter(c.Agent(n.Name).Status(), "tls/#") })
+		waitFor(t, 5*time.Second, n.Name+" to know of tls/#", func() bool { return knowsFilter(agentOf(c, n.Name).Status(), "tls/#") })
 		connect(t, n.Broker.Address, "tls-pub-"+n.Name).pub("tls/"+n.Name, 1, "over tls")
 		select {
 		case m := <-msgs:

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/cockpit"
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/mesh"
 	"github.com/moha-project/moha/internal/status"
@@ -23,7 +25,7 @@ import (
 func TestClusterView(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := launch.Up(ctx, launch.Options{Nodes: 3, LBPort: -1, Dir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c, err := launch.Up(ctx, launch.Options{Nodes: 3, LBPort: -1, Dir: t.TempDir(), NewAgent: newAgent, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,4 +89,14 @@ func TestSetRates(t *testing.T) {
 	if first.Rates != nil {
 		t.Fatal("rates without an earlier view")
 	}
+}
+
+// newAgent runs the cluster's agents inside the test process
+// (launch.Options.NewAgent: launch does not import the agent).
+func newAgent(cfg *config.Cluster, node string, log *slog.Logger) (launch.InProcessAgent, error) {
+	a, err := agent.New(agent.Options{Cluster: cfg, Node: node, Logger: log})
+	if err != nil {
+		return nil, err // not a nil *agent.Agent in a non-nil interface
+	}
+	return a, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/render"
 )
@@ -27,8 +27,11 @@ type Options struct {
 	LBPort int    // HAProxy client port; 0 picks a free one; -1 starts no HAProxy
 	Dir    string // state: cluster.yaml, cluster.json, node data, logs/
 	// AgentBinary, when set, runs each agent as `AgentBinary agent --cluster
-	// ... --node ...`; otherwise agents run inside this process (tests).
+	// ... --node ...`; otherwise NewAgent must be set.
 	AgentBinary string
+	// NewAgent, used when AgentBinary is empty, builds each agent to run
+	// inside this process (tests that read an agent's state directly).
+	NewAgent NewAgentFunc
 	// AgentArgs are extra command-line arguments per node for child-process
 	// agents (e.g. "--listen" behind a counting relay).
 	AgentArgs map[string][]string
@@ -37,6 +40,23 @@ type Options struct {
 	// before anything starts (tests shorten grace periods, say).
 	Configure func(*config.Cluster)
 }
+
+// ErrNoAgent is Up's answer to Options that say neither how to start an
+// agent process (AgentBinary) nor how to build one in-process (NewAgent).
+var ErrNoAgent = errors.New("launch: no way to run an agent: set AgentBinary or NewAgent")
+
+// InProcessAgent is an agent run inside this process: launch only runs it
+// and stops it by cancelling Run's context. Launch does not import the
+// agent, so that `moha up` and the benchmarks, whose agents are child
+// processes, do not carry it; a test gets its concrete agent back with a
+// type assertion on Cluster.Agent.
+type InProcessAgent interface {
+	Run(ctx context.Context) error
+}
+
+// NewAgentFunc builds node's agent of the cluster cfg, logging to log, for
+// Options.NewAgent.
+type NewAgentFunc func(cfg *config.Cluster, node string, log *slog.Logger) (InProcessAgent, error)
 
 // Cluster is a running local cluster.
 type Cluster struct {
@@ -57,7 +77,7 @@ type agentHandle struct {
 	proc   *Process
 	cancel context.CancelFunc
 	done   chan error
-	agent  *agent.Agent
+	agent  InProcessAgent
 }
 
 // Endpoints is what cluster.json holds.
@@ -129,6 +149,9 @@ func plan(opt Options) (*config.Cluster, error) {
 func Up(ctx context.Context, opt Options) (_ *Cluster, err error) {
 	if opt.Nodes == 0 {
 		opt.Nodes = 3
+	}
+	if opt.AgentBinary == "" && opt.NewAgent == nil {
+		return nil, ErrNoAgent
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
@@ -265,30 +288,45 @@ func (c *Cluster) Broker(node string) *Process {
 	return c.brokers[node]
 }
 
-// StartAgent starts node's agent (a child process or in-process).
+// StartAgent starts node's agent: a child process when Options.AgentBinary
+// is set, otherwise in-process from Options.NewAgent.
 func (c *Cluster) StartAgent(ctx context.Context, node string) error {
-	cfgPath := filepath.Join(c.Dir, "cluster.yaml")
 	var h agentHandle
+	var err error
 	if c.opt.AgentBinary != "" {
-		args := append([]string{"agent", "--cluster", cfgPath, "--node", node}, c.opt.AgentArgs[node]...)
-		p, err := Start("agent-"+node, c.logPath("agent-"+node), c.opt.AgentBinary, args...)
-		if err != nil {
-			return fmt.Errorf("launch: %w", err)
-		}
-		h.proc = p
+		h, err = c.startAgentProcess(node)
 	} else {
-		a, err := agent.New(agent.Options{Cluster: c.Config, Node: node, Logger: c.opt.Logger})
-		if err != nil {
-			return fmt.Errorf("launch: %w", err)
-		}
-		actx, cancel := context.WithCancel(context.Background())
-		h.agent, h.cancel, h.done = a, cancel, make(chan error, 1)
-		go func() { h.done <- a.Run(actx) }()
+		h, err = c.startAgentInProcess(node)
+	}
+	if err != nil {
+		return err
 	}
 	c.mu.Lock()
 	c.agents[node] = h
 	c.mu.Unlock()
 	return nil
+}
+
+func (c *Cluster) startAgentProcess(node string) (agentHandle, error) {
+	cfgPath := filepath.Join(c.Dir, "cluster.yaml")
+	args := append([]string{"agent", "--cluster", cfgPath, "--node", node}, c.opt.AgentArgs[node]...)
+	p, err := Start("agent-"+node, c.logPath("agent-"+node), c.opt.AgentBinary, args...)
+	if err != nil {
+		return agentHandle{}, fmt.Errorf("launch: %w", err)
+	}
+	return agentHandle{proc: p}, nil
+}
+
+func (c *Cluster) startAgentInProcess(node string) (agentHandle, error) {
+	a, err := c.opt.NewAgent(c.Config, node, c.opt.Logger)
+	if err != nil {
+		return agentHandle{}, fmt.Errorf("launch: %w", err)
+	}
+	// Not ctx: the agent outlives the start-up deadline; StopAgent ends it.
+	actx, cancel := context.WithCancel(context.Background())
+	h := agentHandle{agent: a, cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- a.Run(actx) }()
+	return h, nil
 }
 
 // AgentProcess returns node's agent child process (nil for in-process agents).
@@ -298,8 +336,9 @@ func (c *Cluster) AgentProcess(node string) *Process {
 	return c.agents[node].proc
 }
 
-// Agent returns node's in-process agent (nil for a child process).
-func (c *Cluster) Agent(node string) *agent.Agent {
+// Agent returns node's in-process agent as Options.NewAgent built it (nil
+// for a child process or a stopped agent).
+func (c *Cluster) Agent(node string) InProcessAgent {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.agents[node].agent

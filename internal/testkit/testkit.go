@@ -142,8 +142,9 @@ func FreePort(t testing.TB) int {
 	return port
 }
 
-// freePort is launch.FreePort: tests of packages launch imports (session)
-// cannot import launch.
+// freePort is launch.FreePort, copied: launch imports render, whose
+// in-package tests use testkit, so testkit importing launch would be an
+// import cycle in render's tests.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
