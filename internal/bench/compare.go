@@ -18,7 +18,7 @@ import (
 
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
-	"github.com/moha-project/moha/internal/mesh"
+	"github.com/moha-project/moha/internal/linkdefault"
 	"github.com/moha-project/moha/internal/poll"
 	"github.com/moha-project/moha/internal/status"
 )
@@ -681,7 +681,7 @@ func (o *CompareOptions) startMoha(ctx context.Context, dir string) (_ *setup, e
 }
 
 // relayLinks puts a relay in front of the link listener of every node that
-// a peer dials (of each pair, the node mesh.Dials says opens the link): the
+// a peer dials (of each pair, the node linkdefault.Dials says opens the link): the
 // node's cluster address in the description becomes the relay's, and its
 // agent is told to listen on the real one. The peers dial what the
 // description says, so every link passes through exactly one relay, and
@@ -708,7 +708,7 @@ func (s *setup) relayLinks(c *config.Cluster, extra []string, args map[string][]
 
 // dialled reports whether some other node dials name's link listener.
 func dialled(nodes []config.Node, name string) bool {
-	return slices.ContainsFunc(nodes, func(n config.Node) bool { return mesh.Dials(n.Name, name) })
+	return slices.ContainsFunc(nodes, func(n config.Node) bool { return linkdefault.Dials(n.Name, name) })
 }
 
 // waitAdvertised polls every agent's /status until it is ready, not

@@ -1,8 +1,8 @@
 // Package linkdefault holds the agent-link settings that both the mesh
 // (internal/mesh) and the cluster file (internal/config) need: the defaults
-// of the link limits and the minimum length of the cluster secret. It is a
-// leaf package so that each rule has one source: config cannot import cluster,
-// whose tests import config.
+// of the link limits, the minimum length of the cluster secret, and which
+// node of a pair dials. It is a leaf package so that each rule has one
+// source: config cannot import mesh, whose tests import config.
 package linkdefault
 
 import "time"
@@ -21,3 +21,9 @@ const (
 	// accept for their HMAC handshake.
 	MinSecretLength = 16
 )
+
+// Dials reports whether node opens the link to peer: of each pair the name
+// that sorts lower dials, so the pair has one connection. Tools that put
+// something in front of a link listener (the compare bench's counting
+// relays) must know which node listens.
+func Dials(node, peer string) bool { return node < peer }

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moha-project/moha/internal/linkdefault"
 	"github.com/moha-project/moha/internal/message"
 )
 
@@ -82,17 +83,11 @@ type peer struct {
 	batchesSent, ackFramesSent atomic.Uint64
 }
 
-// Dials reports whether node opens the link to peer: of each pair the name
-// that sorts lower dials, so the pair has one connection. Exported for
-// tools that must know which agent listens for which link (the compare
-// bench puts a counting relay in front of every listener that is dialled).
-func Dials(node, peer string) bool { return node < peer }
-
 func newPeer(m *Mesh, name, addr string) *peer {
 	return &peer{
 		name:    name,
 		addr:    addr,
-		dials:   Dials(m.cfg.Node, name),
+		dials:   linkdefault.Dials(m.cfg.Node, name),
 		mesh:    m,
 		pm:      m.metrics.forPeer(name),
 		changed: make(chan struct{}),
