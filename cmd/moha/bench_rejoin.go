@@ -12,6 +12,7 @@ func newBenchRejoinCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
 		topics        int
 		asJSON, quiet bool
+		agentArgs     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "rejoin [--topics 100000]",
@@ -32,7 +33,7 @@ restart its agent. Reported:
 			if err != nil {
 				return err
 			}
-			o := bench.RejoinOptions{Topics: topics, AgentBinary: self}
+			o := bench.RejoinOptions{Topics: topics, AgentBinary: self, AgentArgs: agentArgs}
 			if !quiet {
 				o.Progress = stderr
 			}
@@ -47,5 +48,6 @@ restart its agent. Reported:
 	f.IntVar(&topics, "topics", 100000, "retained topics written on node1")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress lines")
+	f.StringArrayVar(&agentArgs, "agent-arg", nil, "extra argument for both agents, e.g. --agent-arg=--pprof (repeat)")
 	return cmd
 }

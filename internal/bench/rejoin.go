@@ -25,6 +25,7 @@ import (
 type RejoinOptions struct {
 	Topics      int // retained topics written on node1 (default 100000)
 	AgentBinary string
+	AgentArgs   []string // extra arguments for both agents (e.g. --pprof)
 	Dir         string
 	Progress    io.Writer
 }
@@ -58,7 +59,8 @@ func MeasureRejoin(ctx context.Context, o RejoinOptions) (RejoinResult, error) {
 	if o.AgentBinary == "" {
 		return res, errors.New("bench: rejoin: no agent binary")
 	}
-	c, stop, err := startPair(ctx, "rejoin", o.Dir, launch.Options{AgentBinary: o.AgentBinary})
+	c, stop, err := startPair(ctx, "rejoin", o.Dir, launch.Options{AgentBinary: o.AgentBinary,
+		AgentArgs: map[string][]string{"node1": o.AgentArgs, "node2": o.AgentArgs}})
 	if err != nil {
 		return res, err
 	}
