@@ -4,16 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/moha-project/moha/internal/launch"
+	"github.com/moha-project/moha/internal/plainbroker"
 )
 
 // The plain brokers of `moha bench compare`: one Mosquitto alone, and a
@@ -34,29 +33,27 @@ const probeInterval = 200 * time.Millisecond
 // errBridgeNotConnected is returned when the probe never crosses the bridge.
 var errBridgeNotConnected = errors.New("bench: native bridge did not connect")
 
-// brokerConfig renders a plain broker: the basics every compared broker
-// shares, plus extra (a bridge section, or nothing).
-func brokerConfig(name, addr, account, extra string) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("broker address %q: %w", addr, err)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "# moha bench compare: broker %s\n", name)
-	fmt.Fprintf(&b, "listener %s %s\n", port, host)
-	b.WriteString("allow_anonymous true\n")
-	if account != "" {
-		// Started as root, mosquitto would switch to the account "mosquitto",
-		// which cannot write this process's temporary directory.
-		fmt.Fprintf(&b, "user %s\n", account)
-	}
-	b.WriteString("persistence false\n")
-	// The default (1000) drops silently behind a burst: queue instead, as
-	// moha's rendered brokers do.
-	b.WriteString("max_queued_messages 100000\n")
-	b.WriteString("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
-	b.WriteString(extra)
-	return b.String(), nil
+// compareQueueDepth is the compared brokers' max_queued_messages: a burst
+// queues instead of being dropped, as in moha's rendered brokers, whose
+// depth was 100000 when compare was written.
+const compareQueueDepth = 100000
+
+// compareLogTypes are mosquitto's default log types but "information",
+// whose lines (several per client connecting or leaving) would fill a
+// compared broker's log with every connection of a run.
+var compareLogTypes = []string{"log_type error", "log_type warning", "log_type notice"}
+
+// brokerConfig renders a compared broker: the plain broker
+// (internal/plainbroker) with its log types, plus extra (a bridge section,
+// or nothing).
+func brokerConfig(name, addr string, extra []string) (string, error) {
+	return plainbroker.Config(plainbroker.Options{
+		Addr:      addr,
+		Comment:   "moha bench compare: broker " + name,
+		User:      plainbroker.RunAs(),
+		MaxQueued: compareQueueDepth,
+		Extra:     append(slices.Clone(compareLogTypes), extra...),
+	})
 }
 
 // bridgeSection is a spoke's side of the native bridge: everything
@@ -69,8 +66,8 @@ func brokerConfig(name, addr, account, extra string) (string, error) {
 // from (try_private marks the connection as a bridge, and the hub gives a
 // bridge's MQTT 3.1.1 subscriptions no-local), and a spoke does not send
 // what it received from the hub back out on the same bridge.
-func bridgeSection(name, relayAddr string) string {
-	return strings.Join([]string{
+func bridgeSection(name, relayAddr string) []string {
+	return []string{
 		"",
 		"connection " + name,
 		"address " + relayAddr,
@@ -81,14 +78,13 @@ func bridgeSection(name, relayAddr string) string {
 		"notifications false",
 		"start_type automatic",
 		"restart_timeout 1",
-		"",
-	}, "\n")
+	}
 }
 
 // startBroker writes dir/<name>.conf and starts mosquitto on a free port,
 // returning the process and its address once it listens; extra is appended
 // to the config.
-func startBroker(ctx context.Context, bin, dir, name, extra string) (*launch.Process, string, error) {
+func startBroker(ctx context.Context, bin, dir, name string, extra []string) (*launch.Process, string, error) {
 	var lastErr error
 	for range brokerStartAttempts {
 		p, addr, err := tryStartBroker(ctx, bin, dir, name, extra)
@@ -103,12 +99,12 @@ func startBroker(ctx context.Context, bin, dir, name, extra string) (*launch.Pro
 	return nil, "", fmt.Errorf("start broker %s: %w", name, lastErr)
 }
 
-func tryStartBroker(ctx context.Context, bin, dir, name, extra string) (*launch.Process, string, error) {
+func tryStartBroker(ctx context.Context, bin, dir, name string, extra []string) (*launch.Process, string, error) {
 	addr, err := launch.FreeAddr("127.0.0.1")
 	if err != nil {
 		return nil, "", err
 	}
-	text, err := brokerConfig(name, addr, currentAccount(), extra)
+	text, err := brokerConfig(name, addr, extra)
 	if err != nil {
 		return nil, "", err
 	}
@@ -185,14 +181,4 @@ func probe(ctx context.Context, id, from, to string) error {
 		case <-tick.C:
 		}
 	}
-}
-
-// currentAccount names this process's account for the broker's `user`
-// option; "" leaves mosquitto's default.
-func currentAccount() string {
-	u, err := user.Current()
-	if err != nil {
-		return ""
-	}
-	return u.Username
 }

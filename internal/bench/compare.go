@@ -562,7 +562,7 @@ func (o *CompareOptions) start(ctx context.Context, name, dir string) (*setup, e
 // startSingle starts one broker; every endpoint is its address, so the
 // clients are spread exactly as in the setups with o.Nodes brokers.
 func (o *CompareOptions) startSingle(ctx context.Context, dir string) (*setup, error) {
-	p, addr, err := startBroker(ctx, o.MosquittoBinary, dir, "mosquitto", "")
+	p, addr, err := startBroker(ctx, o.MosquittoBinary, dir, "mosquitto", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -582,7 +582,7 @@ func (o *CompareOptions) startBridge(ctx context.Context, dir string) (_ *setup,
 			s.close()
 		}
 	}()
-	hub, hubAddr, err := startBroker(ctx, o.MosquittoBinary, dir, brokerName(0), "")
+	hub, hubAddr, err := startBroker(ctx, o.MosquittoBinary, dir, brokerName(0), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -13,14 +13,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/moha-project/moha/internal/plainbroker"
 	"github.com/moha-project/moha/internal/poll"
 )
+
+// brokerQueueDepth is a test broker's max_queued_messages: the depth a
+// cluster node's broker is rendered with by default (internal/config), so
+// that a test broker queues what a node's would.
+const brokerQueueDepth = 1000000
 
 // Broker is a real mosquitto process started for one test.
 type Broker struct {
@@ -30,10 +35,10 @@ type Broker struct {
 	exited chan struct{}
 }
 
-// StartBroker runs mosquitto on a free 127.0.0.1 port, anonymous access
-// allowed unless extra says otherwise, no persistence, a deep queue, plus
-// the extra configuration lines. The broker is killed when the test ends,
-// and its log is printed if the test failed.
+// StartBroker runs mosquitto on a free 127.0.0.1 port with the plain
+// broker's config (internal/plainbroker: anonymous access unless extra says
+// otherwise, no persistence, a deep queue) plus the extra lines. The broker
+// is killed when the test ends, and its log is printed if the test failed.
 func StartBroker(t testing.TB, extra ...string) *Broker {
 	t.Helper()
 	var lastErr error
@@ -53,24 +58,12 @@ func tryStartBroker(t testing.TB, extra []string) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	lines := []string{
-		fmt.Sprintf("listener %d 127.0.0.1", port),
-		"max_queued_messages 1000000",
-		"persistence false",
-		"log_dest stderr",
-	}
-	if os.Geteuid() == 0 {
-		lines = append(lines, "user root") // else mosquitto drops to a user that cannot read t.TempDir()
-	}
-	if !strings.Contains(strings.Join(extra, "\n"), "allow_anonymous") {
-		lines = append(lines, "allow_anonymous true")
-	}
-	lines = append(lines, extra...)
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	if err := os.WriteFile(conf, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	conf, err := writeConfig(t.TempDir(), addr, extra)
+	if err != nil {
 		return nil, err
 	}
-	b := &Broker{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), log: &SyncBuffer{}, exited: make(chan struct{})}
+	b := &Broker{Addr: addr, log: &SyncBuffer{}, exited: make(chan struct{})}
 	b.cmd = exec.Command("mosquitto", "-c", conf)
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 	if err := b.cmd.Start(); err != nil {
@@ -88,6 +81,25 @@ func tryStartBroker(t testing.TB, extra []string) (*Broker, error) {
 		}
 	})
 	return b, nil
+}
+
+// writeConfig writes dir/mosquitto.conf for a test broker on addr and
+// returns its path.
+func writeConfig(dir, addr string, extra []string) (string, error) {
+	text, err := plainbroker.Config(plainbroker.Options{
+		Addr:      addr,
+		User:      plainbroker.RunAs(),
+		MaxQueued: brokerQueueDepth,
+		Extra:     extra,
+	})
+	if err != nil {
+		return "", err
+	}
+	conf := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		return "", fmt.Errorf("write mosquitto config: %w", err)
+	}
+	return conf, nil
 }
 
 func (b *Broker) awaitListening(timeout time.Duration) error {
