@@ -290,7 +290,11 @@ const retainedSyncStall = 30 * time.Second
 func (a *Agent) peerDigest(peer string, entries []retained.DigestEntry) {
 	a.kickWG.Go(func() {
 		missing := a.retained.MissingAt(entries)
-		for _, m := range missing {
+		for _, topic := range missing {
+			m, ok := a.retained.Current(topic)
+			if !ok {
+				continue // pruned meanwhile: an old deletion the peer never needs
+			}
 			ctx, cancel := context.WithTimeout(a.runCtx, retainedSyncStall)
 			err := a.mesh.SendWait(ctx, peer, m, nil)
 			cancel()

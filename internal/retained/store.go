@@ -54,10 +54,15 @@ type Store struct {
 	OnTopics func()
 }
 
+// retainedEntry is what the agent knows of one topic's retained message.
+// The topic is the map key and most messages carry no properties: the
+// entry holds no copy of either, for it is kept per retained topic.
 type retainedEntry struct {
-	stamp int64
-	hash  uint64
-	msg   message.Message
+	stamp   int64
+	hash    uint64
+	payload []byte // empty: a deletion
+	props   *message.Properties
+	qos     byte
 }
 
 // ScannedStamp marks retained messages found in the broker when the agent
@@ -81,7 +86,7 @@ func NewStore() *Store {
 func (c *Store) noteLocked(m *message.Message, e retainedEntry) {
 	old, had := c.held[m.Topic]
 	c.held[m.Topic] = e
-	if (!had || len(old.msg.Payload) == 0) != (len(m.Payload) == 0) {
+	if (!had || len(old.payload) == 0) != (len(m.Payload) == 0) {
 		c.OnTopics()
 	}
 }
@@ -92,7 +97,7 @@ func (c *Store) Holds(m *message.Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.held[m.Topic]
-	return ok && len(e.msg.Payload) > 0 && e.hash == contentHash(m)
+	return ok && len(e.payload) > 0 && e.hash == contentHash(m)
 }
 
 // Topics returns the topics the broker holds a retained message on, as far
@@ -102,7 +107,7 @@ func (c *Store) Topics() []string {
 	defer c.mu.Unlock()
 	out := make([]string, 0, len(c.held))
 	for t, e := range c.held {
-		if len(e.msg.Payload) > 0 {
+		if len(e.payload) > 0 {
 			out = append(out, t)
 		}
 	}
@@ -124,7 +129,7 @@ func (c *Store) Count() int {
 	defer c.mu.Unlock()
 	n := 0
 	for _, e := range c.held {
-		if len(e.msg.Payload) > 0 {
+		if len(e.payload) > 0 {
 			n++
 		}
 	}
@@ -146,7 +151,7 @@ func (c *Store) StampFound(m *message.Message, now time.Time) (stamp int64, ok b
 		return 0, false
 	}
 	e, held := c.held[m.Topic]
-	if held && len(e.msg.Payload) > 0 {
+	if held && len(e.payload) > 0 {
 		since, suspect := c.suspect[m.Topic]
 		delete(c.suspect, m.Topic)
 		if !suspect || since != e.stamp || contentHash(m) == e.hash {
@@ -241,31 +246,53 @@ func (c *Store) Digest() []DigestEntry {
 	return out
 }
 
-// MissingAt returns the retained messages a peer with this digest lacks or
-// Holds an older version of — and nothing it already has.
-func (c *Store) MissingAt(peer []DigestEntry) []message.Message {
+// MissingAt returns the topics whose retained message a peer with this
+// digest lacks or holds an older version of — and none it already has.
+// Topics, not messages: at a million retained topics a copy of every
+// message would double the store while the answer is sent; Current gives
+// each message as it is sent.
+func (c *Store) MissingAt(peer []DigestEntry) []string {
 	has := make(map[string]DigestEntry, len(peer))
 	for _, e := range peer {
 		has[e.Topic] = e
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []message.Message
+	var out []string
 	for t, e := range c.held {
-		p, ok := has[t]
-		switch {
-		case !ok && len(e.msg.Payload) == 0:
-			continue // a deletion of something the peer never had
-		case ok && (p.Stamp > e.stamp || p.Hash == e.hash):
-			continue // the peer's is newer, or the same
-		case ok && p.Stamp == e.stamp && p.Hash > e.hash:
-			continue // same time, different content: the larger hash wins everywhere
+		if p, ok := has[t]; !peerLacks(e, p, ok) {
+			continue
 		}
-		m := e.msg
-		m.Retain, m.Written = true, e.stamp
-		out = append(out, m)
+		out = append(out, t)
 	}
 	return out
+}
+
+// peerLacks reports whether a peer whose digest holds p (ok false: no
+// entry for the topic) should be sent e.
+func peerLacks(e retainedEntry, p DigestEntry, ok bool) bool {
+	switch {
+	case !ok && len(e.payload) == 0:
+		return false // a deletion of something the peer never had
+	case ok && (p.Stamp > e.stamp || p.Hash == e.hash):
+		return false // the peer's is newer, or the same
+	case ok && p.Stamp == e.stamp && p.Hash > e.hash:
+		return false // same time, different content: the larger hash wins everywhere
+	}
+	return true
+}
+
+// Current returns topic's retained message as held now, with its retain
+// flag and stamp set for a peer (an empty payload: a deletion), and false
+// when the agent knows nothing of the topic any more.
+func (c *Store) Current(topic string) (message.Message, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.held[topic]
+	if !ok {
+		return message.Message{}, false
+	}
+	return e.message(topic), true
 }
 
 // pruneLocked forgets deletions older than stampTTL, once a minute.
@@ -276,16 +303,34 @@ func (c *Store) pruneLocked(now time.Time) {
 	c.pruned = now
 	limit := now.Add(-stampTTL).UnixNano()
 	for t, e := range c.held {
-		if len(e.msg.Payload) == 0 && e.stamp < limit {
+		if len(e.payload) == 0 && e.stamp < limit {
 			delete(c.held, t)
 		}
 	}
 }
 
 func newEntry(m *message.Message, stamp int64) retainedEntry {
-	e := retainedEntry{stamp: stamp, msg: *m, hash: contentHash(m)}
-	e.msg.Payload = append([]byte(nil), m.Payload...) // the session may reuse its buffer
+	e := retainedEntry{stamp: stamp, hash: contentHash(m), qos: m.QoS}
+	e.payload = append([]byte(nil), m.Payload...) // the session may reuse its buffer
+	if !propsEmpty(&m.Props) {
+		props := m.Props
+		e.props = &props
+	}
 	return e
+}
+
+// message is e as a retained message on topic, stamped, for a peer.
+func (e *retainedEntry) message(topic string) message.Message {
+	m := message.Message{Topic: topic, Payload: e.payload, QoS: e.qos, Retain: true, Written: e.stamp}
+	if e.props != nil {
+		m.Props = *e.props
+	}
+	return m
+}
+
+func propsEmpty(p *message.Properties) bool {
+	return p.PayloadFormat == nil && p.MessageExpiry == nil && p.ContentType == "" &&
+		p.ResponseTopic == "" && len(p.CorrelationData) == 0 && len(p.User) == 0
 }
 
 // contentHash identifies a retained message's content: payload and the

@@ -1,6 +1,7 @@
 package retained
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
@@ -123,7 +124,11 @@ func TestMissingAt(t *testing.T) {
 		{Topic: "deleted-known", Stamp: 1, Hash: 3},
 	}
 	got := map[string]string{}
-	for _, m := range c.MissingAt(peer) {
+	for _, topic := range c.MissingAt(peer) {
+		m, ok := c.Current(topic)
+		if !ok {
+			t.Fatalf("%s is missing at the peer but not held here", topic)
+		}
 		got[m.Topic] = string(m.Payload)
 		if !m.Retain || m.Written == 0 {
 			t.Errorf("%s sent without its retain flag or stamp: %+v", m.Topic, m)
@@ -137,5 +142,33 @@ func TestMissingAt(t *testing.T) {
 		if g, ok := got[k]; !ok || g != v {
 			t.Fatalf("sent %v, want %v", got, want)
 		}
+	}
+}
+
+// TestCurrentKeepsTheMessage: what a peer is sent is the message as
+// written (QoS, properties, payload), with its stamp.
+func TestCurrentKeepsTheMessage(t *testing.T) {
+	c := NewStore()
+	withProps := retainedMsg("a", "x")
+	withProps.QoS, withProps.Written = 1, 7
+	withProps.Props.ContentType = "text/plain"
+	withProps.Props.User = []message.UserProperty{{Key: "k", Value: "v"}}
+	plain := retainedMsg("b", "y")
+	plain.Written = 8
+	for _, m := range []*message.Message{withProps, plain} {
+		c.ApplyRemote(m, time.Unix(2000, 0))
+	}
+	for _, want := range []*message.Message{withProps, plain} {
+		got, ok := c.Current(want.Topic)
+		if !ok {
+			t.Fatalf("%s not held", want.Topic)
+		}
+		if got.Topic != want.Topic || string(got.Payload) != string(want.Payload) || got.QoS != want.QoS ||
+			!got.Retain || got.Written != want.Written || !reflect.DeepEqual(got.Props, want.Props) {
+			t.Errorf("Current(%s) = %+v, want %+v", want.Topic, got, want)
+		}
+	}
+	if _, ok := c.Current("never"); ok {
+		t.Error("Current of a topic never written reports one")
 	}
 }
