@@ -55,7 +55,14 @@ func NewAnnouncer(self string, nodes []string, replicas int) *Announcer {
 // (a persistent session, not a replica kept for another node). It returns
 // what to send: the session to every node that must keep a replica, and a
 // drop to every node told before that no longer must.
+//
+// With no replicas wanted (session_replicas 0) nothing is recorded: the
+// notes would be a copy of every persistent session's filters that no
+// peer is ever sent.
 func (a *Announcer) Update(note mesh.SessionNote, held bool) []Send {
+	if a.replicas <= 0 {
+		return nil
+	}
 	if !held {
 		if _, ok := a.held[note.ID]; !ok {
 			return nil

@@ -109,6 +109,19 @@ func TestAnnouncerTwoReplicas(t *testing.T) {
 	wantSends(t, a.Update(n, true), send("node1", false, n), send("node3", false, n))
 }
 
+// TestAnnouncerNoReplicas: with session_replicas 0 the announcer keeps
+// nothing (a million persistent sessions' notes would be held for nobody)
+// and tells nobody anything but the empty replace a live peer gets.
+func TestAnnouncerNoReplicas(t *testing.T) {
+	a := NewAnnouncer("node1", nodes, 0)
+	a.SetLive("node2", true)
+	wantSends(t, a.Update(note("c1", true, "d/1"), true))
+	if a.Held() != 0 || a.Holds("c1") {
+		t.Fatalf("Held = %d, Holds(c1) = %v with no replicas, want 0 and false", a.Held(), a.Holds("c1"))
+	}
+	wantSends(t, a.SetLive("node3", true), send("node3", true))
+}
+
 func TestKeeper(t *testing.T) {
 	k := NewKeeper(10 * time.Second)
 	now := time.Unix(1000, 0)
