@@ -29,6 +29,12 @@ type Properties struct {
 	User            []UserProperty // order kept, duplicates allowed (MQTT v5 3.3.2.3.7)
 }
 
+// IsZero reports whether p carries no property at all, as most messages do.
+func (p *Properties) IsZero() bool {
+	return p.PayloadFormat == nil && p.MessageExpiry == nil && p.ContentType == "" &&
+		p.ResponseTopic == "" && len(p.CorrelationData) == 0 && len(p.User) == 0
+}
+
 // UserProperty is one MQTT v5 user property (a key may repeat).
 type UserProperty struct {
 	Key, Value string

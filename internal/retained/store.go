@@ -312,7 +312,7 @@ func (c *Store) pruneLocked(now time.Time) {
 func newEntry(m *message.Message, stamp int64) retainedEntry {
 	e := retainedEntry{stamp: stamp, hash: contentHash(m), qos: m.QoS}
 	e.payload = append([]byte(nil), m.Payload...) // the session may reuse its buffer
-	if !propsEmpty(&m.Props) {
+	if !m.Props.IsZero() {
 		props := m.Props
 		e.props = &props
 	}
@@ -326,11 +326,6 @@ func (e *retainedEntry) message(topic string) message.Message {
 		m.Props = *e.props
 	}
 	return m
-}
-
-func propsEmpty(p *message.Properties) bool {
-	return p.PayloadFormat == nil && p.MessageExpiry == nil && p.ContentType == "" &&
-		p.ResponseTopic == "" && len(p.CorrelationData) == 0 && len(p.User) == 0
 }
 
 // contentHash identifies a retained message's content: payload and the

@@ -22,8 +22,7 @@ var errInvalidMessage = errors.New("session: invalid message")
 // It returns nil when there is nothing to send, which the codec encodes as
 // an empty property list.
 func toPacketProps(p *message.Properties) *packets.Properties {
-	if p.PayloadFormat == nil && p.MessageExpiry == nil && p.ContentType == "" &&
-		p.ResponseTopic == "" && len(p.CorrelationData) == 0 && len(p.User) == 0 {
+	if p.IsZero() {
 		return nil
 	}
 	out := &packets.Properties{
