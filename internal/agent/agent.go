@@ -87,8 +87,7 @@ type Agent struct {
 	own          map[string]bool // every id in ids (read-only after build)
 	logState     logResume
 	drops        brokerDrops
-	secLogMu     sync.Mutex
-	secLogged    map[string]time.Time // kind -> last security log line
+	security     *securityLog
 	started      time.Time
 
 	mu        sync.Mutex
@@ -134,6 +133,7 @@ func (a *Agent) build() error {
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newMetrics(a.registry)
+	a.security = newSecurityLog(a.log, a.metrics.securityEvents)
 
 	secret, err := a.cluster.SecretBytes()
 	if err != nil {
@@ -221,9 +221,6 @@ func (a *Agent) build() error {
 		Name: "moha_broker_session_up",
 		Help: "1 while the agent's sessions with its broker are up.",
 	}, func() float64 { return boolGauge(a.sessionUp.Load()) })
-	for _, kind := range []string{"unproven_marker", "status_refused", "foreign_session"} {
-		a.metrics.securityEvents.WithLabelValues(kind) // every kind a series from the start, at 0
-	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_data_subscriptions",
 		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",

@@ -118,7 +118,7 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 	if m.Topic == c.markTopic {
 		d.Ack()
 		if !c.ownMarker(m.Payload) {
-			a.securityEvent("unproven_marker", "ignored a marker without this run's token on a data session's marker topic (a client published it, or an earlier run left it)", "topic", m.Topic)
+			a.security.event("unproven_marker", "ignored a marker without this run's token on a data session's marker topic (a client published it, or an earlier run left it)", "topic", m.Topic)
 			return
 		}
 		if c.partnered.Load() {

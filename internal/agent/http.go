@@ -78,7 +78,7 @@ func (a *Agent) private(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 			return
 		}
-		a.securityEvent("status_refused", "refused /status or /debug/pprof without the status token", "remote", r.RemoteAddr)
+		a.security.event("status_refused", "refused /status or /debug/pprof without the status token", "remote", r.RemoteAddr)
 		if a.cluster.StatusToken == "" {
 			http.Error(w, "forbidden: /status is served on loopback only; set status_token in the cluster file to read it from elsewhere", http.StatusForbidden)
 			return

@@ -136,7 +136,7 @@ func (a *Agent) onUptime(payload []byte, now time.Time) {
 	if a.logState.vanished {
 		a.logState.vanished = false
 		if !restarted {
-			a.securityEvent("foreign_session", "the log session was discarded while the broker kept running: a client connected with its id and clean start (the cluster secret may have leaked, or two agents run as this node)", "role", "log")
+			a.security.event("foreign_session", "the log session was discarded while the broker kept running: a client connected with its id and clean start (the cluster secret may have leaked, or two agents run as this node)", "role", "log")
 		}
 	}
 	if a.logState.pending {
