@@ -62,13 +62,8 @@ type Agent struct {
 	takeovers   *takeover.Tracker
 	retained    *retained.Store
 	scanned     chan struct{} // closed after the first retained scan
-	wantChanged chan struct{} // the data session's wanted filters may have changed (capacity 1)
-	// wantGen counts changes of what the data session must hold; heldGen is
-	// the last generation its filters were found to match.
-	wantGen, heldGen atomic.Uint64
-	dataID           atomic.Pointer[string] // the live data session's client id
-	dataFilters      atomic.Int64           // filters it holds
-	rescan           chan struct{}          // the broker's retained count changed (capacity 1)
+	dataFilters *dataFilters
+	rescan      chan struct{} // the broker's retained count changed (capacity 1)
 	// lastRetainedCount is the broker's retained count last seen (log
 	// session reader only).
 	lastRetainedCount string
@@ -162,10 +157,10 @@ func (a *Agent) build() error {
 	a.takeovers = takeover.New()
 	a.retained = retained.NewStore()
 	a.republisher.superseded = a.retained.Superseded
-	a.wantChanged = make(chan struct{}, 1)
+	a.dataFilters = newDataFilters(a.cluster.SubscribesAll(), a.router, a.retained, a.log, a.registry)
 	a.rescan = make(chan struct{}, 1)
 	if !a.cluster.SubscribesAll() {
-		a.retained.OnTopics = a.notifyWant // each retained topic is a data subscription
+		a.retained.OnTopics = a.dataFilters.notify // each retained topic is a data subscription
 	}
 	a.scanned = make(chan struct{})
 	a.runCtx = context.Background()
@@ -221,10 +216,6 @@ func (a *Agent) build() error {
 		Name: "moha_broker_session_up",
 		Help: "1 while the agent's sessions with its broker are up.",
 	}, func() float64 { return boolGauge(a.sessionUp.Load()) })
-	f.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "moha_data_subscriptions",
-		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
-	}, func() float64 { return float64(a.dataFilters.Load()) })
 	return nil
 }
 
@@ -322,11 +313,11 @@ func (a *Agent) historyLimits() forward.HistoryLimits {
 // the peer missed.
 func (a *Agent) peerInterest(peer string, ch mesh.InterestChange) {
 	// The data session is not current from before the change reaches the
-	// router until the follower has seen it (notifyWant, after).
-	a.wantGen.Add(1)
+	// router until the follower has seen it (notify, after).
+	a.dataFilters.changing()
 	a.shares.planner.Peer(peer, ch.Replace, ch.Added, ch.Removed)
 	a.forwarder.Interest(peer, ch, func(bad []string) {
-		defer a.notifyWant()
+		defer a.dataFilters.notify()
 		if len(bad) > 0 {
 			a.metrics.invalidPeerFilters.WithLabelValues(peer).Add(float64(len(bad)))
 			a.log.Warn("peer advertised invalid filters, ignored", "peer", peer, "count", len(bad), "first", bad[0])

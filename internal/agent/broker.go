@@ -158,7 +158,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	defer stop()
 	held := make(chan struct{})
 	followErr := make(chan error, 1)
-	wg.Go(func() { followErr <- a.followInterest(runCtx, live, held) })
+	wg.Go(func() { followErr <- a.dataFilters.follow(runCtx, live, held) })
 	select {
 	case <-held:
 	case err := <-followErr:

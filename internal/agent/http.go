@@ -116,7 +116,7 @@ func (a *Agent) Status() status.Status {
 		Degraded: degraded, DegradedReason: reason,
 		Broker: status.BrokerStatus{Address: a.node.Broker.Address, Up: a.sessionUp.Load(), Error: brokerErr,
 			QueueOverflows: a.drops.overflows.Load(), DroppedMessages: a.drops.dropped.Load()},
-		Data:           a.dataStatus(),
+		Data:           a.dataFilters.status(a.sessionUp.Load()),
 		Interest:       a.table.Stats(),
 		Advertised:     a.table.SomeAdvertised(statusListed),
 		ForwardQueue:   a.forwarder.Pending(),
@@ -140,14 +140,6 @@ func (a *Agent) Status() status.Status {
 		})
 	}
 	return s
-}
-
-func (a *Agent) dataStatus() status.DataStatus {
-	d := status.DataStatus{Filters: int(a.dataFilters.Load()), Current: a.dataCurrent()}
-	if id := a.dataID.Load(); id != nil {
-		d.ClientID = *id
-	}
-	return d
 }
 
 // statusListed is how many filters /status lists per set: a sample that
