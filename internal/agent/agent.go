@@ -61,16 +61,11 @@ type Agent struct {
 	replicas    *replicas
 	takeovers   *takeover.Tracker
 	retained    *retained.Store
-	scanned     chan struct{} // closed after the first retained scan
 	dataFilters *dataFilters
-	rescan      chan struct{} // the broker's retained count changed (capacity 1)
-	// lastRetainedCount is the broker's retained count last seen (log
-	// session reader only).
-	lastRetainedCount string
-	scanOnce          sync.Once
-	runCtx            context.Context
-	kickWG            sync.WaitGroup
-	brokerTLS         *tls.Config
+	scans       *retainedScans
+	runCtx      context.Context
+	kickWG      sync.WaitGroup
+	brokerTLS   *tls.Config
 
 	httpLn       net.Listener
 	pprof        bool
@@ -158,11 +153,9 @@ func (a *Agent) build() error {
 	a.retained = retained.NewStore()
 	a.republisher.superseded = a.retained.Superseded
 	a.dataFilters = newDataFilters(a.cluster.SubscribesAll(), a.router, a.retained, a.log, a.registry)
-	a.rescan = make(chan struct{}, 1)
 	if !a.cluster.SubscribesAll() {
 		a.retained.OnTopics = a.dataFilters.notify // each retained topic is a data subscription
 	}
-	a.scanned = make(chan struct{})
 	a.runCtx = context.Background()
 	a.mesh, err = mesh.New(mesh.Config{
 		Node:           a.node.Name,
@@ -191,6 +184,7 @@ func (a *Agent) build() error {
 	}
 	a.mesh.SetBrokerUp(false) // until the broker sessions are up
 	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry, a.historyLimits())
+	a.scans = newRetainedScans(a.sessionConfig(a.scanClientID()), a.cluster.SubscribesAll(), a.retained, a.forwarder.Enqueue, a.metrics.retainedRescans, a.log)
 	data := a.dataClientIDs()
 	a.own = map[string]bool{}
 	for _, id := range a.ownIDs() {
@@ -259,12 +253,9 @@ func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
 // first scan of the broker is done (a digest before it would make the peer
 // re-send what the broker already has).
 func (a *Agent) sendDigest(peer string) {
-	select {
-	case <-a.scanned:
-	case <-a.runCtx.Done():
-		return
+	if a.scans.waitFirst(a.runCtx) {
+		a.mesh.SendDigest(peer, a.retained.Digest())
 	}
-	a.mesh.SendDigest(peer, a.retained.Digest())
 }
 
 // retainedSyncStall bounds the wait for room while a peer takes nothing of

@@ -144,7 +144,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	}
 	// Learn what the broker holds retained before the live session asks
 	// for replays of it: a replay of a known value is not a new write.
-	if err := a.scanRetained(ctx); err != nil {
+	if err := a.scans.scan(ctx); err != nil {
 		return false, fmt.Errorf("retained scan: %w", err)
 	}
 	if err := live.subscribeMarker(ctx); err != nil {
@@ -179,11 +179,11 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	a.log.Info("broker sessions up", "broker", a.node.Broker.Address, "data_session", live.id, "drained", len(old))
 
 	wg.Go(func() { a.nudgeCount(runCtx, logSess) })
-	wg.Go(func() { a.rescanLoop(runCtx) })
+	wg.Go(func() { a.scans.rescanLoop(runCtx) })
 	if a.cluster.SubscribesAll() {
 		// A retained write on a new topic between the startup scan and
 		// the "#" SUBACK was seen by neither.
-		a.requestRescan()
+		a.scans.request()
 	}
 
 	select {

@@ -156,7 +156,7 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 			// only if it differs, and then only a rescan can tell.
 			if !a.retained.Holds(m) {
 				a.retained.SuspectReplay(m)
-				a.requestRescan()
+				a.scans.request()
 			}
 			d.Ack()
 			return
@@ -383,15 +383,6 @@ func (f *dataFilters) addRetainedTopics(want map[string]bool) {
 		if topic.ValidateFilter(t) == nil {
 			want[t] = true
 		}
-	}
-}
-
-// requestRescan asks the rescan loop for a scan of the broker's retained
-// messages.
-func (a *Agent) requestRescan() {
-	select {
-	case a.rescan <- struct{}{}:
-	default:
 	}
 }
 

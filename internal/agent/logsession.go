@@ -226,11 +226,7 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 		return ev, nil
 	}
 	if m.Topic == retainedCount {
-		// With data_subscription all, "#" sees every retained write.
-		if n := string(m.Payload); n != a.lastRetainedCount && !a.cluster.SubscribesAll() {
-			a.lastRetainedCount = n
-			a.requestRescan()
-		}
+		a.scans.countChanged(string(m.Payload))
 		return ev, nil
 	}
 	if m.Topic == subscriptionCount {
