@@ -67,18 +67,15 @@ type Agent struct {
 	kickWG      sync.WaitGroup
 	brokerTLS   *tls.Config
 
-	httpLn       net.Listener
-	pprof        bool
-	sessionUp    atomic.Bool
-	lastCount    atomic.Int64  // unix nanos of the last live subscription count
-	countApplied atomic.Uint64 // the table's Applied() when that count arrived
-	ids          clientIDs
-	dials        ownDials        // local addresses of the agent's own broker connections
-	own          map[string]bool // every id in ids (read-only after build)
-	logState     logResume
-	drops        brokerDrops
-	security     *securityLog
-	started      time.Time
+	httpLn    net.Listener
+	pprof     bool
+	sessionUp atomic.Bool
+	ids       clientIDs
+	dials     ownDials        // local addresses of the agent's own broker connections
+	own       map[string]bool // every id in ids (read-only after build)
+	brokerLog *brokerLog
+	security  *securityLog
+	started   time.Time
 
 	mu        sync.Mutex
 	brokerErr string // last broker session error, "" while connected
@@ -104,7 +101,6 @@ func New(opt Options) (*Agent, error) {
 	}
 	logger = logger.With("node", node.Name)
 	a := &Agent{node: node, cluster: opt.Cluster, log: logger, started: time.Now(), brokerErr: "not connected yet"}
-	a.drops.last = -1
 	if a.brokerTLS, err = brokerTLSConfig(node); err != nil {
 		return nil, err
 	}
@@ -192,6 +188,7 @@ func (a *Agent) build() error {
 	}
 	a.table = interest.NewTable(a.ownIDs(), a.localInterest)
 	a.table.SetSessionHook(a.replicas.sessionsChanged)
+	a.brokerLog = newBrokerLog(a.sessionConfig(a.logClientID()), a.table, a.metrics, a.log, a.security, a.scans.countChanged)
 	for _, id := range []string{data[0], data[1], a.scanClientID(), a.logClientID()} {
 		a.table.TrackOwn(id)
 	}

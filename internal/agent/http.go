@@ -115,7 +115,7 @@ func (a *Agent) Status() status.Status {
 		Node:    a.node.Name, Ready: ready, ReadyReason: why,
 		Degraded: degraded, DegradedReason: reason,
 		Broker: status.BrokerStatus{Address: a.node.Broker.Address, Up: a.sessionUp.Load(), Error: brokerErr,
-			QueueOverflows: a.drops.overflows.Load(), DroppedMessages: a.drops.dropped.Load()},
+			QueueOverflows: a.brokerLog.drops.overflows.Load(), DroppedMessages: a.brokerLog.drops.dropped.Load()},
 		Data:           a.dataFilters.status(a.sessionUp.Load()),
 		Interest:       a.table.Stats(),
 		Advertised:     a.table.SomeAdvertised(statusListed),
