@@ -1,9 +1,15 @@
-// Package agent wires one moha agent: the two sessions with the local
-// broker (data and log), the interest table fed by the broker's log lines,
-// the mesh of links to peer agents, the forwarding loop, the republishing of
-// peers' messages into the local broker, and the HTTP endpoints. It owns the
-// goroutines that run them and nothing else: each piece lives in its own
-// package.
+// Package agent wires one moha agent: the two sessions with the local broker
+// (data and log), the interest table fed by the broker's log lines, the mesh
+// of links to peer agents, the forwarding loop, the republishing of peers'
+// messages into the local broker, and the HTTP endpoints. The Agent struct
+// lists the pieces and connects their callbacks, owns the goroutines that run
+// them, and keeps the broker sessions up (connect, drain, reconnect:
+// broker.go, datasession.go). Each piece lives in its own package or, where
+// it works through the broker sessions, in a type of its own here: the data
+// session's filters (dataFilters), the retained scans (retainedScans), what
+// the log session carries besides interest (brokerLog), the security log
+// (securityLog), the share sessions (shares), session replicas (replicas) and
+// the republisher.
 package agent
 
 import (
