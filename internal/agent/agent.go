@@ -1,9 +1,15 @@
-// Package agent wires one moha agent: the two sessions with the local
-// broker (data and log), the interest table fed by the broker's log lines,
-// the mesh of links to peer agents, the forwarding loop, the republishing of
-// peers' messages into the local broker, and the HTTP endpoints. It owns the
-// goroutines that run them and nothing else: each piece lives in its own
-// package.
+// Package agent wires one moha agent: the two sessions with the local broker
+// (data and log), the interest table fed by the broker's log lines, the mesh
+// of links to peer agents, the forwarding loop, the republishing of peers'
+// messages into the local broker, and the HTTP endpoints. The Agent struct
+// lists the pieces and connects their callbacks, owns the goroutines that run
+// them, and keeps the broker sessions up (connect, drain, reconnect:
+// broker.go, datasession.go). Each piece lives in its own package or, where
+// it works through the broker sessions, in a type of its own here: the data
+// session's filters (dataFilters), the retained scans (retainedScans), what
+// the log session carries besides interest (brokerLog), the security log
+// (securityLog), the share sessions (shares), session replicas (replicas) and
+// the republisher.
 package agent
 
 import (
@@ -61,35 +67,21 @@ type Agent struct {
 	replicas    *replicas
 	takeovers   *takeover.Tracker
 	retained    *retained.Store
-	scanned     chan struct{} // closed after the first retained scan
-	wantChanged chan struct{} // the data session's wanted filters may have changed (capacity 1)
-	// wantGen counts changes of what the data session must hold; heldGen is
-	// the last generation its filters were found to match.
-	wantGen, heldGen atomic.Uint64
-	dataID           atomic.Pointer[string] // the live data session's client id
-	dataFilters      atomic.Int64           // filters it holds
-	rescan           chan struct{}          // the broker's retained count changed (capacity 1)
-	// lastRetainedCount is the broker's retained count last seen (log
-	// session reader only).
-	lastRetainedCount string
-	scanOnce          sync.Once
-	runCtx            context.Context
-	kickWG            sync.WaitGroup
-	brokerTLS         *tls.Config
+	dataFilters *dataFilters
+	scans       *retainedScans
+	runCtx      context.Context
+	kickWG      sync.WaitGroup
+	brokerTLS   *tls.Config
 
-	httpLn       net.Listener
-	pprof        bool
-	sessionUp    atomic.Bool
-	lastCount    atomic.Int64  // unix nanos of the last live subscription count
-	countApplied atomic.Uint64 // the table's Applied() when that count arrived
-	ids          clientIDs
-	dials        ownDials        // local addresses of the agent's own broker connections
-	own          map[string]bool // every id in ids (read-only after build)
-	logState     logResume
-	drops        brokerDrops
-	secLogMu     sync.Mutex
-	secLogged    map[string]time.Time // kind -> last security log line
-	started      time.Time
+	httpLn    net.Listener
+	pprof     bool
+	sessionUp atomic.Bool
+	ids       clientIDs
+	dials     ownDials        // local addresses of the agent's own broker connections
+	own       map[string]bool // every id in ids (read-only after build)
+	brokerLog *brokerLog
+	security  *securityLog
+	started   time.Time
 
 	mu        sync.Mutex
 	brokerErr string // last broker session error, "" while connected
@@ -115,7 +107,6 @@ func New(opt Options) (*Agent, error) {
 	}
 	logger = logger.With("node", node.Name)
 	a := &Agent{node: node, cluster: opt.Cluster, log: logger, started: time.Now(), brokerErr: "not connected yet"}
-	a.drops.last = -1
 	if a.brokerTLS, err = brokerTLSConfig(node); err != nil {
 		return nil, err
 	}
@@ -134,6 +125,7 @@ func (a *Agent) build() error {
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics = newMetrics(a.registry)
+	a.security = newSecurityLog(a.log, a.metrics.securityEvents)
 
 	secret, err := a.cluster.SecretBytes()
 	if err != nil {
@@ -162,12 +154,10 @@ func (a *Agent) build() error {
 	a.takeovers = takeover.New()
 	a.retained = retained.NewStore()
 	a.republisher.superseded = a.retained.Superseded
-	a.wantChanged = make(chan struct{}, 1)
-	a.rescan = make(chan struct{}, 1)
+	a.dataFilters = newDataFilters(a.cluster.SubscribesAll(), a.router, a.retained, a.log, a.registry)
 	if !a.cluster.SubscribesAll() {
-		a.retained.OnTopics = a.notifyWant // each retained topic is a data subscription
+		a.retained.OnTopics = a.dataFilters.notify // each retained topic is a data subscription
 	}
-	a.scanned = make(chan struct{})
 	a.runCtx = context.Background()
 	a.mesh, err = mesh.New(mesh.Config{
 		Node:           a.node.Name,
@@ -196,6 +186,7 @@ func (a *Agent) build() error {
 	}
 	a.mesh.SetBrokerUp(false) // until the broker sessions are up
 	a.forwarder = forward.NewForwarder(a.router, a.mesh, a.registry, a.historyLimits())
+	a.scans = newRetainedScans(a.sessionConfig(a.scanClientID()), a.cluster.SubscribesAll(), a.retained, a.forwarder.Enqueue, a.metrics.retainedRescans, a.log)
 	data := a.dataClientIDs()
 	a.own = map[string]bool{}
 	for _, id := range a.ownIDs() {
@@ -203,6 +194,7 @@ func (a *Agent) build() error {
 	}
 	a.table = interest.NewTable(a.ownIDs(), a.localInterest)
 	a.table.SetSessionHook(a.replicas.sessionsChanged)
+	a.brokerLog = newBrokerLog(a.sessionConfig(a.logClientID()), a.table, a.metrics, a.log, a.security, a.scans.countChanged)
 	for _, id := range []string{data[0], data[1], a.scanClientID(), a.logClientID()} {
 		a.table.TrackOwn(id)
 	}
@@ -221,13 +213,6 @@ func (a *Agent) build() error {
 		Name: "moha_broker_session_up",
 		Help: "1 while the agent's sessions with its broker are up.",
 	}, func() float64 { return boolGauge(a.sessionUp.Load()) })
-	for _, kind := range []string{"unproven_marker", "status_refused", "foreign_session"} {
-		a.metrics.securityEvents.WithLabelValues(kind) // every kind a series from the start, at 0
-	}
-	f.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "moha_data_subscriptions",
-		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
-	}, func() float64 { return float64(a.dataFilters.Load()) })
 	return nil
 }
 
@@ -271,12 +256,9 @@ func (a *Agent) deliverFromPeer(peer string, m message.Message, ack func()) {
 // first scan of the broker is done (a digest before it would make the peer
 // re-send what the broker already has).
 func (a *Agent) sendDigest(peer string) {
-	select {
-	case <-a.scanned:
-	case <-a.runCtx.Done():
-		return
+	if a.scans.waitFirst(a.runCtx) {
+		a.mesh.SendDigest(peer, a.retained.Digest())
 	}
-	a.mesh.SendDigest(peer, a.retained.Digest())
 }
 
 // retainedSyncStall bounds the wait for room while a peer takes nothing of
@@ -329,11 +311,11 @@ func (a *Agent) historyLimits() forward.HistoryLimits {
 // the peer missed.
 func (a *Agent) peerInterest(peer string, ch mesh.InterestChange) {
 	// The data session is not current from before the change reaches the
-	// router until the follower has seen it (notifyWant, after).
-	a.wantGen.Add(1)
+	// router until the follower has seen it (notify, after).
+	a.dataFilters.changing()
 	a.shares.planner.Peer(peer, ch.Replace, ch.Added, ch.Removed)
 	a.forwarder.Interest(peer, ch, func(bad []string) {
-		defer a.notifyWant()
+		defer a.dataFilters.notify()
 		if len(bad) > 0 {
 			a.metrics.invalidPeerFilters.WithLabelValues(peer).Add(float64(len(bad)))
 			a.log.Warn("peer advertised invalid filters, ignored", "peer", peer, "count", len(bad), "first", bad[0])

@@ -49,7 +49,7 @@ func (a *Agent) brokerLoop(ctx context.Context) error {
 		}
 		a.setBrokerError(err)
 		a.metrics.brokerReconnects.Inc()
-		// Until the log session resumes (logConnected, onUptime), the
+		// Until the log session resumes (brokerLog.connected, onUptime), the
 		// table over-states.
 		a.table.Suspend("lost the broker session: " + err.Error())
 		if connected {
@@ -103,7 +103,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	ownLine := make(chan struct{})
 	var sawOwn bool
 	data := a.dataClientIDs()
-	logSess, err := a.dialLog(ctx, func(d *session.Delivery) {
+	logSess, err := a.brokerLog.dial(ctx, func(d *session.Delivery) {
 		ev, err := a.onLogLine(d)
 		// A data session's own connect line proves the broker logs what
 		// the agent needs.
@@ -116,7 +116,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("log session: %w", err)
 	}
 	defer logSess.Close()
-	if fresh := a.logConnected(logSess); fresh || !logSess.SessionPresent() {
+	if fresh := a.brokerLog.connected(logSess); fresh || !logSess.SessionPresent() {
 		a.table.ForgetOwn(a.logClientID()) // a new session: its subscriptions start empty
 	}
 	// Every own session's subscriptions come from its own log lines
@@ -144,7 +144,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	}
 	// Learn what the broker holds retained before the live session asks
 	// for replays of it: a replay of a known value is not a new write.
-	if err := a.scanRetained(ctx); err != nil {
+	if err := a.scans.scan(ctx); err != nil {
 		return false, fmt.Errorf("retained scan: %w", err)
 	}
 	if err := live.subscribeMarker(ctx); err != nil {
@@ -158,7 +158,7 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	defer stop()
 	held := make(chan struct{})
 	followErr := make(chan error, 1)
-	wg.Go(func() { followErr <- a.followInterest(runCtx, live, held) })
+	wg.Go(func() { followErr <- a.dataFilters.follow(runCtx, live, held) })
 	select {
 	case <-held:
 	case err := <-followErr:
@@ -178,12 +178,12 @@ func (a *Agent) runBroker(ctx context.Context) (connected bool, err error) {
 	a.setBrokerError(nil)
 	a.log.Info("broker sessions up", "broker", a.node.Broker.Address, "data_session", live.id, "drained", len(old))
 
-	wg.Go(func() { a.nudgeCount(runCtx, logSess) })
-	wg.Go(func() { a.rescanLoop(runCtx) })
+	wg.Go(func() { a.brokerLog.nudgeCount(runCtx, logSess) })
+	wg.Go(func() { a.scans.rescanLoop(runCtx) })
 	if a.cluster.SubscribesAll() {
 		// A retained write on a new topic between the startup scan and
 		// the "#" SUBACK was seen by neither.
-		a.requestRescan()
+		a.scans.request()
 	}
 
 	select {

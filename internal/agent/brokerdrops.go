@@ -10,55 +10,41 @@ import (
 // queues, all its clients together.
 const brokerDroppedTopic = "$SYS/broker/publish/messages/dropped"
 
-// brokerDrops follows what the local broker drops for full queues: each
-// time it starts dropping for one of the agent's own sessions (logged once
-// per connection), and its overall count. The log session's reader
-// writes; HTTP handlers read.
+// brokerDrops is what the local broker drops for full queues: each time it
+// starts dropping for one of the agent's own sessions (logged once per
+// connection), and its overall count. The log session's reader writes
+// (through brokerLog); HTTP handlers read.
 type brokerDrops struct {
 	overflows atomic.Uint64 // own sessions' queue overflows seen
 	dropped   atomic.Uint64 // the broker's count, as last published
 	last      int64         // log session reader only: previous published value, -1 before the first
 }
 
-// onOwnOverflow records that the broker drops messages queued for one of
-// the agent's sessions: they are lost, which must not go unseen.
-func (a *Agent) onOwnOverflow(id string) {
-	a.drops.overflows.Add(1)
-	a.metrics.brokerQueueDrops.WithLabelValues(a.sessionRole(id)).Inc()
-	a.log.Error("the broker drops messages queued for the agent's session: they are lost (raise max_queued_messages, or find why the agent is slow)",
+// ownOverflow records that the broker drops messages queued for one of the
+// agent's sessions (id, of role): they are lost, which must not go unseen.
+func (b *brokerLog) ownOverflow(id, role string) {
+	b.drops.overflows.Add(1)
+	b.metrics.brokerQueueDrops.WithLabelValues(role).Inc()
+	b.log.Error("the broker drops messages queued for the agent's session: they are lost (raise max_queued_messages, or find why the agent is slow)",
 		"session", id)
 }
 
 // onBrokerDropped follows $SYS/broker/publish/messages/dropped: the
 // counter grows by what the broker added since the last value (a smaller
 // value means the broker restarted and counts from zero).
-func (a *Agent) onBrokerDropped(payload []byte) {
+func (b *brokerLog) onBrokerDropped(payload []byte) {
 	n, err := strconv.ParseInt(strings.TrimSpace(string(payload)), 10, 64)
 	if err != nil || n < 0 {
 		return
 	}
-	d := &a.drops
+	d := &b.drops
 	switch {
 	case d.last < 0:
 	case n >= d.last:
-		a.metrics.brokerDropped.Add(float64(n - d.last))
+		b.metrics.brokerDropped.Add(float64(n - d.last))
 	default:
-		a.metrics.brokerDropped.Add(float64(n))
+		b.metrics.brokerDropped.Add(float64(n))
 	}
 	d.last = n
 	d.dropped.Store(uint64(n))
-}
-
-// sessionRole names one of the agent's own client ids for a label.
-func (a *Agent) sessionRole(id string) string {
-	switch id {
-	case a.logClientID():
-		return "log"
-	case a.scanClientID():
-		return "scan"
-	}
-	if strings.HasPrefix(id, a.ids.base+"-s") {
-		return "share"
-	}
-	return "data"
 }

@@ -23,6 +23,20 @@ type clientIDs struct {
 // share returns the id of share session i (see shares).
 func (ids clientIDs) share(i int) string { return ids.base + "-s" + strconv.Itoa(i) }
 
+// role names one of the ids for a label: log, scan, share or data.
+func (ids clientIDs) role(id string) string {
+	switch id {
+	case ids.log:
+		return "log"
+	case ids.scan:
+		return "scan"
+	}
+	if strings.HasPrefix(id, ids.base+"-s") {
+		return "share"
+	}
+	return "data"
+}
+
 // Roles name the ids for ClientIDs.
 const (
 	RoleData  = "data"

@@ -7,15 +7,21 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/moha-project/moha/internal/datasub"
+	"github.com/moha-project/moha/internal/forward"
 	"github.com/moha-project/moha/internal/message"
+	"github.com/moha-project/moha/internal/retained"
 	"github.com/moha-project/moha/internal/session"
+	"github.com/moha-project/moha/internal/status"
 	"github.com/moha-project/moha/internal/topic"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // With data_subscription all (the default) the data session subscribes
@@ -118,7 +124,7 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 	if m.Topic == c.markTopic {
 		d.Ack()
 		if !c.ownMarker(m.Payload) {
-			a.securityEvent("unproven_marker", "ignored a marker without this run's token on a data session's marker topic (a client published it, or an earlier run left it)", "topic", m.Topic)
+			a.security.event("unproven_marker", "ignored a marker without this run's token on a data session's marker topic (a client published it, or an earlier run left it)", "topic", m.Topic)
 			return
 		}
 		if c.partnered.Load() {
@@ -150,7 +156,7 @@ func (a *Agent) onData(c *dataConn, d *session.Delivery) {
 			// only if it differs, and then only a rescan can tell.
 			if !a.retained.Holds(m) {
 				a.retained.SuspectReplay(m)
-				a.requestRescan()
+				a.scans.request()
 			}
 			d.Ack()
 			return
@@ -236,19 +242,48 @@ func (c *dataConn) subscribeMarker(ctx context.Context) error {
 	return c.sess.Subscribe(ctx, session.Subscription{Filter: c.markTopic, QoS: 1})
 }
 
-// followInterest keeps the live session's filters on what peers need until
-// ctx ends or the session fails. A step is sent as soon as the set allows
-// it, followed by its marker; the markers coming back end the steps. It
-// closes held once the session holds what was wanted when it started
-// (interest may change all the time: waiting for a quiet moment could wait
-// forever).
-func (a *Agent) followInterest(ctx context.Context, c *dataConn, held chan<- struct{}) error {
-	a.dataID.Store(&c.id)
+// dataFilters keeps the live data session's filters on what it must hold:
+// the wanted side is read from the router and the retained store, the held
+// side is the set's (datasub.Set). The follower (the broker loop's
+// goroutine running follow, one per broker connection) owns the held side
+// and writes heldGen, liveID and held; the forwarding loop and the readers
+// that learn retained topics bump wantGen and signal changed; HTTP and
+// /metrics read. Every shared field is atomic or a channel.
+type dataFilters struct {
+	all      bool // data_subscription all: the session holds "#"
+	router   *forward.Router
+	retained *retained.Store
+	log      *slog.Logger
+
+	changed chan struct{} // the wanted filters may have changed (capacity 1)
+	// wantGen counts changes of what the data session must hold; heldGen is
+	// the last generation its filters were found to match.
+	wantGen, heldGen atomic.Uint64
+	liveID           atomic.Pointer[string] // the live data session's client id
+	held             atomic.Int64           // filters it holds
+}
+
+func newDataFilters(all bool, router *forward.Router, store *retained.Store, log *slog.Logger, reg prometheus.Registerer) *dataFilters {
+	f := &dataFilters{all: all, router: router, retained: store, log: log, changed: make(chan struct{}, 1)}
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_data_subscriptions",
+		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
+	}, func() float64 { return float64(f.held.Load()) })
+	return f
+}
+
+// follow keeps the live session's filters on what peers need until ctx
+// ends or the session fails. A step is sent as soon as the set allows it,
+// followed by its marker; the markers coming back end the steps. It closes
+// held once the session holds what was wanted when it started (interest
+// may change all the time: waiting for a quiet moment could wait forever).
+func (f *dataFilters) follow(ctx context.Context, c *dataConn, held chan<- struct{}) error {
+	f.liveID.Store(&c.id)
 	for {
-		gen := a.wantGen.Load()
-		step, behind := c.set.Next(a.wantedFilters())
+		gen := f.wantGen.Load()
+		step, behind := c.set.Next(f.wanted())
 		if step != nil {
-			a.log.Debug("data session subscriptions change", "session", c.id, "step", step.Seq, "subscribe", len(step.Subscribe), "unsubscribe", len(step.Unsubscribe))
+			f.log.Debug("data session subscriptions change", "session", c.id, "step", step.Seq, "subscribe", len(step.Subscribe), "unsubscribe", len(step.Unsubscribe))
 			if err := c.apply(ctx, step); err != nil {
 				return fmt.Errorf("data session %s: %w", c.id, err)
 			}
@@ -262,13 +297,13 @@ func (a *Agent) followInterest(ctx context.Context, c *dataConn, held chan<- str
 			continue
 		}
 		if !behind {
-			a.heldGen.Store(gen) // every SUBSCRIBE wanted so far was acknowledged
+			f.heldGen.Store(gen) // every SUBSCRIBE wanted so far was acknowledged
 		}
 		select {
-		case <-a.wantChanged:
+		case <-f.changed:
 		case <-c.marked:
 			c.set.Done(c.lastMark.Load())
-			a.dataFilters.Store(int64(c.set.Len()))
+			f.held.Store(int64(c.set.Len()))
 		case <-ctx.Done():
 			return nil
 		case <-c.sess.Done():
@@ -304,15 +339,15 @@ func (c *dataConn) apply(ctx context.Context, step *datasub.Step) error {
 	return nil
 }
 
-// wantedFilters returns the filters the live data session must hold (filter
+// wanted returns the filters the live data session must hold (filter
 // → replay retained). With data_subscription all that is "#". With interest
 // it is what peers need ("$" topics aside), less exact filters a wanted
 // wildcard covers, and every topic holding a retained message, with a
 // replay of it (a write between learning the value and subscribing is not
 // missed). Retained topics stay subscribed while wildcards come and go:
 // each new subscription would replay them all.
-func (a *Agent) wantedFilters() map[string]bool {
-	if a.cluster.SubscribesAll() {
+func (f *dataFilters) wanted() map[string]bool {
+	if f.all {
 		// Every message: the replay history closes the subscribe window
 		// (docs/ARCHITECTURE.md, "The subscribe window"). "#" sees every
 		// retained write too; those between the startup scan and its
@@ -321,58 +356,63 @@ func (a *Agent) wantedFilters() map[string]bool {
 	}
 	want := map[string]bool{}
 	wild := topic.NewTrie()
-	a.router.EachWanted(func(f string) {
+	f.router.EachWanted(func(filter string) {
 		// "$" topics ($SYS and the like) are the local broker's own: they
 		// never cross, as "#" never matched them.
-		if strings.HasPrefix(f, "$") {
+		if strings.HasPrefix(filter, "$") {
 			return
 		}
-		want[f] = false
-		if strings.ContainsAny(f, "+#") {
-			_, _ = wild.Add(f)
+		want[filter] = false
+		if strings.ContainsAny(filter, "+#") {
+			_, _ = wild.Add(filter)
 		}
 	})
-	for f := range want {
-		if !strings.ContainsAny(f, "+#") && wild.Matches(f) {
-			delete(want, f)
+	for filter := range want {
+		if !strings.ContainsAny(filter, "+#") && wild.Matches(filter) {
+			delete(want, filter)
 		}
 	}
-	a.addRetainedTopics(want)
+	f.addRetainedTopics(want)
 	return want
 }
 
 // addRetainedTopics adds every topic holding a retained message, with a
 // replay of it.
-func (a *Agent) addRetainedTopics(want map[string]bool) {
-	for _, t := range a.retained.Topics() {
+func (f *dataFilters) addRetainedTopics(want map[string]bool) {
+	for _, t := range f.retained.Topics() {
 		if topic.ValidateFilter(t) == nil {
 			want[t] = true
 		}
 	}
 }
 
-// requestRescan asks the rescan loop for a scan of the broker's retained
-// messages.
-func (a *Agent) requestRescan() {
+// current reports whether the live data session holds what peers need as
+// of now, the broker sessions being up: every change of interest seen so
+// far is applied.
+func (f *dataFilters) current() bool {
+	return f.heldGen.Load() == f.wantGen.Load()
+}
+
+// changing marks the data session not current from now until the follower
+// has seen the change (notify, after).
+func (f *dataFilters) changing() { f.wantGen.Add(1) }
+
+// notify tells the follower that the wanted filters may have changed.
+func (f *dataFilters) notify() {
+	f.wantGen.Add(1)
 	select {
-	case a.rescan <- struct{}{}:
+	case f.changed <- struct{}{}:
 	default:
 	}
 }
 
-// dataCurrent reports whether the live data session holds what peers need
-// as of now: every change of interest seen so far is applied.
-func (a *Agent) dataCurrent() bool {
-	return a.sessionUp.Load() && a.heldGen.Load() == a.wantGen.Load()
-}
-
-// notifyWant tells the follower that the wanted filters may have changed.
-func (a *Agent) notifyWant() {
-	a.wantGen.Add(1)
-	select {
-	case a.wantChanged <- struct{}{}:
-	default:
+// status is /status's data section; up: the broker sessions are.
+func (f *dataFilters) status(up bool) status.DataStatus {
+	d := status.DataStatus{Filters: int(f.held.Load()), Current: up && f.current()}
+	if id := f.liveID.Load(); id != nil {
+		d.ClientID = *id
 	}
+	return d
 }
 
 // drain takes what an earlier run's data session queued, then ends it. With

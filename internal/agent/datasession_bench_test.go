@@ -18,12 +18,12 @@ func BenchmarkWantedFilters100k(b *testing.B) {
 		fs[i] = fmt.Sprintf("bench/%d/x", i)
 	}
 	r.Apply("p", true, fs, nil)
-	a := &Agent{router: r, retained: retained.NewStore()}
+	f := &dataFilters{router: r, retained: retained.NewStore()}
 	set := datasub.NewSet()
-	step, _ := set.Next(a.wantedFilters())
+	step, _ := set.Next(f.wanted())
 	set.Done(step.Seq)
 	b.ResetTimer()
 	for b.Loop() {
-		set.Next(a.wantedFilters())
+		set.Next(f.wanted())
 	}
 }

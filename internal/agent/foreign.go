@@ -97,5 +97,5 @@ func (a *Agent) checkOwnConnect(id, from string) {
 	if a.dials.ours(from, id) {
 		return
 	}
-	a.securityEvent("foreign_session", "a client connected with one of the agent's client ids: the cluster secret may have leaked, or two agents run as this node", "role", a.sessionRole(id), "from", from)
+	a.security.event("foreign_session", "a client connected with one of the agent's client ids: the cluster secret may have leaked, or two agents run as this node", "role", a.ids.role(id), "from", from)
 }

@@ -78,7 +78,7 @@ func (a *Agent) private(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 			return
 		}
-		a.securityEvent("status_refused", "refused /status or /debug/pprof without the status token", "remote", r.RemoteAddr)
+		a.security.event("status_refused", "refused /status or /debug/pprof without the status token", "remote", r.RemoteAddr)
 		if a.cluster.StatusToken == "" {
 			http.Error(w, "forbidden: /status is served on loopback only; set status_token in the cluster file to read it from elsewhere", http.StatusForbidden)
 			return
@@ -115,8 +115,8 @@ func (a *Agent) Status() status.Status {
 		Node:    a.node.Name, Ready: ready, ReadyReason: why,
 		Degraded: degraded, DegradedReason: reason,
 		Broker: status.BrokerStatus{Address: a.node.Broker.Address, Up: a.sessionUp.Load(), Error: brokerErr,
-			QueueOverflows: a.drops.overflows.Load(), DroppedMessages: a.drops.dropped.Load()},
-		Data:           a.dataStatus(),
+			QueueOverflows: a.brokerLog.drops.overflows.Load(), DroppedMessages: a.brokerLog.drops.dropped.Load()},
+		Data:           a.dataFilters.status(a.sessionUp.Load()),
 		Interest:       a.table.Stats(),
 		Advertised:     a.table.SomeAdvertised(statusListed),
 		ForwardQueue:   a.forwarder.Pending(),
@@ -140,14 +140,6 @@ func (a *Agent) Status() status.Status {
 		})
 	}
 	return s
-}
-
-func (a *Agent) dataStatus() status.DataStatus {
-	d := status.DataStatus{Filters: int(a.dataFilters.Load()), Current: a.dataCurrent()}
-	if id := a.dataID.Load(); id != nil {
-		d.ClientID = *id
-	}
-	return d
 }
 
 // statusListed is how many filters /status lists per set: a sample that

@@ -3,12 +3,15 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moha-project/moha/internal/interest"
+	"github.com/moha-project/moha/internal/message"
 	"github.com/moha-project/moha/internal/session"
 )
 
@@ -49,16 +52,47 @@ type logResume struct {
 	vanished bool
 }
 
-// dialLog connects the log session. A new run first ends what an earlier
+// brokerLog follows what the log session carries besides the interest
+// lines: whether a reconnect resumed the session without a missed line
+// (resume), the broker's $SYS counters (subscriptions, clients, retained
+// messages, uptime, drops), and the probe that makes the broker publish a
+// fresh subscription count. The log session's reader calls onSys and
+// ownOverflow; the broker loop calls dial and connected; nudgeCount runs on
+// a goroutine of its own per broker connection; a timer calls
+// uptimeMissing. resume is under its mutex, lastCount, countApplied and the
+// drop counts HTTP reads are atomic, drops.last is the reader's only.
+type brokerLog struct {
+	session       session.Config // the log session's
+	table         *interest.Table
+	metrics       *metrics
+	log           *slog.Logger
+	security      *securityLog
+	retainedCount func(string) // the broker's retained count, as published
+
+	resume       logResume
+	drops        brokerDrops
+	lastCount    atomic.Int64  // unix nanos of the last live subscription count
+	countApplied atomic.Uint64 // the table's Applied() when that count arrived
+}
+
+// newBrokerLog: cfg is the log session's session config; retainedCount
+// receives the broker's retained count (the retained scans').
+func newBrokerLog(cfg session.Config, table *interest.Table, m *metrics, log *slog.Logger, security *securityLog, retainedCount func(string)) *brokerLog {
+	b := &brokerLog{session: cfg, table: table, metrics: m, log: log, security: security, retainedCount: retainedCount}
+	b.drops.last = -1
+	return b
+}
+
+// dial connects the log session. A new run first ends what an earlier
 // run left (its queued lines would be replayed into a table that did not
 // see what came before them, and old connects would look new to the
 // takeover bookkeeping); the session is then created with clean start off,
 // as Mosquitto 2.0.11 saves only such sessions across a restart.
-func (a *Agent) dialLog(ctx context.Context, handle func(*session.Delivery)) (*session.Session, error) {
-	cfg := a.sessionConfig(a.logClientID())
-	a.logState.mu.Lock()
-	fresh := !a.logState.persisted
-	a.logState.mu.Unlock()
+func (b *brokerLog) dial(ctx context.Context, handle func(*session.Delivery)) (*session.Session, error) {
+	cfg := b.session
+	b.resume.mu.Lock()
+	fresh := !b.resume.persisted
+	b.resume.mu.Unlock()
 	if fresh {
 		cfg.CleanStart = true
 		old, err := session.Dial(ctx, cfg, nil)
@@ -72,82 +106,82 @@ func (a *Agent) dialLog(ctx context.Context, handle func(*session.Delivery)) (*s
 	return session.Dial(ctx, cfg, handle)
 }
 
-// logConnected decides, once the log session is up, whether the table may
+// connected decides, once the log session is up, whether the table may
 // resume: the broker kept the session (it queued the lines logged
 // meanwhile) and the session was away for less than the lines live. The
 // last check, that the broker did not restart without a clean stop, waits
 // for the first live uptime (onUptime). fresh reports a clean start, after
 // which the own tracked subscriptions start empty.
-func (a *Agent) logConnected(s *session.Session) (fresh bool) {
-	a.logState.mu.Lock()
-	defer a.logState.mu.Unlock()
-	fresh = !a.logState.persisted
-	a.logState.persisted = true
-	a.logState.attempt++
-	switch gap := time.Since(a.logState.lastAt); {
+func (b *brokerLog) connected(s *session.Session) (fresh bool) {
+	b.resume.mu.Lock()
+	defer b.resume.mu.Unlock()
+	fresh = !b.resume.persisted
+	b.resume.persisted = true
+	b.resume.attempt++
+	switch gap := time.Since(b.resume.lastAt); {
 	case fresh:
 		// The table has seen no line yet (it starts degraded): a
 		// suspension from failed attempts before this one ends here.
-		a.table.Resume()
+		b.table.Resume()
 	case !s.SessionPresent():
-		a.table.SessionLost("the log session was not resumed: log lines were missed")
-		a.logState.vanished = gap < logSessionExpiry*time.Second-logResumeWithin
+		b.table.SessionLost("the log session was not resumed: log lines were missed")
+		b.resume.vanished = gap < logSessionExpiry*time.Second-logResumeWithin
 	case gap > logResumeWithin:
-		a.table.SessionLost(fmt.Sprintf("the log session was away %v: log lines may have expired", gap.Round(time.Second)))
+		b.table.SessionLost(fmt.Sprintf("the log session was away %v: log lines may have expired", gap.Round(time.Second)))
 	default:
-		a.logState.pending = true
-		attempt := a.logState.attempt
-		time.AfterFunc(uptimeWithin, func() { a.uptimeMissing(attempt) })
+		b.resume.pending = true
+		attempt := b.resume.attempt
+		time.AfterFunc(uptimeWithin, func() { b.uptimeMissing(attempt) })
 	}
 	return fresh
 }
 
 // uptimeMissing gives up on a resumption still waiting for its proof.
-func (a *Agent) uptimeMissing(attempt uint64) {
-	a.logState.mu.Lock()
-	defer a.logState.mu.Unlock()
-	if a.logState.pending && a.logState.attempt == attempt {
-		a.logState.pending = false
-		a.table.SessionLost(fmt.Sprintf("no $SYS/broker/uptime within %v of resuming the log session: whether lines were missed is unknown", uptimeWithin))
+func (b *brokerLog) uptimeMissing(attempt uint64) {
+	b.resume.mu.Lock()
+	defer b.resume.mu.Unlock()
+	if b.resume.pending && b.resume.attempt == attempt {
+		b.resume.pending = false
+		b.table.SessionLost(fmt.Sprintf("no $SYS/broker/uptime within %v of resuming the log session: whether lines were missed is unknown", uptimeWithin))
 	}
 }
 
 // onLogMessage notes that the log session is alive.
-func (a *Agent) onLogMessage(now time.Time) {
-	a.logState.mu.Lock()
-	a.logState.lastAt = now
-	a.logState.mu.Unlock()
+func (b *brokerLog) onLogMessage(now time.Time) {
+	b.resume.mu.Lock()
+	b.resume.lastAt = now
+	b.resume.mu.Unlock()
 }
 
 // onUptime follows the broker's uptime. The first live one after a resumed
 // log session comes after every line queued for it: the table resumes
 // then, unless the broker restarted without the clean stop (and saved
 // database) whose lines told the table what it restored.
-func (a *Agent) onUptime(payload []byte, now time.Time) {
+func (b *brokerLog) onUptime(payload []byte, now time.Time) {
 	secs, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(string(payload)), " seconds"), 10, 64)
 	if err != nil {
 		return
 	}
 	uptime := time.Duration(secs) * time.Second
-	a.logState.mu.Lock()
-	defer a.logState.mu.Unlock()
-	expected := a.logState.uptime + now.Sub(a.logState.uptimeAt)
+	b.resume.mu.Lock()
+	defer b.resume.mu.Unlock()
+	expected := b.resume.uptime + now.Sub(b.resume.uptimeAt)
 	restarted := uptime+uptimeSlack < expected
-	if a.logState.vanished {
-		a.logState.vanished = false
+	if b.resume.vanished {
+		b.resume.vanished = false
 		if !restarted {
-			a.securityEvent("foreign_session", "the log session was discarded while the broker kept running: a client connected with its id and clean start (the cluster secret may have leaked, or two agents run as this node)", "role", "log")
+			b.security.event("foreign_session", "the log session was discarded while the broker kept running: a client connected with its id and clean start (the cluster secret may have leaked, or two agents run as this node)", "role", "log")
 		}
 	}
-	if a.logState.pending {
-		a.logState.pending = false
-		if restarted && !a.table.StoppedCleanly() {
-			a.table.SessionLost("the broker restarted without a clean stop: what it restored is older than the log")
+	if b.resume.pending {
+		b.resume.pending = false
+		if restarted && !b.table.StoppedCleanly() {
+			b.table.SessionLost("the broker restarted without a clean stop: what it restored is older than the log")
 		} else {
-			a.table.Resume()
+			b.table.Resume()
 		}
 	}
-	a.logState.uptime, a.logState.uptimeAt = uptime, now
+	b.resume.uptime, b.resume.uptimeAt = uptime, now
 }
 
 // nudgeCount makes the broker publish a fresh subscription count while the
@@ -157,7 +191,7 @@ func (a *Agent) onUptime(payload []byte, now time.Time) {
 // interval) no count may ever come.
 // Toggling one probe subscription moves the count by one each time, and of
 // two neighbouring values at least one differs from the last published one.
-func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
+func (b *brokerLog) nudgeCount(ctx context.Context, logSess *session.Session) {
 	const every = 2500 * time.Millisecond
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -168,7 +202,7 @@ func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
 			return
 		case <-tick.C:
 		}
-		if !a.needsFreshCount() || time.Since(time.Unix(0, a.lastCount.Load())) < every {
+		if !b.needsFreshCount() || time.Since(time.Unix(0, b.lastCount.Load())) < every {
 			continue
 		}
 		// The table counts the probe from its own subscribe and
@@ -180,7 +214,7 @@ func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
 			err = logSess.Subscribe(ctx, session.Subscription{Filter: probeFilter, QoS: 0})
 		}
 		if err != nil {
-			a.log.Debug("subscription-count probe failed", "err", err)
+			b.log.Debug("subscription-count probe failed", "err", err)
 			continue
 		}
 		probing = !probing
@@ -190,11 +224,64 @@ func (a *Agent) nudgeCount(ctx context.Context, logSess *session.Session) {
 // needsFreshCount: the table is degraded, or it holds uncertain sessions
 // (offline MQTT v5, expiry unknown) and log lines arrived since the last
 // count, which may have ended them.
-func (a *Agent) needsFreshCount() bool {
-	if degraded, _ := a.table.Degraded(); degraded {
+func (b *brokerLog) needsFreshCount() bool {
+	if degraded, _ := b.table.Degraded(); degraded {
 		return true
 	}
-	return a.table.Stats().Uncertain > 0 && a.table.Applied() != a.countApplied.Load()
+	return b.table.Stats().Uncertain > 0 && b.table.Applied() != b.countApplied.Load()
+}
+
+// onSys notes that the log session is alive and follows the broker's
+// $SYS counters; false for a log line, which the caller parses.
+func (b *brokerLog) onSys(m *message.Message, now time.Time) bool {
+	b.onLogMessage(now)
+	switch m.Topic {
+	case brokerUptime:
+		if !m.Retain {
+			b.onUptime(m.Payload, now)
+		}
+	case brokerDroppedTopic:
+		b.onBrokerDropped(m.Payload)
+	case clientsTotal:
+		b.onClientsTotal(m)
+	case retainedCount:
+		b.retainedCount(string(m.Payload))
+	case subscriptionCount:
+		b.onSubscriptionCount(m)
+	default:
+		return false
+	}
+	return true
+}
+
+// onClientsTotal forgets the offline MQTT v5 sessions the broker's client
+// count shows expired.
+func (b *brokerLog) onClientsTotal(m *message.Message) {
+	n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
+	if err != nil || m.Retain {
+		return // stale (retained) or unreadable: the next one will do
+	}
+	if forgot := b.table.ReconcileClients(n); forgot > 0 {
+		b.log.Info("forgot offline MQTT v5 sessions that expired unseen", "sessions", forgot, "clients_total", n)
+	}
+}
+
+// onSubscriptionCount reconciles the table with the broker's live
+// subscription count.
+func (b *brokerLog) onSubscriptionCount(m *message.Message) {
+	b.log.Debug("broker subscription count", "payload", string(m.Payload), "retain", m.Retain)
+	if m.Retain {
+		return // the retained copy is a stale snapshot, not ordered with the log lines
+	}
+	b.lastCount.Store(time.Now().UnixNano())
+	b.countApplied.Store(b.table.Applied())
+	n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
+	if err != nil {
+		b.metrics.logErrors.Inc()
+		b.log.Warn("unreadable subscription count", "payload", truncate(string(m.Payload)))
+		return
+	}
+	b.table.Reconcile(n)
 }
 
 // onLogLine feeds one log-session message to the interest table (and the
@@ -203,50 +290,7 @@ func (a *Agent) needsFreshCount() bool {
 func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 	defer d.Ack()
 	m := &d.Message
-	now := time.Now()
-	a.onLogMessage(now)
-	if m.Topic == brokerUptime {
-		if !m.Retain {
-			a.onUptime(m.Payload, now)
-		}
-		return ev, nil
-	}
-	if m.Topic == brokerDroppedTopic {
-		a.onBrokerDropped(m.Payload)
-		return ev, nil
-	}
-	if m.Topic == clientsTotal {
-		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
-		if err != nil || m.Retain {
-			return ev, nil // stale (retained) or unreadable: the next one will do
-		}
-		if forgot := a.table.ReconcileClients(n); forgot > 0 {
-			a.log.Info("forgot offline MQTT v5 sessions that expired unseen", "sessions", forgot, "clients_total", n)
-		}
-		return ev, nil
-	}
-	if m.Topic == retainedCount {
-		// With data_subscription all, "#" sees every retained write.
-		if n := string(m.Payload); n != a.lastRetainedCount && !a.cluster.SubscribesAll() {
-			a.lastRetainedCount = n
-			a.requestRescan()
-		}
-		return ev, nil
-	}
-	if m.Topic == subscriptionCount {
-		a.log.Debug("broker subscription count", "payload", string(m.Payload), "retain", m.Retain)
-		if m.Retain {
-			return ev, nil // the retained copy is a stale snapshot, not ordered with the log lines
-		}
-		a.lastCount.Store(time.Now().UnixNano())
-		a.countApplied.Store(a.table.Applied())
-		n, err := strconv.Atoi(strings.TrimSpace(string(m.Payload)))
-		if err != nil {
-			a.metrics.logErrors.Inc()
-			a.log.Warn("unreadable subscription count", "payload", truncate(string(m.Payload)))
-			return ev, nil
-		}
-		a.table.Reconcile(n)
+	if a.brokerLog.onSys(m, time.Now()) {
 		return ev, nil
 	}
 	ev, err = interest.ParseLine(m.Topic, m.Payload)
@@ -254,7 +298,7 @@ func (a *Agent) onLogLine(d *session.Delivery) (ev interest.Event, err error) {
 		a.checkOwnConnect(ev.ClientID, ev.From)
 	}
 	if err == nil && ev.Kind == interest.QueueDropped && a.isOwnClient(ev.ClientID) {
-		a.onOwnOverflow(ev.ClientID)
+		a.brokerLog.ownOverflow(ev.ClientID, a.ids.role(ev.ClientID))
 	}
 	maker := madeByNobody
 	if err == nil && !a.isOwnClient(ev.ClientID) {
