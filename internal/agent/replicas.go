@@ -254,8 +254,8 @@ func (r *replicas) onSessions(ids []string) {
 			r.byClient.Delete(id) // the session ended: nothing to remember
 		}
 	}
-	if r.silent {
-		return // resync will tell
+	if r.silent || r.a.cluster.Replicas() == 0 {
+		return // resync will tell; or no peer keeps replicas: nothing to tell
 	}
 	for _, id := range ids {
 		if !r.announcer.Holds(id) && !(r.madeHere(id) && r.a.table.Persistent(id)) {

@@ -293,11 +293,14 @@ func (f *Forwarder) applyChange(ctx context.Context, c *peerChange) error {
 	}
 	now := time.Now().UnixNano()
 	f.metrics.Delay.Observe(max(0, time.Duration(now-c.ch.At).Seconds()))
+	f.history.expire(now)
+	if !f.history.unsentSince(pc.bit, c.ch.At) {
+		return nil // nothing to replay: no trie of the added filters to build
+	}
 	added := addedFilters(c.ch.Added)
 	if added == nil {
 		return nil
 	}
-	f.history.expire(now)
 	var sendErr error
 	n := f.history.replay(pc.bit, added, c.ch.At, now, func(m message.Message) {
 		if sendErr == nil {

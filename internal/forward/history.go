@@ -84,19 +84,37 @@ func (h *history) pop() {
 	h.head++
 }
 
+// unsentSince reports whether the history holds a message peer (bit) did
+// not get, taken no earlier than since less the margin: whether replay for
+// a change made at since may have anything to send.
+func (h *history) unsentSince(bit uint64, since int64) bool {
+	live := h.entries[h.head:]
+	for i := h.firstFrom(since); i < len(live); i++ {
+		if live[i].sent&bit == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// firstFrom is the index in the live entries of the first one taken no
+// earlier than since less the margin. Entries are in the order taken (wall
+// clock, as since is): those before are skipped at once (a change arrives
+// milliseconds after it was made; the window is seconds).
+func (h *history) firstFrom(since int64) int {
+	from := since - int64(h.limits.Margin)
+	live := h.entries[h.head:]
+	return sort.Search(len(live), func(i int) bool { return live[i].at >= from })
+}
+
 // replay calls send, oldest first, for each held message that peer (bit)
 // did not get, taken no earlier than since less the margin, whose topic one
 // of filters matches; it marks them sent. A message whose expiry ran out
 // while held is skipped, and one with expiry left is sent with what remains.
 func (h *history) replay(bit uint64, filters *topic.Trie, since, now int64, send func(message.Message)) int {
-	from := since - int64(h.limits.Margin)
 	live := h.entries[h.head:]
-	// Entries are in the order taken (wall clock, as since is): skip those
-	// before from at once (a change arrives milliseconds after it was made;
-	// the window is seconds).
-	first := sort.Search(len(live), func(i int) bool { return live[i].at >= from })
 	n := 0
-	for i := first; i < len(live); i++ {
+	for i := h.firstFrom(since); i < len(live); i++ {
 		e := &live[i]
 		if e.sent&bit != 0 || !filters.Matches(e.msg.Topic) {
 			continue

@@ -43,6 +43,28 @@ func replayed(h *history, bit uint64, filters *topic.Trie, since, now int64) []s
 	return got
 }
 
+// TestHistoryUnsentSince: whether a change made at since may have anything
+// to replay to a peer (if not, no trie of its filters is built).
+func TestHistoryUnsentSince(t *testing.T) {
+	const sec = int64(time.Second)
+	since := int64(1_000) * sec
+	h := newHistory(testLimits)
+	if h.unsentSince(0b01, since) {
+		t.Fatal("an empty history has something to replay")
+	}
+	h.add(&message.Message{Topic: "a/early"}, since-int64(testLimits.Margin)-1, 0) // before since less the margin
+	h.add(&message.Message{Topic: "a/sent"}, since+1, 0b01)                        // peer 0 had it
+	if h.unsentSince(0b01, since) {
+		t.Fatal("peer 0 had everything since the change, yet something is to replay")
+	}
+	if !h.unsentSince(0b10, since) {
+		t.Fatal("peer 1 lacks a/sent, yet nothing is to replay")
+	}
+	if !h.unsentSince(0b01, since-int64(testLimits.Margin)-1) {
+		t.Fatal("a change made before a/early should find it")
+	}
+}
+
 // TestHistoryReplayDecisions: what a peer whose interest grew at `since` is
 // sent from the history.
 func TestHistoryReplayDecisions(t *testing.T) {
