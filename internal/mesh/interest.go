@@ -42,6 +42,9 @@ func (li *localInterest) apply(added, removed []string) bool {
 		li.set = make(map[string]struct{})
 	}
 	d := interestDelta{version: li.version + 1, at: time.Now().UnixNano()}
+	if len(added) > 0 {
+		d.added = make([]string, 0, len(added)) // a burst adds a thousand at a time: no regrowing
+	}
 	for _, f := range added {
 		if _, ok := li.set[f]; !ok {
 			li.set[f] = struct{}{}
