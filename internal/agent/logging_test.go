@@ -11,6 +11,7 @@ import (
 
 	"github.com/moha-project/moha/internal/agent"
 	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/freeport"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/testkit"
 )
@@ -20,7 +21,7 @@ import (
 // stops instead of running half-started.
 func TestRefusesBrokerWithoutLogTopic(t *testing.T) {
 	dir := t.TempDir()
-	brokerAddr, err := launch.FreeAddr("127.0.0.1")
+	brokerAddr, err := freeport.Addr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,8 +47,8 @@ func TestRefusesBrokerWithoutLogTopic(t *testing.T) {
 	}
 	c := config.Default()
 	c.Secret = "0123456789abcdef0123456789"
-	linkAddr, _ := launch.FreeAddr("127.0.0.1")
-	httpAddr, _ := launch.FreeAddr("127.0.0.1")
+	linkAddr, _ := freeport.Addr("127.0.0.1")
+	httpAddr, _ := freeport.Addr("127.0.0.1")
 	c.Nodes = []config.Node{{Name: "solo", Link: linkAddr, HTTP: httpAddr, DataDir: dir}}
 	c.Nodes[0].Broker.Address = brokerAddr
 	if err := c.Validate(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/freeport"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/status"
 )
@@ -36,7 +37,7 @@ func TestClientTLSThroughHAProxy(t *testing.T) {
 	defer cancel()
 	c, err := launch.Up(ctx, launch.Options{Nodes: 2, Dir: t.TempDir(), NewAgent: newAgent, Logger: testLogger(t), Configure: func(cl *config.Cluster) {
 		for i := range cl.Nodes {
-			port, err := launch.FreePort("127.0.0.1")
+			port, err := freeport.Port("127.0.0.1")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/moha-project/moha/internal/freeport"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/plainbroker"
 )
@@ -100,7 +101,7 @@ func startBroker(ctx context.Context, bin, dir, name string, extra []string) (*l
 }
 
 func tryStartBroker(ctx context.Context, bin, dir, name string, extra []string) (*launch.Process, string, error) {
-	addr, err := launch.FreeAddr("127.0.0.1")
+	addr, err := freeport.Addr("127.0.0.1")
 	if err != nil {
 		return nil, "", err
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/moha-project/moha/internal/config"
+	"github.com/moha-project/moha/internal/freeport"
 	"github.com/moha-project/moha/internal/render"
 )
 
@@ -108,7 +109,7 @@ func plan(opt Options) (*config.Cluster, error) {
 	}
 	c.Secret = hex.EncodeToString(secret)
 	c.Nodes = nil
-	ports, err := freeAddrs("127.0.0.1", 3*opt.Nodes)
+	ports, err := freeport.Addrs("127.0.0.1", 3*opt.Nodes)
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
@@ -167,7 +168,7 @@ func Up(ctx context.Context, opt Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		if opt.LBPort == 0 {
-			if opt.LBPort, err = FreePort("127.0.0.1"); err != nil {
+			if opt.LBPort, err = freeport.Port("127.0.0.1"); err != nil {
 				return nil, err
 			}
 		}
@@ -382,7 +383,7 @@ func (c *Cluster) startHAProxy(ctx context.Context, port int) error {
 	c.LB = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	opt := render.HAProxyOptions{Bind: c.LB}
 	if c.Config.ClientTLSNodes() > 0 {
-		tlsPort, err := FreePort("127.0.0.1")
+		tlsPort, err := freeport.Port("127.0.0.1")
 		if err != nil {
 			return err
 		}

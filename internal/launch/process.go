@@ -149,40 +149,6 @@ func FindBinary(name string) (string, error) {
 	return "", fmt.Errorf("%s not found: install it with `sudo apt-get install -y %s`", name, name)
 }
 
-// FreePort asks the kernel for a free TCP port on host.
-func FreePort(host string) (int, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// FreeAddr returns host:port with a free port.
-func FreeAddr(host string) (string, error) {
-	p, err := FreePort(host)
-	if err != nil {
-		return "", err
-	}
-	return net.JoinHostPort(host, strconv.Itoa(p)), nil
-}
-
-// freeAddrs returns n distinct free host:port addresses: the listeners are
-// held until all are chosen, so the kernel cannot hand out one port twice.
-func freeAddrs(host string, n int) ([]string, error) {
-	var addrs []string
-	for range n {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs, nil
-}
-
 // WaitTCP waits until addr accepts a connection, p exits, or ctx ends.
 func WaitTCP(ctx context.Context, addr string, p *Process) error {
 	return waitUntil(ctx, p, func() bool {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moha-project/moha/internal/freeport"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/plainbroker"
 	"github.com/moha-project/moha/internal/testkit"
@@ -21,7 +22,7 @@ func TestMosquittoAcceptsTheConfig(t *testing.T) {
 	if err != nil {
 		testkit.SkipUnavailable(t, "mosquitto is missing: %v", err)
 	}
-	addr, err := launch.FreeAddr("127.0.0.1")
+	addr, err := freeport.Addr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}

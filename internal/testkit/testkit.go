@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moha-project/moha/internal/freeport"
 	"github.com/moha-project/moha/internal/plainbroker"
 	"github.com/moha-project/moha/internal/poll"
 )
@@ -54,7 +55,7 @@ func StartBroker(t testing.TB, extra ...string) *Broker {
 }
 
 func tryStartBroker(t testing.TB, extra []string) (*Broker, error) {
-	port, err := freePort()
+	port, err := freeport.Port("127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
@@ -147,23 +148,11 @@ func (b *Broker) Pid() int { return b.cmd.Process.Pid }
 // fails the test if it cannot.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	port, err := freePort()
+	port, err := freeport.Port("127.0.0.1")
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
 	return port
-}
-
-// freePort is launch.FreePort, copied: launch imports render, whose
-// in-package tests use testkit, so testkit importing launch would be an
-// import cycle in render's tests.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // WaitFor polls cond until it holds, and fails the test if timeout passes
