@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -10,12 +11,12 @@ import (
 
 func newBenchInterestCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
-		subs          []int
-		clients       int
-		asJSON, quiet bool
-		persistent    bool
-		agentArgs     []string
-		replicas      int
+		subs       []int
+		clients    int
+		out        = benchOutput{stdout: stdout, stderr: stderr}
+		persistent bool
+		agentArgs  []string
+		replicas   int
 	)
 	cmd := &cobra.Command{
 		Use:   "interest [--subscriptions 10000,100000]",
@@ -34,22 +35,15 @@ With --persistent the clients keep persistent sessions and disconnect once
 subscribed, as a fleet of devices does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			self, err := agentBinary()
-			if err != nil {
-				return err
+			measure := func(ctx context.Context, self string, progress io.Writer) ([]bench.InterestRow, error) {
+				o := bench.InterestOptions{Subscriptions: subs, Clients: clients, Persistent: persistent,
+					AgentBinary: self, AgentArgs: agentArgs, Progress: progress}
+				if cmd.Flags().Changed("session-replicas") {
+					o.SessionReplicas = &replicas
+				}
+				return bench.MeasureInterest(ctx, o)
 			}
-			o := bench.InterestOptions{Subscriptions: subs, Clients: clients, Persistent: persistent, AgentBinary: self, AgentArgs: agentArgs}
-			if cmd.Flags().Changed("session-replicas") {
-				o.SessionReplicas = &replicas
-			}
-			if !quiet {
-				o.Progress = stderr
-			}
-			rows, err := bench.MeasureInterest(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			return printRows(stdout, asJSON, rows, bench.WriteInterestTable)
+			return runBench(cmd.Context(), &out, measure, bench.WriteInterestTable)
 		},
 	}
 	f := cmd.Flags()
@@ -58,7 +52,6 @@ subscribed, as a fleet of devices does.`,
 	f.BoolVar(&persistent, "persistent", false, "clients keep persistent sessions (clean start 0, expiry 1 h) and disconnect once subscribed")
 	f.IntVar(&replicas, "session-replicas", 1, "session_replicas of the cluster (0 or 1 with two nodes): with --persistent, each session is replicated to the other node")
 	f.StringArrayVar(&agentArgs, "agent-arg", nil, "extra argument for both agents, e.g. --agent-arg=--pprof (repeat)")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	f.BoolVar(&quiet, "quiet", false, "no progress lines")
+	out.flags(f)
 	return cmd
 }

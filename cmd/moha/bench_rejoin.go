@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -10,9 +11,9 @@ import (
 
 func newBenchRejoinCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
-		topics        int
-		asJSON, quiet bool
-		agentArgs     []string
+		topics    int
+		out       = benchOutput{stdout: stdout, stderr: stderr}
+		agentArgs []string
 	)
 	cmd := &cobra.Command{
 		Use:   "rejoin [--topics 100000]",
@@ -29,25 +30,15 @@ restart its agent. Reported:
   RSS          node1's agent (it answers the digest), node2's agent and broker`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			self, err := agentBinary()
-			if err != nil {
-				return err
+			measure := func(ctx context.Context, self string, progress io.Writer) (bench.RejoinResult, error) {
+				return bench.MeasureRejoin(ctx, bench.RejoinOptions{Topics: topics, AgentBinary: self, AgentArgs: agentArgs, Progress: progress})
 			}
-			o := bench.RejoinOptions{Topics: topics, AgentBinary: self, AgentArgs: agentArgs}
-			if !quiet {
-				o.Progress = stderr
-			}
-			r, err := bench.MeasureRejoin(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			return printRows(stdout, asJSON, r, bench.WriteRejoinTable)
+			return runBench(cmd.Context(), &out, measure, bench.WriteRejoinTable)
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&topics, "topics", 100000, "retained topics written on node1")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	f.BoolVar(&quiet, "quiet", false, "no progress lines")
+	out.flags(f)
 	f.StringArrayVar(&agentArgs, "agent-arg", nil, "extra argument for both agents, e.g. --agent-arg=--pprof (repeat)")
 	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"time"
 
@@ -13,7 +14,7 @@ func newBenchStormCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
 		clients, rate int
 		within        time.Duration
-		asJSON, quiet bool
+		out           = benchOutput{stdout: stdout, stderr: stderr}
 	)
 	cmd := &cobra.Command{
 		Use:   "storm [--clients 2000] [--within 10s]",
@@ -38,26 +39,16 @@ The number of clients is bounded by the open-file limit of this process and of
 the broker (ulimit -n).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			self, err := agentBinary()
-			if err != nil {
-				return err
+			measure := func(ctx context.Context, self string, progress io.Writer) (bench.StormResult, error) {
+				return bench.MeasureStorm(ctx, bench.StormOptions{Clients: clients, Within: within, Rate: rate, AgentBinary: self, Progress: progress})
 			}
-			o := bench.StormOptions{Clients: clients, Within: within, Rate: rate, AgentBinary: self}
-			if !quiet {
-				o.Progress = stderr
-			}
-			r, err := bench.MeasureStorm(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			return printRows(stdout, asJSON, r, bench.WriteStormTable)
+			return runBench(cmd.Context(), &out, measure, bench.WriteStormTable)
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&clients, "clients", 2000, "persistent-session clients on node2")
 	f.DurationVar(&within, "within", 10*time.Second, "the clients reconnect spread over this")
 	f.IntVar(&rate, "rate", 500, "messages a second node1's publisher sends to the clients")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	f.BoolVar(&quiet, "quiet", false, "no progress lines")
+	out.flags(f)
 	return cmd
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 
 	"github.com/spf13/cobra"
@@ -10,9 +11,9 @@ import (
 
 func newBenchWindowCommand(stdout, stderr io.Writer) *cobra.Command {
 	var (
-		iterations    int
-		settings      []string
-		asJSON, quiet bool
+		iterations int
+		settings   []string
+		out        = benchOutput{stdout: stdout, stderr: stderr}
 	)
 	cmd := &cobra.Command{
 		Use:   "window [--iterations 1000] [--data-subscription all,interest]",
@@ -28,25 +29,15 @@ message to it. One broker delivers every such message. Reported per setting:
   SUBACK to arrival     p50 and p99 over the delivered messages`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			self, err := agentBinary()
-			if err != nil {
-				return err
+			measure := func(ctx context.Context, self string, progress io.Writer) ([]bench.WindowRow, error) {
+				return bench.MeasureWindow(ctx, bench.WindowOptions{Iterations: iterations, Settings: settings, AgentBinary: self, Progress: progress})
 			}
-			o := bench.WindowOptions{Iterations: iterations, Settings: settings, AgentBinary: self}
-			if !quiet {
-				o.Progress = stderr
-			}
-			rows, err := bench.MeasureWindow(cmd.Context(), o)
-			if err != nil {
-				return err
-			}
-			return printRows(stdout, asJSON, rows, bench.WriteWindowTable)
+			return runBench(cmd.Context(), &out, measure, bench.WriteWindowTable)
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&iterations, "iterations", 1000, "subscribe-then-publish pairs per setting")
 	f.StringSliceVar(&settings, "data-subscription", []string{"all", "interest"}, "data_subscription settings to run, one cluster each")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	f.BoolVar(&quiet, "quiet", false, "no progress lines")
+	out.flags(f)
 	return cmd
 }
