@@ -2,6 +2,7 @@ package render
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/placement"
@@ -72,7 +73,7 @@ func HAProxy(c *config.Cluster, opt HAProxyOptions) (string, error) {
 	w.header(fmt.Sprintf("cluster %q (moha render haproxy)", c.Name))
 	writeGlobal(&w, lb.MaxConn, idle)
 	writeFrontend(&w, bind, lb.MaxConn)
-	writeBackend(&w, servers, bucketRules(c))
+	writeBucketBackend(&w, servers, bucketRules(c))
 	if tlsServers != nil {
 		writeTLS(&w, tlsBind, lb.MaxConn, tlsServers)
 	}
@@ -143,7 +144,7 @@ func writeFrontend(w *writer, bind string, maxConn int) {
 	w.blank()
 }
 
-func writeBackend(w *writer, servers, rules []string) {
+func writeBucketBackend(w *writer, servers, rules []string) {
 	w.comment(
 		"The client id's bucket (crc32 mod buckets) picks the node: each bucket lists the nodes",
 		"in a fixed order and the first one up gets the client, so a client returns to the node",
@@ -153,17 +154,21 @@ func writeBackend(w *writer, servers, rules []string) {
 		"whether its side of the cluster has a majority. Host names here are resolved once,",
 		"when HAProxy starts.",
 	)
-	w.line("backend brokers")
-	w.line("    balance hash var(sess.cid)")
+	writeBackend(w, "brokers", "hash var(sess.cid)", slices.Concat(rules, servers))
+}
+
+// writeBackend renders a backend of the brokers: balanced by balance over
+// consistent hashing, a server up while its agent's /readyz answers 200,
+// then lines (server rules and servers).
+func writeBackend(w *writer, name, balance string, lines []string) {
+	w.line("backend %s", name)
+	w.line("    balance %s", balance)
 	w.line("    hash-type consistent")
 	w.line("    option httpchk")
 	w.line("    http-check send meth GET uri /readyz")
 	w.line("    http-check expect status 200")
-	for _, r := range rules {
-		w.line("    %s", r)
-	}
-	for _, s := range servers {
-		w.line("    %s", s)
+	for _, l := range lines {
+		w.line("    %s", l)
 	}
 }
 
@@ -194,15 +199,7 @@ func writeTLS(w *writer, bind string, maxConn int, servers []string) {
 	w.line("    maxconn %d", maxConn)
 	w.line("    default_backend brokers_tls")
 	w.blank()
-	w.line("backend brokers_tls")
-	w.line("    balance source")
-	w.line("    hash-type consistent")
-	w.line("    option httpchk")
-	w.line("    http-check send meth GET uri /readyz")
-	w.line("    http-check expect status 200")
-	for _, s := range servers {
-		w.line("    %s", s)
-	}
+	writeBackend(w, "brokers_tls", "source", servers)
 }
 
 func writeStats(w *writer, bind string) {
