@@ -170,6 +170,7 @@ func (a *Agent) build() error {
 		BufferMessages: a.cluster.BufferMessages,
 		BufferBytes:    int64(a.cluster.BufferBytes),
 		InterestGrace:  time.Duration(a.cluster.InterestGrace),
+		RecentInterest: a.recentInterest(),
 		Compress:       a.cluster.LinkCompression == config.CompressionDeflate,
 		Logger:         a.log,
 		Registerer:     a.registry,
@@ -290,6 +291,19 @@ func (a *Agent) peerDigest(peer string, entries []retained.DigestEntry) {
 			a.log.Info("sent a peer the retained messages it lacked", "peer", peer, "messages", len(missing))
 		}
 	})
+}
+
+// recentInterest is how far back a snapshot of this node's interest sends
+// its changes as deltas: as far as the peers' replay history reaches (the
+// same cluster file), so that a subscription made here while a link was
+// down is replayed there like one made while it was up. None without a
+// history (data_subscription interest).
+func (a *Agent) recentInterest() time.Duration {
+	h := a.historyLimits()
+	if h.Window <= 0 {
+		return 0
+	}
+	return h.Window + h.Margin
 }
 
 // historyLimits is the forwarder's replay history: on while the data

@@ -105,10 +105,9 @@ func MeasureRejoin(ctx context.Context, o RejoinOptions) (RejoinResult, error) {
 		return res, err
 	}
 	defer live.close()
-	// Publish once node1 routes the probe's topic to node2: interest that
-	// arrives in a link's first snapshot is not replayed (the subscribe
-	// window at a node's start, docs/HA.md), and the probe measures the
-	// rejoin's effect on live traffic, not that.
+	// Publish once node1 routes the probe's topic to node2: the probe
+	// measures the rejoin's effect on live traffic, not how a subscription
+	// made while the link comes up is replayed (docs/HA.md).
 	if err := waitRouted(ctx, origin.HTTP, liveTopic); err != nil {
 		return res, err
 	}

@@ -40,6 +40,12 @@ type Config struct {
 	// what it holds is reported Buffered, so that the origin broker and the
 	// other peers go on (default 2s).
 	StallAfter time.Duration
+	// RecentInterest: a SNAPSHOT of this node's interest is the set as it
+	// was this long ago, followed by the changes since as DELTAs with
+	// their times, so that a peer keeping a replay history (the agent's,
+	// data_subscription all) replays what it took meanwhile for
+	// subscriptions made here while the link was down. 0: the set as it is.
+	RecentInterest time.Duration
 	// Compress sends message batches DEFLATE-compressed, one stream per
 	// link (see compress.go). Received compressed batches are decoded
 	// whatever this says.
@@ -120,7 +126,7 @@ func (c *Config) validateLimits(bad func(field, format string, args ...any)) {
 	for _, d := range []struct {
 		field string
 		v     time.Duration
-	}{{"InterestGrace", c.InterestGrace}, {"Heartbeat", c.Heartbeat}, {"AckDelay", c.AckDelay}, {"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}, {"StallAfter", c.StallAfter}} {
+	}{{"InterestGrace", c.InterestGrace}, {"Heartbeat", c.Heartbeat}, {"AckDelay", c.AckDelay}, {"BackoffMin", c.BackoffMin}, {"BackoffMax", c.BackoffMax}, {"StallAfter", c.StallAfter}, {"RecentInterest", c.RecentInterest}} {
 		if d.v < 0 {
 			bad(d.field, "negative")
 		}

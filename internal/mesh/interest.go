@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"sort"
 	"sync"
 	"time"
 )
@@ -20,6 +21,9 @@ const (
 // localInterest is this node's advertised filter set, its version and the
 // recent deltas, shared by every link's writer.
 type localInterest struct {
+	// recent: a snapshot sends the changes of this last stretch as deltas
+	// (Config.RecentInterest; set before the mesh runs).
+	recent  time.Duration
 	mu      sync.Mutex
 	version uint64
 	set     map[string]struct{}
@@ -77,6 +81,11 @@ func (d *interestDelta) size() int { return len(d.added) + len(d.removed) }
 // *sent up to date (a snapshot when snapshot is set or the deltas it needs
 // were trimmed), and advances *sent. It returns dst unchanged when the
 // link is current.
+//
+// A snapshot leaves out the changes of the last li.recent: it is the set
+// as it was before them, followed by them as deltas with their times, so
+// that the peer replays what it took meanwhile for the subscriptions made
+// while the link was down (a snapshot alone is applied without replay).
 func (li *localInterest) appendFrames(dst []byte, sent *uint64, snapshot bool, scratch []byte) ([]byte, []byte) {
 	li.mu.Lock()
 	defer li.mu.Unlock()
@@ -84,28 +93,73 @@ func (li *localInterest) appendFrames(dst []byte, sent *uint64, snapshot bool, s
 		return dst, scratch
 	}
 	first := li.version - uint64(len(li.log)) + 1 // version of li.log[0]
+	from := *sent + 1 - first                     // index in li.log of the first delta to send
 	if snapshot || *sent+1 < first || *sent > li.version {
-		filters := li.filtersLocked()
-		for {
-			n := partLen(filters, func(f string) int { return len(f) + 2 })
-			f := frame{typ: frameSnapshot, version: li.version, filters: filters[:n], more: n < len(filters)}
-			scratch = encodeFrameBody(scratch[:0], &f)
-			dst = appendFrame(dst, frameSnapshot, scratch)
-			filters = filters[n:]
-			if len(filters) == 0 {
-				break
-			}
-		}
-		*sent = li.version
-		return dst, scratch
+		from = li.recentFrom(time.Now().Add(-li.recent).UnixNano())
+		base, version := li.setBeforeLocked(from)
+		dst, scratch = appendSnapshot(dst, scratch, version, base)
 	}
-	for _, d := range li.log[*sent+1-first:] {
+	for _, d := range li.log[from:] {
 		f := frame{typ: frameDelta, version: d.version, filters: d.added, removed: d.removed, at: d.at}
 		scratch = encodeFrameBody(scratch[:0], &f)
 		dst = appendFrame(dst, frameDelta, scratch)
 	}
 	*sent = li.version
 	return dst, scratch
+}
+
+// recentFrom is the index in li.log of the first delta recorded at or
+// after cutoff (len(li.log) when li.recent is 0: none is recent).
+func (li *localInterest) recentFrom(cutoff int64) uint64 {
+	if li.recent <= 0 {
+		return uint64(len(li.log))
+	}
+	return uint64(sort.Search(len(li.log), func(i int) bool { return li.log[i].at >= cutoff }))
+}
+
+// setBeforeLocked returns the set as it was before li.log[from:], and its
+// version: the current set with those deltas undone, latest first.
+func (li *localInterest) setBeforeLocked(from uint64) ([]string, uint64) {
+	undone := li.log[from:]
+	version := li.version - uint64(len(undone))
+	if len(undone) == 0 {
+		return li.filtersLocked(), version
+	}
+	present := map[string]bool{} // filter -> present before the undone deltas
+	for i := len(undone) - 1; i >= 0; i-- {
+		for _, f := range undone[i].removed {
+			present[f] = true
+		}
+		for _, f := range undone[i].added {
+			present[f] = false
+		}
+	}
+	out := make([]string, 0, len(li.set))
+	for f := range li.set {
+		if p, changed := present[f]; !changed || p {
+			out = append(out, f)
+		}
+	}
+	for f, p := range present {
+		if _, now := li.set[f]; p && !now {
+			out = append(out, f)
+		}
+	}
+	return out, version
+}
+
+// appendSnapshot appends the SNAPSHOT of filters at version, in parts.
+func appendSnapshot(dst, scratch []byte, version uint64, filters []string) ([]byte, []byte) {
+	for {
+		n := partLen(filters, func(f string) int { return len(f) + 2 })
+		f := frame{typ: frameSnapshot, version: version, filters: filters[:n], more: n < len(filters)}
+		scratch = encodeFrameBody(scratch[:0], &f)
+		dst = appendFrame(dst, frameSnapshot, scratch)
+		filters = filters[n:]
+		if len(filters) == 0 {
+			return dst, scratch
+		}
+	}
 }
 
 // partBytes bounds the body of one SNAPSHOT or DIGEST part.

@@ -269,3 +269,56 @@ func TestBurstOfDeltasIsNotASnapshot(t *testing.T) {
 		t.Fatalf("a link 10 versions behind got %v, want 10 deltas", got)
 	}
 }
+
+// TestSnapshotSendsRecentChangesAsDeltas: with recent set, a snapshot is
+// the set before the recent changes (a recent addition left out, a recent
+// removal put back), followed by those changes as deltas with their times
+// and consecutive versions; without it, the set as it is.
+func TestSnapshotSendsRecentChangesAsDeltas(t *testing.T) {
+	li := localInterest{recent: time.Minute}
+	old := time.Now().Add(-time.Hour).UnixNano()
+	li.apply([]string{"old/a", "old/b", "gone/c"}, nil)
+	li.log[len(li.log)-1].at = old
+	li.apply([]string{"new/d"}, []string{"gone/c"})
+	li.apply([]string{"new/e"}, nil)
+	recentAt := li.log[len(li.log)-1].at
+
+	frames := func(li *localInterest) []frame {
+		var sent uint64
+		wire, _ := li.appendFrames(nil, &sent, true, nil)
+		if sent != li.version {
+			t.Fatalf("sent = %d after a snapshot, want %d", sent, li.version)
+		}
+		var out []frame
+		for r := bufio.NewReader(bytes.NewReader(wire)); ; {
+			typ, body, err := readFrame(r, maxFrameSize)
+			if err != nil {
+				return out
+			}
+			f, err := decodeFrame(typ, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, f)
+		}
+	}
+	got := frames(&li)
+	if len(got) != 3 || got[0].typ != frameSnapshot || got[1].typ != frameDelta || got[2].typ != frameDelta {
+		t.Fatalf("got %d frames, want a snapshot and two deltas", len(got))
+	}
+	snap := slices.Sorted(slices.Values(got[0].filters))
+	if want := []string{"gone/c", "old/a", "old/b"}; !slices.Equal(snap, want) || got[0].version != 1 {
+		t.Fatalf("snapshot %v at version %d, want %v at version 1", snap, got[0].version, want)
+	}
+	if d := got[1]; d.version != 2 || !slices.Equal(d.filters, []string{"new/d"}) || !slices.Equal(d.removed, []string{"gone/c"}) {
+		t.Fatalf("first delta %+v, want version 2 adding new/d, removing gone/c", d)
+	}
+	if d := got[2]; d.version != 3 || !slices.Equal(d.filters, []string{"new/e"}) || d.at != recentAt {
+		t.Fatalf("second delta %+v, want version 3 adding new/e at %d", d, recentAt)
+	}
+
+	li.recent = 0
+	if got := frames(&li); len(got) != 1 || got[0].version != 3 || len(got[0].filters) != 4 {
+		t.Fatalf("without recent: %d frames, want one snapshot of the 4 filters at version 3", len(got))
+	}
+}

@@ -135,6 +135,7 @@ func New(cfg Config, h Handlers) (*Mesh, error) {
 		pending:          pendingHandshakes{max: maxPendingHandshakes},
 		rejectLogs:       map[string]*rateLimit{},
 	}
+	m.interest.recent = cfg.RecentInterest
 	for _, name := range m.names {
 		m.peers[name] = newPeer(m, name, cfg.Peers[name])
 	}
