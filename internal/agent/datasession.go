@@ -261,6 +261,10 @@ type dataFilters struct {
 	wantGen, heldGen atomic.Uint64
 	liveID           atomic.Pointer[string] // the live data session's client id
 	held             atomic.Int64           // filters it holds
+	// aggWildcards and aggFilters are the last wanted set's aggregation
+	// (datasub.Aggregate): wildcards subscribed in place of exact filters,
+	// and how many exact filters they stand for.
+	aggWildcards, aggFilters atomic.Int64
 }
 
 func newDataFilters(all bool, router *forward.Router, store *retained.Store, log *slog.Logger, reg prometheus.Registerer) *dataFilters {
@@ -269,6 +273,14 @@ func newDataFilters(all bool, router *forward.Router, store *retained.Store, log
 		Name: "moha_data_subscriptions",
 		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
 	}, func() float64 { return float64(f.held.Load()) })
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_data_aggregated_wildcards",
+		Help: "Single-level wildcards the data session subscribes in place of dense sets of exact peer filters (data_subscription interest). What they bring that no peer wanted is counted in moha_unrouted_messages_total.",
+	}, func() float64 { return float64(f.aggWildcards.Load()) })
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moha_data_aggregated_filters",
+		Help: "Exact peer filters the data session's aggregated wildcards stand for (not subscribed one by one).",
+	}, func() float64 { return float64(f.aggFilters.Load()) })
 	return f
 }
 
@@ -342,10 +354,13 @@ func (c *dataConn) apply(ctx context.Context, step *datasub.Step) error {
 // wanted returns the filters the live data session must hold (filter
 // → replay retained). With data_subscription all that is "#". With interest
 // it is what peers need ("$" topics aside), less exact filters a wanted
-// wildcard covers, and every topic holding a retained message, with a
-// replay of it (a write between learning the value and subscribing is not
-// missed). Retained topics stay subscribed while wildcards come and go:
-// each new subscription would replay them all.
+// wildcard covers, with dense sets of exact filters aggregated into a
+// single-level wildcard (datasub.Aggregate: the broker holds one filter,
+// not a million; the router still routes by the exact ones), and every
+// topic holding a retained message, with a replay of it (a write between
+// learning the value and subscribing is not missed). Retained topics stay
+// subscribed while wildcards come and go: each new subscription would
+// replay them all.
 func (f *dataFilters) wanted() map[string]bool {
 	if f.all {
 		// Every message: the replay history closes the subscribe window
@@ -372,6 +387,9 @@ func (f *dataFilters) wanted() map[string]bool {
 			delete(want, filter)
 		}
 	}
+	agg := datasub.Aggregate(want, datasub.AggregateMin)
+	f.aggWildcards.Store(int64(agg.Wildcards))
+	f.aggFilters.Store(int64(agg.Filters))
 	f.addRetainedTopics(want)
 	return want
 }
@@ -408,7 +426,12 @@ func (f *dataFilters) notify() {
 
 // status is /status's data section; up: the broker sessions are.
 func (f *dataFilters) status(up bool) status.DataStatus {
-	d := status.DataStatus{Filters: int(f.held.Load()), Current: up && f.current()}
+	d := status.DataStatus{
+		Filters:             int(f.held.Load()),
+		Current:             up && f.current(),
+		AggregatedWildcards: int(f.aggWildcards.Load()),
+		AggregatedFilters:   int(f.aggFilters.Load()),
+	}
 	if id := f.liveID.Load(); id != nil {
 		d.ClientID = *id
 	}

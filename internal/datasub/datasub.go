@@ -1,6 +1,7 @@
 // Package datasub owns the agent's data-session subscriptions when they follow
 // interest: which filters the session holds, the steps that move them to the
-// filters wanted, and which copy of a message to keep.
+// filters wanted, which copy of a message to keep, and which dense sets of
+// exact filters it holds as one wildcard (Aggregate).
 //
 // Mosquitto sends a client one copy of a message per matching subscription,
 // each copy carrying that subscription's identifier. Overlapping filters

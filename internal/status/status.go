@@ -81,6 +81,12 @@ type DataStatus struct {
 	// Current: every interest change seen so far is applied to the
 	// session's subscriptions (messages matching it reach the agent).
 	Current bool `json:"current"`
+	// AggregatedWildcards are single-level wildcards subscribed in place of
+	// dense sets of exact peer filters, AggregatedFilters the exact filters
+	// they stand for (data_subscription interest). What they bring that no
+	// peer wanted is counted in moha_unrouted_messages_total.
+	AggregatedWildcards int `json:"aggregated_wildcards"`
+	AggregatedFilters   int `json:"aggregated_filters"`
 }
 
 // PeerStatus is one peer as this agent sees it.
