@@ -17,6 +17,7 @@ func newBenchInterestCommand(stdout, stderr io.Writer) *cobra.Command {
 		persistent bool
 		agentArgs  []string
 		replicas   int
+		dataSub    string
 	)
 	cmd := &cobra.Command{
 		Use:   "interest [--subscriptions 10000,100000]",
@@ -37,7 +38,7 @@ subscribed, as a fleet of devices does.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			measure := func(ctx context.Context, self string, progress io.Writer) ([]bench.InterestRow, error) {
 				o := bench.InterestOptions{Subscriptions: subs, Clients: clients, Persistent: persistent,
-					AgentBinary: self, AgentArgs: agentArgs, Progress: progress}
+					AgentBinary: self, AgentArgs: agentArgs, Progress: progress, DataSubscription: dataSub}
 				if cmd.Flags().Changed("session-replicas") {
 					o.SessionReplicas = &replicas
 				}
@@ -51,6 +52,7 @@ subscribed, as a fleet of devices does.`,
 	f.IntVar(&clients, "clients", 10, "subscribing clients sharing them")
 	f.BoolVar(&persistent, "persistent", false, "clients keep persistent sessions (clean start 0, expiry 1 h) and disconnect once subscribed")
 	f.IntVar(&replicas, "session-replicas", 1, "session_replicas of the cluster (0 or 1 with two nodes): with --persistent, each session is replicated to the other node")
+	f.StringVar(&dataSub, "data-subscription", "", "data_subscription of the cluster (all or interest; default: the cluster default, all); the table's last column is what the peer's data session then subscribes")
 	f.StringArrayVar(&agentArgs, "agent-arg", nil, "extra argument for both agents, e.g. --agent-arg=--pprof (repeat)")
 	out.flags(f)
 	return cmd

@@ -36,8 +36,11 @@ type InterestOptions struct {
 	AgentArgs   []string // extra arguments for both agents (e.g. --pprof)
 	// SessionReplicas, when set, is the cluster's session_replicas.
 	SessionReplicas *int
-	Dir             string // work directory (a temporary one when empty)
-	Progress        io.Writer
+	// DataSubscription, when set, is the cluster's data_subscription
+	// ("all" or "interest").
+	DataSubscription string
+	Dir              string // work directory (a temporary one when empty)
+	Progress         io.Writer
 }
 
 // InterestRow is one run's figures.
@@ -55,6 +58,10 @@ type InterestRow struct {
 	// HolderDegraded is how long the subscribing agent was seen degraded
 	// (advertising everything) while the peer learned the filters.
 	HolderDegraded time.Duration `json:"holder_degraded_ns"`
+	// PeerDataFilters is what the peer's data session subscribes on its
+	// broker once it holds them all: "#" with data_subscription all; with
+	// interest the filters, dense sets aggregated into wildcards.
+	PeerDataFilters int `json:"peer_data_filters"`
 }
 
 // MeasureInterest starts a two-node moha cluster per run, subscribes N
@@ -97,6 +104,9 @@ func measureInterestOnce(ctx context.Context, o InterestOptions, n int) (Interes
 		Configure: func(c *config.Cluster) {
 			if o.SessionReplicas != nil {
 				c.SessionReplicas = o.SessionReplicas
+			}
+			if o.DataSubscription != "" {
+				c.DataSubscription = o.DataSubscription
 			}
 		}})
 	if err != nil {
@@ -161,6 +171,7 @@ func waitPropagated(ctx context.Context, row *InterestRow, holder, peer config.N
 		st, err := fetchStatus(ctx, peer.HTTP)
 		// Known to the peer's router, and subscribed by its data session.
 		if err == nil && len(st.Peers) > 0 && st.Peers[0].InterestFilters == n && st.Data.Current {
+			row.PeerDataFilters = st.Data.Filters
 			return true, nil
 		}
 		now := time.Now()
@@ -299,11 +310,11 @@ func progressf(w io.Writer, format string, args ...any) {
 // WriteInterestTable prints the rows as a table.
 func WriteInterestTable(w io.Writer, rows []InterestRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "subscriptions\tsubscribe\tpropagated to peer\tholder degraded\tholder agent RSS (before)\tpeer agent RSS (before)\tholder broker RSS\t")
+	fmt.Fprintln(tw, "subscriptions\tsubscribe\tpropagated to peer\tholder degraded\tholder agent RSS (before)\tpeer agent RSS (before)\tholder broker RSS\tpeer data filters\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%v\t%v\t%v\t%.1f MiB (%.1f)\t%.1f MiB (%.1f)\t%.1f MiB\t\n", r.Subscriptions,
+		fmt.Fprintf(tw, "%d\t%v\t%v\t%v\t%.1f MiB (%.1f)\t%.1f MiB (%.1f)\t%.1f MiB\t%d\t\n", r.Subscriptions,
 			r.Subscribe.Round(time.Millisecond), r.Propagation.Round(time.Millisecond), r.HolderDegraded.Round(100*time.Millisecond),
-			mib(r.HolderRSS), mib(r.HolderBase), mib(r.PeerRSS), mib(r.PeerBase), mib(r.HolderBrokerRSS))
+			mib(r.HolderRSS), mib(r.HolderBase), mib(r.PeerRSS), mib(r.PeerBase), mib(r.HolderBrokerRSS), r.PeerDataFilters)
 	}
 	return tw.Flush()
 }
