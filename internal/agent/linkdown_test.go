@@ -29,7 +29,7 @@ func TestSubscribeWhileLinkDown(t *testing.T) {
 		Configure: func(cl *config.Cluster) {
 			cl.ReplayWindow = config.Duration(20 * time.Second) // longer than the link takes to come back
 			real, cl.Nodes[1].Link = cl.Nodes[1].Link, gate.addr()
-			gate.target = real
+			gate.setTarget(real)
 		},
 		NewAgent: func(cl *config.Cluster, node string, log *slog.Logger) (launch.InProcessAgent, error) {
 			if node == "node2" { // node2 listens where the gate forwards to
@@ -76,12 +76,12 @@ func TestSubscribeWhileLinkDown(t *testing.T) {
 // linkGate is a TCP forwarder in front of an agent's link listener that a
 // test can close (existing connections cut, new ones refused) and open.
 type linkGate struct {
-	ln     net.Listener
-	target string // set before the first connection
+	ln net.Listener
 
-	mu    sync.Mutex
-	open  bool
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex
+	target string // where connections are forwarded to
+	open   bool
+	conns  map[net.Conn]struct{}
 }
 
 func newLinkGate(t *testing.T) *linkGate {
@@ -98,6 +98,18 @@ func newLinkGate(t *testing.T) *linkGate {
 
 func (g *linkGate) addr() string { return g.ln.Addr().String() }
 
+func (g *linkGate) setTarget(addr string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.target = addr
+}
+
+func (g *linkGate) targetAddr() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.target
+}
+
 func (g *linkGate) accept() {
 	for {
 		in, err := g.ln.Accept()
@@ -110,7 +122,7 @@ func (g *linkGate) accept() {
 
 // forward pipes in to the target while the gate is open.
 func (g *linkGate) forward(in net.Conn) {
-	out, err := net.Dial("tcp", g.target)
+	out, err := net.Dial("tcp", g.targetAddr())
 	if err != nil {
 		in.Close()
 		return
