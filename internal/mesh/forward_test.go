@@ -369,19 +369,11 @@ func TestOverflowWhileDown(t *testing.T) {
 	waitFor(t, 5*time.Second, "unknown peer outcome", func() bool { return unknown.count(Dropped) == 1 })
 }
 
-// TestBackpressureWhileUp: with the link up and the buffer full, Send
-// blocks until the peer acks or ctx ends.
 // TestSendWaitBackpressure: SendWait, for bulk transfers with a goroutine
 // of their own, waits for room while the link is up and the buffer is full.
 func TestSendWaitBackpressure(t *testing.T) {
-	var mu sync.Mutex
-	var held []func()
-	recB := newRecorder()
-	recB.onDeliver = func(_ string, _ message.Message, ack func()) {
-		mu.Lock()
-		held = append(held, ack)
-		mu.Unlock()
-	}
+	held := &heldAcks{}
+	recB := held.recorder()
 	a, _ := pair(t, func(c *Config) { c.BufferMessages = 10 }, nil, newRecorder(), recB)
 	out := newOutcomes(t)
 	for i := range 10 {
@@ -396,12 +388,8 @@ func TestSendWaitBackpressure(t *testing.T) {
 	}
 	unblocked := make(chan error, 1)
 	go func() { unblocked <- a.SendWait(context.Background(), "b", indexed(11), out.done(11)) }()
-	waitFor(t, 5*time.Second, "b holds 10 messages", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 10 })
-	mu.Lock()
-	for _, ack := range held {
-		ack()
-	}
-	mu.Unlock()
+	waitFor(t, 5*time.Second, "b holds 10 messages", func() bool { return held.count() == 10 })
+	held.ackAll()
 	select {
 	case err := <-unblocked:
 		if err != nil {
@@ -410,10 +398,8 @@ func TestSendWaitBackpressure(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Send still blocked after the peer acked")
 	}
-	waitFor(t, 5*time.Second, "b holds the 11th", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 11 })
-	mu.Lock()
-	held[10]()
-	mu.Unlock()
+	waitFor(t, 5*time.Second, "b holds the 11th", func() bool { return held.count() == 11 })
+	held.ack(10)
 	waitFor(t, 5*time.Second, "11 acked", func() bool { return out.count(Acked) == 11 })
 	out.mu.Lock()
 	_, called := out.got[10]
@@ -428,14 +414,8 @@ func TestSendWaitBackpressure(t *testing.T) {
 // messages' bounded share of the window, never behind the whole transfer;
 // the bulk messages then all arrive, in order.
 func TestLiveOvertakesBulk(t *testing.T) {
-	var mu sync.Mutex
-	var held []func()
-	recB := newRecorder()
-	recB.onDeliver = func(_ string, _ message.Message, ack func()) {
-		mu.Lock()
-		held = append(held, ack)
-		mu.Unlock()
-	}
+	held := &heldAcks{}
+	recB := held.recorder()
 	const window = 16 // a bulk share of 4 in flight, 16 held
 	a, _ := pair(t, func(c *Config) { c.Window = window }, nil, newRecorder(), recB)
 	const bulk = 40
@@ -462,17 +442,13 @@ func TestLiveOvertakesBulk(t *testing.T) {
 		t.Fatalf("message %d at b is %q, want the live one", window/4, got)
 	}
 	for {
-		mu.Lock()
-		acks := held
-		held = nil
-		mu.Unlock()
-		for _, ack := range acks {
+		for _, ack := range held.take() {
 			ack()
 		}
 		if recB.count("a") == bulk+1 {
 			break
 		}
-		waitFor(t, 5*time.Second, "more bulk messages at b", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) > 0 })
+		waitFor(t, 5*time.Second, "more bulk messages at b", func() bool { return held.count() > 0 })
 	}
 	if err := <-sent; err != nil {
 		t.Fatal(err)
@@ -682,14 +658,8 @@ func TestStopAbandonsWhatLivePeersHeld(t *testing.T) {
 // holds is reported Buffered (once), new messages are Buffered at once, and
 // when it acknowledges again it is no longer stalled and nothing is lost.
 func TestStalledPeerIsBuffered(t *testing.T) {
-	var mu sync.Mutex
-	var held []func()
-	recB := newRecorder()
-	recB.onDeliver = func(_ string, _ message.Message, ack func()) {
-		mu.Lock()
-		held = append(held, ack)
-		mu.Unlock()
-	}
+	held := &heldAcks{}
+	recB := held.recorder()
 	a, _ := pair(t, func(c *Config) { c.StallAfter = 100 * time.Millisecond }, nil, newRecorder(), recB)
 	out := newOutcomes(t)
 	for i := range 10 {
@@ -706,12 +676,8 @@ func TestStalledPeerIsBuffered(t *testing.T) {
 	}
 	// b acknowledges nothing: a Buffered outcome can only be the stall's.
 	waitFor(t, 5*time.Second, "the 11th Buffered", func() bool { return out.count(Buffered) == 11 })
-	waitFor(t, 5*time.Second, "b holds all 11", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 11 })
-	mu.Lock()
-	for _, ack := range held {
-		ack()
-	}
-	mu.Unlock()
+	waitFor(t, 5*time.Second, "b holds all 11", func() bool { return held.count() == 11 })
+	held.ackAll()
 	waitFor(t, 5*time.Second, "b no longer stalled", func() bool { return !a.peerStatus("b").Stalled })
 	if got := metric(t, a.reg, "moha_peer_stalls_total", map[string]string{"peer": "b"}); got != 1 {
 		t.Fatalf("stalls counted %v, want 1", got)
@@ -724,14 +690,8 @@ func TestStalledPeerIsBuffered(t *testing.T) {
 // still gets the messages, to republish once its broker is back; when it
 // reports up, outcomes follow its acks again.
 func TestPeerBrokerDownIsBuffered(t *testing.T) {
-	var mu sync.Mutex
-	var held []func()
-	recB := newRecorder()
-	recB.onDeliver = func(_ string, _ message.Message, ack func()) {
-		mu.Lock()
-		held = append(held, ack)
-		mu.Unlock()
-	}
+	held := &heldAcks{}
+	recB := held.recorder()
 	slow := func(c *Config) { c.StallAfter = time.Hour } // a Buffered outcome cannot be a stall's
 	a, b := pair(t, slow, slow, newRecorder(), recB)
 	out := newOutcomes(t)
@@ -740,7 +700,7 @@ func TestPeerBrokerDownIsBuffered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, "b holds 3", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 3 })
+	waitFor(t, 5*time.Second, "b holds 3", func() bool { return held.count() == 3 })
 	if n := out.count(Buffered) + out.count(Acked); n != 0 {
 		t.Fatalf("%d outcomes before b reported anything, want none (b acks nothing)", n)
 	}
@@ -753,25 +713,19 @@ func TestPeerBrokerDownIsBuffered(t *testing.T) {
 		}
 	}
 	waitFor(t, 5*time.Second, "new messages Buffered at once", func() bool { return out.count(Buffered) == 6 })
-	waitFor(t, 5*time.Second, "b still receives them", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 6 })
+	waitFor(t, 5*time.Second, "b still receives them", func() bool { return held.count() == 6 })
 	if got := metric(t, a.reg, "moha_peer_broker_down", map[string]string{"peer": "b"}); got != 1 {
 		t.Fatalf("moha_peer_broker_down = %v, want 1", got)
 	}
 
 	b.SetBrokerUp(true)
 	waitFor(t, 5*time.Second, "a to see b's broker up", func() bool { return !a.peerStatus("b").BrokerDown })
-	mu.Lock()
-	for _, ack := range held {
-		ack()
-	}
-	mu.Unlock()
+	held.ackAll()
 	if err := a.Send(context.Background(), "b", indexed(6), out.done(6)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "b holds the 7th", func() bool { mu.Lock(); defer mu.Unlock(); return len(held) == 7 })
-	mu.Lock()
-	held[6]()
-	mu.Unlock()
+	waitFor(t, 5*time.Second, "b holds the 7th", func() bool { return held.count() == 7 })
+	held.ack(6)
 	waitFor(t, 5*time.Second, "the 7th Acked", func() bool { return out.count(Acked) == 1 })
 	if out.count(Buffered) != 6 || out.count(Dropped) != 0 {
 		t.Fatalf("outcomes: %d buffered, %d dropped; want 6 and 0", out.count(Buffered), out.count(Dropped))

@@ -362,3 +362,56 @@ func msgEqual(a, b message.Message) bool {
 	return pa.ContentType == pb.ContentType && pa.ResponseTopic == pb.ResponseTopic &&
 		bytes.Equal(pa.CorrelationData, pb.CorrelationData) && slices.Equal(pa.User, pb.User)
 }
+
+// heldAcks keeps the acks of what a peer receives until the test gives
+// them, so that the sender sees a peer that takes messages but has not
+// acknowledged them yet.
+type heldAcks struct {
+	mu   sync.Mutex
+	acks []func()
+}
+
+// recorder returns a recorder whose deliveries' acks h keeps.
+func (h *heldAcks) recorder() *recorder {
+	r := newRecorder()
+	r.onDeliver = func(_ string, _ message.Message, ack func()) {
+		h.mu.Lock()
+		h.acks = append(h.acks, ack)
+		h.mu.Unlock()
+	}
+	return r
+}
+
+// count returns how many acks were kept (given or not).
+func (h *heldAcks) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.acks)
+}
+
+// ack gives the ack of the i-th delivery.
+func (h *heldAcks) ack(i int) {
+	h.mu.Lock()
+	ack := h.acks[i]
+	h.mu.Unlock()
+	ack()
+}
+
+// ackAll gives every ack kept so far (they stay counted).
+func (h *heldAcks) ackAll() {
+	h.mu.Lock()
+	acks := slices.Clone(h.acks)
+	h.mu.Unlock()
+	for _, ack := range acks {
+		ack()
+	}
+}
+
+// take removes and returns the acks kept so far.
+func (h *heldAcks) take() []func() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	acks := h.acks
+	h.acks = nil
+	return acks
+}

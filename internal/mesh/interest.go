@@ -93,11 +93,13 @@ func (li *localInterest) appendFrames(dst []byte, sent *uint64, snapshot bool, s
 		return dst, scratch
 	}
 	first := li.version - uint64(len(li.log)) + 1 // version of li.log[0]
-	from := *sent + 1 - first                     // index in li.log of the first delta to send
+	var from uint64                               // index in li.log of the first delta to send
 	if snapshot || *sent+1 < first || *sent > li.version {
 		from = li.recentFrom(time.Now().Add(-li.recent).UnixNano())
 		base, version := li.setBeforeLocked(from)
 		dst, scratch = appendSnapshot(dst, scratch, version, base)
+	} else {
+		from = *sent + 1 - first
 	}
 	for _, d := range li.log[from:] {
 		f := frame{typ: frameDelta, version: d.version, filters: d.added, removed: d.removed, at: d.at}
