@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/freeport"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/plainbroker"
@@ -34,11 +35,6 @@ const probeInterval = 200 * time.Millisecond
 // errBridgeNotConnected is returned when the probe never crosses the bridge.
 var errBridgeNotConnected = errors.New("bench: native bridge did not connect")
 
-// compareQueueDepth is the compared brokers' max_queued_messages: a burst
-// queues instead of being dropped, as in moha's rendered brokers, whose
-// depth was 100000 when compare was written.
-const compareQueueDepth = 100000
-
 // compareLogTypes are mosquitto's default log types but "information",
 // whose lines (several per client connecting or leaving) would fill a
 // compared broker's log with every connection of a run.
@@ -52,7 +48,7 @@ func brokerConfig(name, addr string, extra []string) (string, error) {
 		Addr:      addr,
 		Comment:   "moha bench compare: broker " + name,
 		User:      plainbroker.RunAs(),
-		MaxQueued: compareQueueDepth,
+		MaxQueued: config.Default().MaxQueuedMessages, // as moha's nodes: a burst queues, not dropped
 		Extra:     append(slices.Clone(compareLogTypes), extra...),
 	})
 }

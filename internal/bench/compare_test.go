@@ -14,6 +14,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/launch"
 	"github.com/moha-project/moha/internal/testkit"
 )
@@ -424,7 +425,8 @@ func TestBrokerConfigIsAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"# moha bench compare: broker b\n", "listener 1 127.0.0.1\n", "max_queued_messages 100000\n",
+	for _, want := range []string{"# moha bench compare: broker b\n", "listener 1 127.0.0.1\n",
+		fmt.Sprintf("max_queued_messages %d\n", config.Default().MaxQueuedMessages),
 		"log_type notice\n", "connection bridge-b\n", "topic # both 2\n", "address 127.0.0.1:2\n"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("config lacks %q:\n%s", want, text)

@@ -18,15 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moha-project/moha/internal/config"
 	"github.com/moha-project/moha/internal/freeport"
 	"github.com/moha-project/moha/internal/plainbroker"
 	"github.com/moha-project/moha/internal/poll"
 )
-
-// brokerQueueDepth is a test broker's max_queued_messages: the depth a
-// cluster node's broker is rendered with by default (internal/config), so
-// that a test broker queues what a node's would.
-const brokerQueueDepth = 1000000
 
 // Broker is a real mosquitto process started for one test.
 type Broker struct {
@@ -90,7 +86,7 @@ func writeConfig(dir, addr string, extra []string) (string, error) {
 	text, err := plainbroker.Config(plainbroker.Options{
 		Addr:      addr,
 		User:      plainbroker.RunAs(),
-		MaxQueued: brokerQueueDepth,
+		MaxQueued: config.Default().MaxQueuedMessages,
 		Extra:     extra,
 	})
 	if err != nil {
