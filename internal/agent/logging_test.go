@@ -47,9 +47,11 @@ func TestRefusesBrokerWithoutLogTopic(t *testing.T) {
 	}
 	c := config.Default()
 	c.Secret = "0123456789abcdef0123456789"
-	linkAddr, _ := freeport.Addr("127.0.0.1")
-	httpAddr, _ := freeport.Addr("127.0.0.1")
-	c.Nodes = []config.Node{{Name: "solo", Link: linkAddr, HTTP: httpAddr, DataDir: dir}}
+	addrs, err := freeport.Addrs("127.0.0.1", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Nodes = []config.Node{{Name: "solo", Link: addrs[0], HTTP: addrs[1], DataDir: dir}}
 	c.Nodes[0].Broker.Address = brokerAddr
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)

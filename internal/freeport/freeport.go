@@ -36,14 +36,33 @@ func Addr(host string) (string, error) {
 // Addrs returns n distinct free host:port addresses: the listeners are
 // held until all are chosen, so the kernel cannot hand out one port twice.
 func Addrs(host string, n int) ([]string, error) {
-	var addrs []string
+	addrs, release, err := Reserve(host, n)
+	if err != nil {
+		return nil, err
+	}
+	release()
+	return addrs, nil
+}
+
+// Reserve returns n distinct free host:port addresses and keeps them bound
+// until release is called, so that ports chosen meanwhile (by Port, Addr or
+// another Reserve) are not these: the kernel readily hands a port just
+// closed out again.
+func Reserve(host string, n int) (addrs []string, release func(), err error) {
+	var held []net.Listener
+	release = func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}
 	for range n {
 		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
+			release()
+			return nil, nil, fmt.Errorf("find a free port: %w", err)
 		}
-		defer ln.Close()
+		held = append(held, ln)
 		addrs = append(addrs, ln.Addr().String())
 	}
-	return addrs, nil
+	return addrs, release, nil
 }

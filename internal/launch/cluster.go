@@ -109,10 +109,13 @@ func plan(opt Options) (*config.Cluster, error) {
 	}
 	c.Secret = hex.EncodeToString(secret)
 	c.Nodes = nil
-	ports, err := freeport.Addrs("127.0.0.1", 3*opt.Nodes)
+	// Three ports per node and two for HAProxy (client, TLS), held until
+	// Configure has run: ports it picks cannot be these.
+	ports, release, err := freeport.Reserve("127.0.0.1", 3*opt.Nodes+2)
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
+	defer release()
 	for i := 1; i <= opt.Nodes; i++ {
 		addrs := ports[3*(i-1) : 3*i]
 		n := config.Node{Name: "node" + strconv.Itoa(i), Link: addrs[1], HTTP: addrs[2],
@@ -122,6 +125,10 @@ func plan(opt Options) (*config.Cluster, error) {
 	}
 	if opt.LBPort >= 0 {
 		c.LoadBalancers.Port = opt.LBPort
+		if opt.LBPort == 0 {
+			c.LoadBalancers.Port = portOf(ports[3*opt.Nodes])
+		}
+		c.LoadBalancers.TLSPort = portOf(ports[3*opt.Nodes+1])
 		c.LoadBalancers.MaxConn = min(c.LoadBalancers.MaxConn, maxConnForFDLimit())
 	}
 	if opt.Configure != nil {
@@ -167,13 +174,10 @@ func Up(ctx context.Context, opt Options) (_ *Cluster, err error) {
 		if _, err := FindBinary("haproxy"); err != nil {
 			return nil, err
 		}
-		if opt.LBPort == 0 {
-			if opt.LBPort, err = freeport.Port("127.0.0.1"); err != nil {
+		if opt.LBPort > 0 {
+			if err := portFree(opt.LBPort); err != nil {
 				return nil, err
 			}
-		}
-		if err := portFree(opt.LBPort); err != nil {
-			return nil, err
 		}
 	}
 	cfg, err := plan(opt)
@@ -202,7 +206,7 @@ func Up(ctx context.Context, opt Options) (_ *Cluster, err error) {
 		}
 	}
 	if opt.LBPort >= 0 {
-		if err := c.startHAProxy(ctx, opt.LBPort); err != nil {
+		if err := c.startHAProxy(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -210,6 +214,13 @@ func Up(ctx context.Context, opt Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// portOf returns the port of a host:port address that freeport made.
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 func portFree(port int) error {
@@ -379,15 +390,12 @@ func (c *Cluster) WaitReady(ctx context.Context, node string) error {
 	return nil
 }
 
-func (c *Cluster) startHAProxy(ctx context.Context, port int) error {
-	c.LB = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+func (c *Cluster) startHAProxy(ctx context.Context) error {
+	lb := c.Config.LoadBalancers
+	c.LB = net.JoinHostPort("127.0.0.1", strconv.Itoa(lb.Port))
 	opt := render.HAProxyOptions{Bind: c.LB}
 	if c.Config.ClientTLSNodes() > 0 {
-		tlsPort, err := freeport.Port("127.0.0.1")
-		if err != nil {
-			return err
-		}
-		c.LBTLS = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+		c.LBTLS = net.JoinHostPort("127.0.0.1", strconv.Itoa(lb.TLSPort))
 		opt.TLSBind = c.LBTLS
 	}
 	text, err := render.HAProxy(c.Config, opt)
