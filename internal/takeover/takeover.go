@@ -90,8 +90,8 @@ func (t *Tracker) newerLocked(n mesh.ClientNote) bool {
 	return !ok || at < n.At
 }
 
-// OnEvent follows local connects and disconnects. It reports the
-// announcement to make, if any (a real client connected here), and marks
+// OnEvent follows local connects and disconnects, read at now. It reports
+// the announcement to make, if any (a real client connected here), and marks
 // the connect line of the agent's own clean takeover connection: its
 // session ends with it (session expiry 0), whatever the log can show.
 func (t *Tracker) OnEvent(ev *interest.Event, now time.Time) (mesh.ClientNote, bool) {
@@ -104,14 +104,29 @@ func (t *Tracker) OnEvent(ev *interest.Event, now time.Time) (mesh.ClientNote, b
 			t.popKick(ev.ClientID)
 			return mesh.ClientNote{}, false
 		}
-		t.local[ev.ClientID] = now.UnixNano()
-		note := mesh.ClientNote{ID: ev.ClientID, Clean: ev.Clean, At: now.UnixNano()}
+		at := stamp(ev, now)
+		t.local[ev.ClientID] = at
+		note := mesh.ClientNote{ID: ev.ClientID, Clean: ev.Clean, At: at}
 		t.remember(note, now)
 		return note, true
 	case interest.Disconnected, interest.Expired:
 		delete(t.local, ev.ClientID)
 	}
 	return mesh.ClientNote{}, false
+}
+
+// stamp is when a connection started, as closely as the agent can tell:
+// when it read the connect line (now), but no later than the end of the
+// second the broker logged the line in (ev.Time, when the line had one). An
+// agent reading its broker's log seconds late (a burst of log lines) would
+// otherwise stamp an older connection as newer than another node's, and
+// that node would close the client's newer connection instead of this one.
+func stamp(ev *interest.Event, now time.Time) int64 {
+	at := now.UnixNano()
+	if ev.Time > 0 {
+		at = min(at, (ev.Time+1)*int64(time.Second)-1)
+	}
+	return at
 }
 
 // popKick drops the oldest pending takeover of id. Called with t.mu held.

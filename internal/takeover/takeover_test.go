@@ -94,3 +94,32 @@ func TestShouldKick(t *testing.T) {
 		t.Fatal("KickFailed left the takeover pending")
 	}
 }
+
+// TestLateReadDoesNotMakeAnOlderConnectionNewer: node1's agent reads its
+// broker's log five seconds late (a burst), so it reads the client's connect
+// line after node2's agent has read the client's newer connect line. The
+// older connection, node1's, is the one that goes: its stamp is bounded by
+// the second its broker logged it in, not the late reading.
+func TestLateReadDoesNotMakeAnOlderConnectionNewer(t *testing.T) {
+	logged := time.Unix(1_800_000_000, 0)
+	node1, node2 := New(), New()
+	connect := func(tk *Tracker, loggedAt, readAt time.Time) mesh.ClientNote {
+		ev := interest.Event{Kind: interest.Connected, ClientID: "x", Time: loggedAt.Unix()}
+		n, ok := tk.OnEvent(&ev, readAt)
+		if !ok {
+			t.Fatal("connect not announced")
+		}
+		return n
+	}
+	older := connect(node1, logged, logged.Add(5*time.Second))
+	newer := connect(node2, logged.Add(2*time.Second), logged.Add(2100*time.Millisecond))
+	if !node1.ShouldKick(newer, "node1", "node2") {
+		t.Error("node1 kept the older connection")
+	}
+	if node2.ShouldKick(older, "node2", "node1") {
+		t.Error("node2 closed the newer connection")
+	}
+	if older.At >= logged.Add(time.Second).UnixNano() || older.At < logged.UnixNano() {
+		t.Errorf("the late-read connection is stamped %v, outside the second it was logged in", time.Unix(0, older.At))
+	}
+}
