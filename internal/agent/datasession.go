@@ -269,15 +269,16 @@ type dataFilters struct {
 
 func newDataFilters(all bool, router *forward.Router, store *retained.Store, log *slog.Logger, reg prometheus.Registerer) *dataFilters {
 	f := &dataFilters{all: all, router: router, retained: store, log: log, changed: make(chan struct{}, 1)}
-	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+	metrics := promauto.With(reg)
+	metrics.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_data_subscriptions",
 		Help: "Topic filters the agent's data session holds on the local broker: what peers need, plus topics holding a retained message.",
 	}, func() float64 { return float64(f.held.Load()) })
-	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+	metrics.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_data_aggregated_wildcards",
 		Help: "Single-level wildcards the data session subscribes in place of dense sets of exact peer filters (data_subscription interest). What they bring that no peer wanted is counted in moha_unrouted_messages_total.",
 	}, func() float64 { return float64(f.aggWildcards.Load()) })
-	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+	metrics.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "moha_data_aggregated_filters",
 		Help: "Exact peer filters the data session's aggregated wildcards stand for (not subscribed one by one).",
 	}, func() float64 { return float64(f.aggFilters.Load()) })

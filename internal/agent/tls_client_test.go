@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
@@ -43,9 +42,8 @@ func TestClientTLSThroughHAProxy(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, a := range addrs {
-			_, port, _ := net.SplitHostPort(a)
-			cl.Nodes[i].ClientTLS = &config.ClientTLS{Cert: certFile, Key: keyFile}
-			cl.Nodes[i].ClientTLS.Port, _ = strconv.Atoi(port)
+			_, port, _ := config.SplitHostPort(a)
+			cl.Nodes[i].ClientTLS = &config.ClientTLS{Port: port, Cert: certFile, Key: keyFile}
 		}
 	}})
 	if err != nil {

@@ -126,9 +126,9 @@ func plan(opt Options) (*config.Cluster, error) {
 	if opt.LBPort >= 0 {
 		c.LoadBalancers.Port = opt.LBPort
 		if opt.LBPort == 0 {
-			c.LoadBalancers.Port = portOf(ports[3*opt.Nodes])
+			_, c.LoadBalancers.Port, _ = config.SplitHostPort(ports[3*opt.Nodes]) // freeport's own host:port
 		}
-		c.LoadBalancers.TLSPort = portOf(ports[3*opt.Nodes+1])
+		_, c.LoadBalancers.TLSPort, _ = config.SplitHostPort(ports[3*opt.Nodes+1])
 		c.LoadBalancers.MaxConn = min(c.LoadBalancers.MaxConn, maxConnForFDLimit())
 	}
 	if opt.Configure != nil {
@@ -214,13 +214,6 @@ func Up(ctx context.Context, opt Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// portOf returns the port of a host:port address that freeport made.
-func portOf(addr string) int {
-	_, p, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(p)
-	return n
 }
 
 func portFree(port int) error {
